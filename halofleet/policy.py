@@ -1,0 +1,149 @@
+"""
+Every piece of policy data halofleet enforces, in one place, each entry beside its source.
+
+Source tags follow ../shared/DOMAIN.md: [C] read in a primary source, [S] community/secondary, [U] uncertain.
+Code that depends on a [U] entry says so and offers a host-data override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from packaging.version import InvalidVersion, Version
+
+GFX1151_TARGET_VERSION = 110501  # KFD gfx_target_version of the Radeon 8060S [C]
+STRIX_HALO_PCI_ID = "1002:1586"  # [C]
+
+# Memory math [C: kernel ttm docs; AMD amd-ttm tool]: ttm.pages_limit counts 4 KiB pages, amdgpu.gttsize MiB.
+PAGES_PER_GIB = 262144
+MIB_PER_GIB = 1024
+DEFAULT_OS_RESERVE_GIB = 8  # a Nix module asserts <= 120 GiB on 128 GB: leave >= 8 GiB for the OS [S]
+MIN_OS_RESERVE_GIB = 4  # below this the OS and the service itself starve; halofleet's own floor
+MIN_GTT_GIB = 4  # below this no useful model fits; halofleet's own floor
+# AMD's amd-ttm warns above 90 % of RAM [C]; halofleet refuses a GTT above what Linux sees (MemTotal).
+GTT_WARN_FRACTION = 0.90
+
+
+class Verdict(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    BAD = "bad"
+
+
+@dataclass(frozen=True)
+class RocmRule:
+    """One row of AMD's RDNA3.5 support matrix: ROCm versions in [low, high) and the verdict per kernel kind."""
+
+    low: str
+    high: str
+    with_cwsr_fix: Verdict
+    without_cwsr_fix: Verdict
+    source: str
+
+    def matches(self, version: Version) -> bool:
+        return Version(self.low) <= version < Version(self.high)
+
+
+# [C: AMD rdna3-5 support matrix, as summarised in DOMAIN.md "ROCm versions"]
+ROCM_MATRIX: tuple[RocmRule, ...] = (
+    RocmRule("7.11", "7.15", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix"),
+    RocmRule("7.9", "7.11", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix; ROCm/TheRock#2991"),
+    RocmRule("7.2.1", "7.2.5", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix"),
+    RocmRule("7.2.0", "7.2.1", Verdict.OK, Verdict.BAD, "AMD rdna3-5 support matrix"),
+    RocmRule("7.1", "7.2", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix; ROCm/TheRock#2991"),
+    # 7.0.x sits in the same bad-VGPR range as 7.1.x [C: ROCm/TheRock#2991]; 7.0.1 is denied outright below.
+    RocmRule("7.0", "7.1", Verdict.BAD, Verdict.WARN, "ROCm/TheRock#2991 (bad-VGPR range 6.x-7.1.x)"),
+    RocmRule("6.4", "6.5", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix"),
+)
+
+# Refused whatever the kernel, whether asked for or found installed.
+ROCM_DENYLIST: dict[str, str] = {
+    "7.0.1": "reported gfx1151 regression (pp 325 vs 1132 t/s on 6.4.4) and an LLVM slowdown "
+    "(ROCm/rocm-systems#2865, llvm#147700) [S]",
+}
+
+# [C: kyuz0 amd-strix-halo-toolboxes#37] linux-firmware releases that break ROCm on Strix Halo.
+FIRMWARE_DENYLIST: dict[str, str] = {
+    "20251125": "linux-firmware 20251125 breaks ROCm on Strix Halo (kyuz0 toolboxes #37); "
+    "downgrade to 20251111 and rebuild the initramfs",
+}
+
+# Kernel params: the names halofleet manages. Misspelled params are silently ignored by the kernel
+# [C: ROCm/ROCm#5595], so every name we emit is checked against this set.
+IOMMU_PARAMS = {"off": "amd_iommu=off", "pt": "iommu=pt"}  # amd_iommu=pt is invalid [C: AMD-Vi "Unknown option"]
+MANAGED_PARAM_KEYS = (
+    "amd_iommu",
+    "iommu",
+    "amdgpu.gttsize",
+    "ttm.pages_limit",
+    "amdttm.pages_limit",
+)
+
+# [C: DOMAIN.md "CWSR check"] Both properties must be exported on a gfx1151 KFD node.
+CWSR_PROPERTIES = ("cwsr_size", "ctl_stack_size")
+
+# ROCm apt repository [C: DOMAIN.md "ROCm versions"]; the URL is host data so mirrors and test repos work.
+ROCM_APT_URL_TEMPLATE = "https://repo.radeon.com/rocm/apt/{version}"
+ROCM_APT_SUITE = "noble"  # [C] Ubuntu 24.04 classic repo; other distros set halo_rocm_repo_suite
+ROCM_PIN_ORIGIN = "repo.radeon.com"
+ROCM_PIN_PRIORITY = 600  # [C] AMD's own rocm-pin-600
+
+# Container runtime packages per distro family.
+RUNTIME_PACKAGES = {
+    "podman": ("podman", "nftables", "uidmap"),
+    "docker": ("docker.io",),
+}
+GPU_GROUPS = ("video", "render")  # [C] what ROCm containers need
+
+
+def parse_rocm_version(text: str) -> Version:
+    """A ROCm release as X.Y or X.Y.Z; anything else raises ValueError."""
+    stripped = text.strip()
+    parts = stripped.split(".")
+    if not 2 <= len(parts) <= 3 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"not a ROCm release (X.Y or X.Y.Z): {text!r}")
+    try:
+        return Version(stripped)
+    except InvalidVersion as error:  # pragma: no cover - the digit check above is stricter
+        raise ValueError(str(error)) from error
+
+
+def rocm_release_of_package(version: str) -> str:
+    """The ROCm release inside a Debian package version: ``7.2.1.70201-81~24.04`` -> ``7.2.1``."""
+    upstream = version.split(":", 1)[-1].split("-", 1)[0]
+    return ".".join(upstream.split(".")[:3])
+
+
+def rocm_denied(version: str) -> str | None:
+    """The reason a ROCm release is refused outright, or None."""
+    parsed = parse_rocm_version(version)
+    for denied, reason in ROCM_DENYLIST.items():
+        if parsed == Version(denied):
+            return reason
+    return None
+
+
+def rocm_kernel_verdict(version: str, kernel_has_cwsr_fix: bool | None) -> tuple[Verdict, str]:
+    """Check ROCm + kernel as a pair. ``None`` for the kernel means unknown (no KFD GPU to ask)."""
+    denied = rocm_denied(version)
+    if denied:
+        return Verdict.BAD, f"ROCm {version} is refused: {denied}"
+    parsed = parse_rocm_version(version)
+    for rule in ROCM_MATRIX:
+        if rule.matches(parsed):
+            if kernel_has_cwsr_fix is None:
+                return Verdict.WARN, f"ROCm {version}: kernel CWSR support unknown (no gfx1151 KFD node) [{rule.source}]"
+            verdict = rule.with_cwsr_fix if kernel_has_cwsr_fix else rule.without_cwsr_fix
+            kind = "with" if kernel_has_cwsr_fix else "without"
+            return verdict, f"ROCm {version} on a kernel {kind} the CWSR fix is {verdict.value} [{rule.source}]"
+    return Verdict.WARN, f"ROCm {version} is not in the support matrix halofleet knows"
+
+
+def firmware_denied(version: str | None) -> str | None:
+    if not version:
+        return None
+    for denied, reason in FIRMWARE_DENYLIST.items():
+        if denied in version:
+            return reason
+    return None
