@@ -13,6 +13,7 @@ from pyinfra.api import FactBase
 
 from .. import cmdline as cmdline_mod
 from .. import policy
+from ..paths import MANAGED_FILES
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
 
@@ -308,6 +309,28 @@ class HostOs(FactBase[dict]):
         return parse_os(list(output))
 
 
+def parse_sha256sums(lines: list[str]) -> dict[str, str]:
+    """``sha256sum`` output -> {path: hex digest}; files that do not exist are simply absent."""
+    sums = {}
+    for line in lines:
+        digest, _, path = line.strip().partition("  ")
+        if len(digest) == 64 and path:
+            sums[path] = digest
+    return sums
+
+
+class ManagedFiles(FactBase[dict]):
+    """SHA-256 of every file halofleet manages that exists: {path: digest}."""
+
+    default = dict
+
+    def command(self) -> str:
+        return "sha256sum " + " ".join(MANAGED_FILES) + " 2>/dev/null; true"
+
+    def process(self, output):
+        return parse_sha256sums(list(output))
+
+
 # -- the one wide fact the deploys read -----------------------------------------------------------------------
 
 PROBE_PARTS: dict[str, type[FactBase]] = {
@@ -320,6 +343,7 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "firmware": LinuxFirmware,
     "gtt": GttState,
     "runtimes": ContainerRuntimes,
+    "files": ManagedFiles,
 }
 PROBE_MARK = "@@halofleet-probe "
 
@@ -354,7 +378,6 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
             sections[current].append(line)
     probe: dict[str, Any] = {}
     for name, fact_cls in PROBE_PARTS.items():
-        fact = fact_cls()
-        probe[name] = fact.process(sections[name]) if sections[name] else fact.default()
+        probe[name] = fact_cls().process(sections[name])
     probe["cwsr"] = cwsr_status(probe["kfd_nodes"])
     return probe

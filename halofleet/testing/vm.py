@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -212,7 +213,7 @@ class VM:
     disk: Path
     workdir: Path
     disk_format: str = "qcow2"
-    memory_mib: int = 1536
+    memory_mib: int = 16384  # sparse: lets the default 8 GiB OS reserve leave a real GTT size
     port: int = field(default_factory=free_port)
     kernel: tuple[Path, Path, str] | None = None
     process: subprocess.Popen | None = None
@@ -310,15 +311,19 @@ class VM:
         )
 
 
-def write_inventory(vms: list[VM], path: Path, host_data: dict[str, dict] | None = None) -> Path:
-    """A pyinfra inventory file naming each VM, with its SSH settings and any extra host data."""
+def write_inventory(vms: list[VM], path: Path, host_data: dict[str, dict] | None = None,
+                    group_data: dict | None = None) -> Path:
+    """
+    A JSON description of the VMs (name, SSH settings, extra host data) that ``inventories/vm.py`` reads when
+    ``HALOFLEET_VM_INVENTORY`` points at it.
+    """
     host_data = host_data or {}
     hosts = []
     for vm in vms:
         name, data = vm.inventory_entry()
         data.update(host_data.get(name, {}))
-        hosts.append((name, data))
-    path.write_text("# Written by halofleet.testing.vm\nvms = " + repr(hosts) + "\n")
+        hosts.append([name, data])
+    path.write_text(json.dumps({"hosts": hosts, "group_data": group_data or {}}, indent=2))
     return path
 
 

@@ -1,0 +1,10 @@
+"""
+The whole host: preflight, then each stage in order. modprobe runs before kernel so the one reboot picks up both.
+"""
+
+from pathlib import Path
+
+from pyinfra import local
+
+for stage in ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime"):
+    local.include(str(Path(__file__).parent / f"{stage}.py"))

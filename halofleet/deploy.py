@@ -1,0 +1,51 @@
+"""
+Glue between pyinfra's deploy files and the pure plan: probe once per host, validate once, and fail only the
+host whose data or state is bad (a raised exception would abort the whole fleet run).
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger, state
+from pyinfra.api.exceptions import PyinfraError
+
+from .cmdline import ParamConflict
+from .config import ConfigError, HostRefused, validate
+from .facts.halo import HostProbe
+from .plan import HostPlan, build_plan
+
+_PLAN_ATTR = "_halofleet_plan"
+
+
+def host_data() -> dict:
+    return {key: value for key, value in host.data.dict().items()}
+
+
+def current_plan() -> HostPlan | None:
+    """
+    This host's plan, built on first use in the run: host data is validated before any fact is gathered, so
+    bad data reaches no host at all. A bad host is logged and failed; the others carry on.
+    """
+    if hasattr(host, _PLAN_ATTR):
+        return getattr(host, _PLAN_ATTR)
+    plan = None
+    try:
+        config = validate(host.name, host_data())
+        plan = build_plan(host.name, {}, host.get_fact(HostProbe), config=config)
+    except (ConfigError, HostRefused, ParamConflict) as error:
+        logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")
+        setattr(host, _PLAN_ATTR, None)
+        try:
+            state.fail_hosts({host})
+        except PyinfraError:
+            # Every host is refused: end the run with the reason rather than pyinfra's "No hosts remaining!".
+            raise PyinfraError(f"halofleet: no host left to deploy ({error})") from None
+        return None
+    for warning in plan.warnings:
+        logger.warning(f"{host.print_prefix}halofleet: {warning}")
+    setattr(host, _PLAN_ATTR, plan)
+    return plan
+
+
+def managed_sha256(plan: HostPlan, path: str) -> str | None:
+    """A managed file's SHA-256 as the probe saw it (None: absent)."""
+    return plan.probe.get("files", {}).get(path)

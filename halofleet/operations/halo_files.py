@@ -1,0 +1,142 @@
+"""
+Install a configuration file the careful way: upload beside the target, check it, back up the old one, move it
+into place atomically, run the follow-up (``update-grub``, ``update-initramfs`` ...) and put everything back if
+that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from io import StringIO
+
+from pyinfra import host, logger, state
+from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.operations.util.files import generate_color_diff
+
+BACKUP_DIR = "/var/backups/halofleet"
+UNKNOWN = "unknown"  # sentinel for current_sha256: ask the host
+
+
+def sha256_text(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def backup_path(path: str) -> str:
+    return f"{BACKUP_DIR}/{path.strip('/').replace('/', '__')}"
+
+
+def log_diff(path: str, content: str | None, redact: bool = False) -> None:
+    """What files.put prints under --diff, for our own operations (``content`` None: removal)."""
+    if not state.config.DIFF:
+        return
+    current = host.get_fact(FileContents, path=path) or []
+    current_lines = [line + "\n" for line in current]
+    desired_lines = content.splitlines(keepends=True) if content is not None else []
+    verb = "remove" if content is None else ("modify" if current else "create")
+    host.log(f"Will {verb} {path}", logger.info)
+    if redact:
+        logger.info("  (content withheld: it holds a secret)")
+        return
+    for line in generate_color_diff(current_lines, desired_lines):
+        logger.info("  %s", line)
+    logger.info("")
+
+
+@operation()
+def checked_file(
+    path: str,
+    content: str,
+    mode: str = "0644",
+    check: StringCommand | None = None,
+    activate: StringCommand | None = None,
+    current_sha256: str | None = UNKNOWN,
+):
+    """
+    Install ``content`` at ``path`` only after it passes ``check``; run ``activate`` afterwards and restore the
+    previous file (and re-run ``activate``) if activation fails.
+
+    + path: absolute path of the file to manage
+    + content: the full text the file must have
+    + mode: octal permissions, set before the file is moved into place (owner is always root:root)
+    + check: shell command run on the candidate; ``$HALO_CANDIDATE`` holds its path; non-zero refuses it
+    + activate: shell command run once the file is in place (e.g. ``update-grub``)
+    + current_sha256: the file's SHA-256 if already known (None: absent), saving a round trip
+
+    **Example:**
+
+    .. code:: python
+
+        checked_file(
+            name="Write the modprobe options",
+            path="/etc/modprobe.d/zz-halofleet.conf",
+            content="options ttm pages_limit=31457280\\n",
+            check=StringCommand("modprobe", "-C", "$HALO_CANDIDATE", "--showconfig", ">/dev/null"),
+        )
+    """
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise OperationError(f"checked_file needs an absolute path without spaces, got {path!r}")
+    if current_sha256 == UNKNOWN:
+        current_sha256 = host.get_fact(Sha256File, path=path)
+    if current_sha256 == sha256_text(content):
+        host.noop(f"{path} is up to date")
+        return
+
+    log_diff(path, content)
+    directory, name = path.rsplit("/", 1)
+    candidate = f"{directory or ''}/.{name}.halofleet-new"
+    backup = backup_path(path)
+    yield StringCommand("mkdir", "-p", QuoteString(directory or "/"), QuoteString(BACKUP_DIR))
+    yield FileUploadCommand(StringIO(content), candidate)
+    script = [
+        "set -e",
+        f"export HALO_CANDIDATE={candidate}",
+        f"chown root:root {candidate}",
+        f"chmod {mode} {candidate}",
+    ]
+    if check is not None:
+        script.append(
+            f"if ! ( {check.get_raw_value()} ); then rm -f {candidate}; "
+            f"echo 'halofleet: refusing {path}: the new content failed its check' >&2; exit 1; fi"
+        )
+    script += [
+        f"if [ -e {path} ]; then cp -p {path} {backup}; had_old=1; else rm -f {backup}; had_old=0; fi",
+        f"mv -f {candidate} {path}",
+    ]
+    if activate is not None:
+        activation = activate.get_raw_value()
+        script.append(
+            f"if ! ( {activation} ); then "
+            f"if [ $had_old = 1 ]; then cp -p {backup} {path}; else rm -f {path}; fi; "
+            f"( {activation} ) >/dev/null 2>&1 || true; "
+            f"echo 'halofleet: activating {path} failed; the previous file is back in place' >&2; exit 1; fi"
+        )
+    yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
+
+
+@operation()
+def absent_file(path: str, activate: StringCommand | None = None, current_sha256: str | None = UNKNOWN):
+    """
+    Remove a file halofleet installed, keeping a backup, and run ``activate`` afterwards.
+
+    + path: absolute path of the file to remove
+    + activate: shell command run after removal (e.g. ``update-grub``)
+    + current_sha256: the file's SHA-256 if already known (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        absent_file(name="Drop the GRUB drop-in", path="/etc/default/grub.d/zz-halofleet.cfg",
+                    activate=StringCommand("update-grub"))
+    """
+    if current_sha256 == UNKNOWN:
+        current_sha256 = host.get_fact(Sha256File, path=path)
+    if current_sha256 is None:
+        host.noop(f"{path} is already absent")
+        return
+    log_diff(path, None)
+    yield StringCommand("mkdir", "-p", QuoteString(BACKUP_DIR))
+    yield StringCommand("mv", "-f", QuoteString(path), QuoteString(backup_path(path)))
+    if activate is not None:
+        yield activate

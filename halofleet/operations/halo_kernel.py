@@ -1,0 +1,226 @@
+"""
+Kernel cmdline and module options for Strix Halo: a GRUB drop-in (never an edit of the user's
+``/etc/default/grub``), grubby on Fedora, and an ``/etc/modprobe.d`` file that sorts last.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pyinfra import host
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+
+from .. import cmdline as cmdline_mod
+from .. import policy
+from ..paths import GRUB_DROPIN, MODPROBE_FILE
+from . import halo_files
+
+
+_SAFE_PARAM = re.compile(r"^[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:-]+)?$")
+
+
+def _check_params(params: list[str]) -> None:
+    for param in params:
+        if not _SAFE_PARAM.match(param):
+            raise OperationError(f"refusing kernel parameter {param!r}: only name=value without quoting is allowed")
+
+
+def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS) -> str:
+    """
+    The drop-in grub-mkconfig sources after /etc/default/grub: it strips every managed key from the user's
+    variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched.
+    """
+    _check_params(params)
+    keys = "|".join(sorted({cmdline_mod.key(k) for k in managed_keys} | {cmdline_mod.key(p) for p in params}))
+    # The kernel treats - and _ alike in names, so both spellings are matched.
+    patterns = "|".join(sorted({k.replace("_", "[-_]") for k in keys.split("|")}))
+    return (
+        "# Managed by halofleet: edits are overwritten on the next run.\n"
+        "# Drops any earlier value of the parameters halofleet manages from the variables set before this file,\n"
+        "# then appends halofleet's own, so each appears exactly once.\n"
+        "_halofleet_strip() {\n"
+        "  _halofleet_out=\n"
+        "  set -f\n"
+        "  for _halofleet_p in $1; do\n"
+        '    case "${_halofleet_p%%=*}" in\n'
+        f"      {patterns}) ;;\n"
+        '      *) _halofleet_out="$_halofleet_out $_halofleet_p" ;;\n'
+        "    esac\n"
+        "  done\n"
+        "  set +f\n"
+        '  printf "%s" "${_halofleet_out# }"\n'
+        "}\n"
+        'GRUB_CMDLINE_LINUX="$(_halofleet_strip "$GRUB_CMDLINE_LINUX")"\n'
+        f'GRUB_CMDLINE_LINUX_DEFAULT="$(_halofleet_strip "$GRUB_CMDLINE_LINUX_DEFAULT") {" ".join(params)}"\n'
+        "unset -f _halofleet_strip\n"
+        "unset _halofleet_out _halofleet_p\n"
+    )
+
+
+def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
+    """
+    Shell check of a candidate drop-in: valid sh, and sourcing the whole chain as grub-mkconfig does yields
+    each of our params exactly once.
+    """
+    keys = " ".join(sorted({cmdline_mod.key(p).replace("_", "[-_]") for p in params}))
+    wanted = " ".join(params)
+    script = (
+        'sh -n "$HALO_CANDIDATE" && '
+        'out=$( [ -r /etc/default/grub ] && . /etc/default/grub; '
+        f'for f in /etc/default/grub.d/*.cfg; do [ "$f" = {path} ] || {{ [ -r "$f" ] && . "$f"; }}; done; '
+        '. "$HALO_CANDIDATE"; echo " $GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT " ) && '
+        f'for p in {wanted}; do case "$out" in *" $p "*) ;; *) echo "missing $p in: $out" >&2; exit 1;; esac; done && '
+        f'for k in {keys}; do n=$(printf "%s\\n" $out | grep -c "^$k\\(=\\|$\\)"); '
+        '[ "$n" = 1 ] || { echo "$k appears $n times in: $out" >&2; exit 1; }; done'
+    )
+    return StringCommand(script)
+
+
+GRUB_ACTIVATE = StringCommand(
+    "if command -v update-grub >/dev/null 2>&1; then update-grub; "
+    "else grub-mkconfig -o /boot/grub/grub.cfg; fi"
+)
+
+
+@operation()
+def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str | None = halo_files.UNKNOWN):
+    """
+    Put kernel params on the GRUB cmdline through a drop-in, check it, then run ``update-grub``.
+
+    The user's ``/etc/default/grub`` is never edited. The candidate must be valid sh and, sourced after the
+    user's config, must produce each param exactly once; if ``update-grub`` fails the previous drop-in (or none)
+    is restored and ``update-grub`` re-run, so the host boots as before.
+
+    + params: the full list of params halofleet manages (``name=value``)
+    + path: drop-in path (sourced by grub-mkconfig in lexical order; ours sorts last)
+    + current_sha256: the drop-in's SHA-256 if already known (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        grub_cmdline(
+            name="Set the Strix Halo cmdline",
+            params=["amd_iommu=off", "amdgpu.gttsize=122880", "ttm.pages_limit=31457280"],
+        )
+    """
+    yield from halo_files.checked_file._inner(
+        path=path,
+        content=render_grub_dropin(params),
+        check=grub_check(params, path),
+        activate=GRUB_ACTIVATE,
+        current_sha256=current_sha256,
+    )
+
+
+@operation()
+def grubby_cmdline(params: list[str], configured: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS):
+    """
+    Put kernel params on every kernel's cmdline with grubby (Fedora/RHEL BLS), removing other values of the
+    managed keys first.
+
+    + params: the full list of params halofleet manages
+    + configured: the default kernel's current args (from the BootConfig fact)
+    + managed_keys: keys whose other values are removed
+
+    **Example:**
+
+    .. code:: python
+
+        grubby_cmdline(name="Set the cmdline", params=["iommu=pt"], configured=["rhgb", "quiet"])
+    """
+    _check_params(params)
+    current = cmdline_mod.managed_subset(configured, managed_keys)
+    if sorted(current) == sorted(params):
+        host.noop("grubby args already carry the halofleet params")
+        return
+    stale = [p for p in current if p not in params]
+    if stale:
+        yield StringCommand("grubby", "--update-kernel=ALL", QuoteString("--remove-args=" + " ".join(stale)))
+    yield StringCommand("grubby", "--update-kernel=ALL", QuoteString("--args=" + " ".join(params)))
+
+
+def render_modprobe(options: dict[str, dict[str, int | str]]) -> str:
+    """``{"ttm": {"pages_limit": N}}`` -> ``options ttm pages_limit=N`` lines."""
+    lines = ["# Managed by halofleet: matches the kernel cmdline it sets. Edits are overwritten on the next run."]
+    for module, values in options.items():
+        if not values:
+            continue
+        pairs = " ".join(f"{name}={value}" for name, value in values.items())
+        lines.append(f"options {module} {pairs}")
+    return "\n".join(lines) + "\n"
+
+
+# Rebuild the initramfs only when a module we configure is inside it (as AMD's amd-ttm does), so the option
+# applies at early load; otherwise the file is read when the module loads from the root filesystem.
+INITRAMFS_ACTIVATE = StringCommand(
+    "k=$(uname -r); "
+    "if command -v update-initramfs >/dev/null 2>&1; then "
+    "  if lsinitramfs /boot/initrd.img-$k 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then "
+    "    cp -p /boot/initrd.img-$k /var/backups/halofleet/initrd.img-$k && update-initramfs -u -k $k; fi; "
+    "elif command -v dracut >/dev/null 2>&1; then "
+    "  if lsinitrd 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then dracut -f; fi; "
+    "fi"
+)
+
+
+@operation()
+def modprobe_options(
+    options: dict[str, dict[str, int | str]],
+    path: str = MODPROBE_FILE,
+    current_sha256: str | None = halo_files.UNKNOWN,
+):
+    """
+    Write module options to ``/etc/modprobe.d``, checked by ``modprobe --showconfig`` first; regenerate the
+    initramfs only when the file changed and a configured module is inside it.
+
+    + options: ``{module: {param: value}}``
+    + path: the modprobe.d file (must sort after every other one)
+    + current_sha256: the file's SHA-256 if already known (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        modprobe_options(name="TTM limit", options={"ttm": {"pages_limit": 31457280}})
+    """
+    for module, values in options.items():
+        for name, value in values.items():
+            if not re.fullmatch(r"[a-z0-9_]+", module + name) or not re.fullmatch(r"[A-Za-z0-9_.,-]+", str(value)):
+                raise OperationError(f"refusing modprobe option {module} {name}={value!r}")
+    check_parts = ['modprobe -C "$HALO_CANDIDATE" --showconfig >/dev/null']
+    for module, values in options.items():
+        for name, value in values.items():
+            check_parts.append(
+                f'modprobe -C "$HALO_CANDIDATE" --showconfig | grep -q "^options {module} .*{name}={value}"'
+            )
+    yield from halo_files.checked_file._inner(
+        path=path,
+        content=render_modprobe(options),
+        check=StringCommand(" && ".join(check_parts)),
+        activate=INITRAMFS_ACTIVATE,
+        current_sha256=current_sha256,
+    )
+
+
+@operation()
+def verify_live_cmdline(params: list[str]):
+    """
+    After a reboot: fail unless ``/proc/cmdline`` carries every param (the host did not boot what we configured).
+
+    + params: params that must be live
+
+    **Example:**
+
+    .. code:: python
+
+        verify_live_cmdline(name="Check the new cmdline is live", params=["amd_iommu=off"], _if=reboot.did_change)
+    """
+    _check_params(params)
+    checks = " && ".join(f'case " $c " in *" {p} "*) ;; *) false;; esac' for p in params)
+    yield StringCommand(
+        "sh", "-c",
+        QuoteString(f"c=$(cat /proc/cmdline); {checks} || "
+                    "{ echo \"halofleet: live cmdline lacks the configured params: $c\" >&2; exit 1; }"),
+    )
+

@@ -1,0 +1,183 @@
+"""
+From one host's data and its preflight probe to everything the stages will write: a pure function, so the whole
+decision (and every refusal) is tested without a host and made before the first change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import cmdline, memory, policy
+from .config import ConfigError, HaloConfig, HostRefused, validate
+
+SUPPORTED_DISTROS = {"debian", "ubuntu", "fedora"}
+APT_DISTROS = {"debian", "ubuntu"}
+
+
+@dataclass
+class HostPlan:
+    config: HaloConfig
+    probe: dict[str, Any]
+    distro: str
+    gtt: memory.GttPlan
+    ttm_module: str
+    kernel_params: list[str]
+    modprobe: dict[str, dict[str, int]]
+    expected_cmdline: list[str]
+    reboot_needed: bool
+    strix_halo: bool
+    cwsr: dict[str, Any]
+    rocm_message: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def uses_apt(self) -> bool:
+        return self.distro in APT_DISTROS
+
+    def gpu_check(self, passed: bool | None) -> str:
+        """A GPU-only check's result: 'skipped' on hosts without a gfx1151 GPU, never 'passed'."""
+        if not self.strix_halo or passed is None:
+            return "skipped"
+        return "ok" if passed else "missing"
+
+
+def _distro(host: str, os_info: dict[str, Any]) -> str:
+    ids = [os_info.get("id", "")] + os_info.get("id_like", "").split()
+    for distro_id in ids:
+        if distro_id in SUPPORTED_DISTROS:
+            return distro_id
+    raise HostRefused(
+        host,
+        f"unsupported distribution {os_info.get('pretty_name') or os_info.get('id') or 'unknown'!r}: "
+        f"halofleet supports {', '.join(sorted(SUPPORTED_DISTROS))}",
+    )
+
+
+def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: HaloConfig | None = None) -> HostPlan:
+    """Validate ``data`` against the contract and the host's facts; raise ConfigError/HostRefused or plan."""
+    config = config or validate(host, data)
+    warnings: list[str] = []
+    distro = _distro(host, probe.get("os") or {})
+
+    cwsr = probe.get("cwsr") or {"gfx1151_nodes": 0, "supported": None, "missing": []}
+    strix_halo = cwsr["gfx1151_nodes"] > 0
+    if not strix_halo and not config.allow_non_strix_halo:
+        raise HostRefused(
+            host,
+            "no gfx1151 (Strix Halo) GPU found in the KFD topology; set halo_allow_non_strix_halo: true to run "
+            "the stages on a test host (GPU checks are then reported as skipped)",
+        )
+
+    firmware = probe.get("firmware")
+    denied_firmware = policy.firmware_denied(firmware)
+    if denied_firmware:
+        raise HostRefused(host, f"linux-firmware {firmware} is refused: {denied_firmware}")
+
+    memtotal = probe.get("memtotal_kib")
+    if not memtotal:
+        raise HostRefused(host, "could not read MemTotal from /proc/meminfo")
+    visible = memory.visible_gib(memtotal)
+    try:
+        gtt = memory.plan_gtt(visible, config.os_reserve_gib, config.gtt_gib)
+    except ValueError as error:
+        key = "halo_gtt_gib" if config.gtt_gib is not None else "halo_os_reserve_gib"
+        raise ConfigError(host, key, config.values[key], str(error)) from None
+    if gtt.fraction_of_ram > policy.GTT_WARN_FRACTION:
+        warnings.append(
+            f"GTT {gtt.gtt_gib} GiB is {gtt.fraction_of_ram:.0%} of the {visible} GiB Linux sees "
+            f"(AMD's amd-ttm warns above {policy.GTT_WARN_FRACTION:.0%})"
+        )
+
+    rocm = probe.get("rocm") or {}
+    if rocm.get("amdgpu_dkms") and not config.allow_amdgpu_dkms:
+        raise HostRefused(
+            host,
+            "amdgpu-dkms is installed: it renames ttm to amdttm (ttm.pages_limit is then ignored) and conflicts "
+            "with the in-tree driver on Strix Halo; remove it, or set halo_allow_amdgpu_dkms: true to use amdttm.*",
+        )
+    ttm_module = "amdttm" if rocm.get("amdgpu_dkms") else "ttm"
+
+    has_cwsr_fix = cwsr["supported"]
+    installed = rocm.get("version")
+    if installed:
+        reason = policy.rocm_denied(installed) if _is_release(installed) else None
+        if reason:
+            raise HostRefused(
+                host, f"ROCm {installed} is installed and refused: {reason}; remove it or install another release"
+            )
+    rocm_message = None
+    wanted = config.rocm_version
+    if wanted != "none":
+        verdict, rocm_message = policy.rocm_kernel_verdict(wanted, has_cwsr_fix)
+        if verdict is policy.Verdict.BAD:
+            raise ConfigError(host, "halo_rocm_version", wanted, rocm_message)
+        if verdict is policy.Verdict.WARN:
+            warnings.append(rocm_message)
+        if distro not in APT_DISTROS:
+            raise HostRefused(host, f"pinning host ROCm is implemented for apt hosts only, not {distro}")
+    elif installed and _is_release(installed):
+        verdict, rocm_message = policy.rocm_kernel_verdict(installed, has_cwsr_fix)
+        if verdict is policy.Verdict.BAD:
+            raise HostRefused(host, f"installed {rocm_message}")
+        if verdict is policy.Verdict.WARN:
+            warnings.append(f"installed {rocm_message}")
+
+    if config.serve == "vllm" and has_cwsr_fix is False:
+        message = (
+            "vLLM on ROCm needs a kernel exporting the CWSR properties "
+            f"({', '.join(cwsr['missing'])} missing on the gfx1151 KFD node); update the kernel "
+            "(generic >= 6.18.4, or a vendor kernel with the backport)"
+        )
+        if config.cwsr_policy == "enforce":
+            raise HostRefused(host, message)
+        warnings.append(message)
+
+    boot = probe.get("boot") or {"kind": "unknown", "cmdline": []}
+    if boot["kind"] not in ("grub", "grubby"):
+        raise HostRefused(
+            host, f"bootloader {boot['kind']!r} is not supported by the kernel stage (GRUB or grubby needed)"
+        )
+
+    params = cmdline.KernelParams()
+    params.add(policy.IOMMU_PARAMS[config.iommu], "kernel")
+    params.add(f"{ttm_module}.pages_limit={gtt.pages_limit}", "memory")
+    if config.emit_gttsize:
+        # Deprecated upstream but still honoured; it must equal the TTM size or the driver logs "unusual".
+        params.add(f"amdgpu.gttsize={gtt.gttsize_mib}", "memory")
+    kernel_params = params.as_list()
+
+    modprobe: dict[str, dict[str, int]] = {ttm_module: {"pages_limit": gtt.pages_limit}}
+    if config.emit_gttsize:
+        modprobe["amdgpu"] = {"gttsize": gtt.gttsize_mib}
+
+    expected = cmdline.merge(boot["cmdline"], kernel_params)
+    reboot_needed = not cmdline.satisfies(probe.get("live_cmdline") or [], kernel_params)
+
+    return HostPlan(
+        config=config,
+        probe=probe,
+        distro=distro,
+        gtt=gtt,
+        ttm_module=ttm_module,
+        kernel_params=kernel_params,
+        modprobe=modprobe,
+        expected_cmdline=expected,
+        reboot_needed=reboot_needed,
+        strix_halo=strix_halo,
+        cwsr=cwsr,
+        rocm_message=rocm_message,
+        warnings=warnings,
+    )
+
+
+def _is_release(version: str) -> bool:
+    try:
+        policy.parse_rocm_version(version)
+    except ValueError:
+        return False
+    return True
