@@ -4,7 +4,6 @@ or grubby, then a reboot only if the live cmdline differs, one host at a time, a
 """
 
 from pyinfra import host, logger
-from pyinfra.operations import server
 
 from halofleet.deploy import current_plan, managed_sha256
 from halofleet.operations import halo_kernel
@@ -26,9 +25,9 @@ if plan is not None:
         )
 
     if plan.config.reboot == "auto":
-        reboot = server.reboot(
+        reboot = halo_kernel.reboot(
             name="Reboot into the new kernel cmdline",
-            reboot_timeout=plan.config.reboot_timeout,
+            timeout=plan.config.reboot_timeout,
             _if=lambda: configure.did_change() or plan.reboot_needed,
             _parallel=1,  # rolling: never more than one host down at a time
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,6 +15,10 @@ from .config import ConfigError, HostRefused
 from .memory import KIB_PER_GIB
 from .operations.halo_kernel import render_modprobe
 from .plan import build_plan
+
+
+# Deploy files and inventories live in the project checkout, next to which the commands are run.
+DEPLOYS = Path("deploys")
 
 
 def synthetic_probe(ram_gib: int) -> dict:
@@ -64,6 +72,47 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
 def options() -> None:
     """Print the host-data contract (every halo_* key, its type, default and allowed values)."""
     click.echo(config_mod.describe_options())
+
+
+@main.command()
+@click.argument("inventory")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def verify(inventory: str, as_json: bool) -> None:
+    """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
+    from .verify import collect, format_table
+
+    rows = collect(inventory)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+    sys.exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+
+
+@main.command()
+@click.option("--suite", default="trixie", show_default=True, help="Debian suite of the demo VM.")
+@click.option("--keep", is_flag=True, help="Leave the VM running (inventories/vm.py then reaches it).")
+@click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to run.")
+def demo(suite: str, keep: bool, deploy: str) -> None:
+    """Boot a local QEMU VM, run the full deploy on it, print the verification table."""
+    from .testing import vm as vm_mod
+    from .verify import collect, format_table
+
+    workdir = vm_mod.cache_dir() / "demo"
+    base = vm_mod.base_image(suite)
+    machines = vm_mod.boot_vms(["halo-demo"], base, workdir)
+    description = vm_mod.write_inventory(machines, workdir / "vms.json")
+    env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
+    inventory = "inventories/vm.py"
+    try:
+        result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, deploy], env=env)
+        os.environ["HALOFLEET_VM_INVENTORY"] = str(description)
+        rows = collect(inventory)
+        click.echo(format_table(rows))
+    finally:
+        if not keep:
+            for machine in machines:
+                machine.stop()
+    if keep:
+        click.echo(f"VM left running: HALOFLEET_VM_INVENTORY={description} pyinfra {inventory} ...")
+    sys.exit(0 if result.returncode == 0 and all(row["status"] == "ok" for row in rows) else 1)
 
 
 if __name__ == "__main__":

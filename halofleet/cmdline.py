@@ -6,18 +6,26 @@ Stages contribute parameters to one :class:`KernelParams` (NixOS-style merging);
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 
 from . import policy
 
 
 def parse(cmdline: str) -> list[str]:
-    """Split a cmdline into parameters, keeping quoted values (``dyndbg="file x +p"``) whole."""
-    lexer = shlex.shlex(cmdline, posix=False, punctuation_chars=False)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    return list(lexer)
+    """Split a cmdline into parameters as the kernel does: on whitespace outside double quotes."""
+    params, current, quoted = [], [], False
+    for char in cmdline:
+        if char == '"':
+            quoted = not quoted
+        if char.isspace() and not quoted:
+            if current:
+                params.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        params.append("".join(current))
+    return params
 
 
 def key(param: str) -> str:

@@ -26,6 +26,10 @@ def backup_path(path: str) -> str:
     return f"{BACKUP_DIR}/{path.strip('/').replace('/', '__')}"
 
 
+def _raw(command: StringCommand | str) -> str:
+    return command if isinstance(command, str) else command.get_raw_value()
+
+
 def log_diff(path: str, content: str | None, redact: bool = False) -> None:
     """What files.put prints under --diff, for our own operations (``content`` None: removal)."""
     if not state.config.DIFF:
@@ -48,8 +52,8 @@ def checked_file(
     path: str,
     content: str,
     mode: str = "0644",
-    check: StringCommand | None = None,
-    activate: StringCommand | None = None,
+    check: StringCommand | str | None = None,
+    activate: StringCommand | str | None = None,
     current_sha256: str | None = UNKNOWN,
 ):
     """
@@ -96,7 +100,7 @@ def checked_file(
     ]
     if check is not None:
         script.append(
-            f"if ! ( {check.get_raw_value()} ); then rm -f {candidate}; "
+            f"if ! ( {_raw(check)} ); then rm -f {candidate}; "
             f"echo 'halofleet: refusing {path}: the new content failed its check' >&2; exit 1; fi"
         )
     script += [
@@ -104,7 +108,7 @@ def checked_file(
         f"mv -f {candidate} {path}",
     ]
     if activate is not None:
-        activation = activate.get_raw_value()
+        activation = _raw(activate)
         script.append(
             f"if ! ( {activation} ); then "
             f"if [ $had_old = 1 ]; then cp -p {backup} {path}; else rm -f {path}; fi; "

@@ -6,9 +6,12 @@ Kernel cmdline and module options for Strix Halo: a GRUB drop-in (never an edit 
 from __future__ import annotations
 
 import re
+import time
 
-from pyinfra import host
-from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+import gevent
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api.facts import FactBase
 
 from .. import cmdline as cmdline_mod
 from .. import policy
@@ -65,7 +68,7 @@ def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
     keys = " ".join(sorted({cmdline_mod.key(p).replace("_", "[-_]") for p in params}))
     wanted = " ".join(params)
     script = (
-        'sh -n "$HALO_CANDIDATE" && '
+        'set -f && sh -n "$HALO_CANDIDATE" && '
         'out=$( [ -r /etc/default/grub ] && . /etc/default/grub; '
         f'for f in /etc/default/grub.d/*.cfg; do [ "$f" = {path} ] || {{ [ -r "$f" ] && . "$f"; }}; done; '
         '. "$HALO_CANDIDATE"; echo " $GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT " ) && '
@@ -224,3 +227,67 @@ def verify_live_cmdline(params: list[str]):
                     "{ echo \"halofleet: live cmdline lacks the configured params: $c\" >&2; exit 1; }"),
     )
 
+
+
+class BootId(FactBase[str]):
+    """The running boot's random id: it changes on every boot, unlike uptime it cannot be confused by clocks."""
+
+    def command(self) -> str:
+        return "cat /proc/sys/kernel/random/boot_id"
+
+    def process(self, output):
+        return "".join(output).strip()
+
+
+def _read_boot_id(attempt_timeout: float) -> str | None:
+    """Connect and read the boot id within ``attempt_timeout`` s; None if the host is not (properly) there."""
+    try:
+        with gevent.Timeout(attempt_timeout):
+            host.connect(show_errors=False)
+            if not host.connected:
+                return None
+            return host.get_fact(BootId)
+    except (gevent.Timeout, Exception):  # a half-dead session of the old boot hangs or errors: drop it
+        host.disconnect()
+        return None
+
+
+@operation(is_idempotent=False)
+def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20):
+    """
+    Reboot and wait until the host is back in a *new* boot (its boot id changed).
+
+    pyinfra's ``server.reboot`` can reconnect to the old system while it is still shutting down and then
+    wait forever on that dead session; here every attempt is bounded and the boot id proves the reboot.
+
+    + timeout: seconds to wait for the new boot before failing this host
+    + interval: seconds between attempts
+    + attempt_timeout: bound on one connect-and-read attempt
+
+    **Example:**
+
+    .. code:: python
+
+        reboot(name="Reboot into the new cmdline", timeout=600, _if=cmdline.did_change)
+    """
+    before: list[str] = []
+
+    def remember_boot():
+        before.append(host.get_fact(BootId))
+
+    def wait_for_new_boot():
+        host.disconnect()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            gevent.sleep(interval)
+            boot_id = _read_boot_id(attempt_timeout)
+            if boot_id and boot_id != before[0]:
+                logger.info(f"{host.print_prefix}back in a new boot")
+                return True
+            if boot_id:
+                host.disconnect()  # still the old boot, shutting down
+        raise OperationError(f"{host.name} did not come back in a new boot within {timeout} s")
+
+    yield FunctionCommand(remember_boot, (), {})
+    yield StringCommand("( sleep 1 && systemctl reboot ) </dev/null >/dev/null 2>&1 &")
+    yield FunctionCommand(wait_for_new_boot, (), {})

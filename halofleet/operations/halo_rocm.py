@@ -5,6 +5,8 @@ install itself (moving up or down to the pinned release).
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import Sha256File
@@ -85,7 +87,7 @@ def repository(
                 "sh", "-c",
                 QuoteString(
                     f"tmp={key_path}.halofleet-new; "
-                    f"(curl -fsSL {QuoteString(key_url).get_raw_value()} || wget -qO- {key_url}) > $tmp && "
+                    f"(curl -fsSL {shlex.quote(key_url)} || wget -qO- {shlex.quote(key_url)}) > $tmp && "
                     f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' $tmp && chmod 0644 $tmp && mv -f $tmp {key_path} || "
                     f"{{ rm -f $tmp; echo 'halofleet: could not fetch the ROCm signing key from {key_url}' >&2; exit 1; }}"
                 ),

@@ -265,6 +265,13 @@ class VM:
             )
         return result
 
+    def copy_dir(self, local: Path, remote: str) -> None:
+        """Copy a local directory's contents to ``remote`` in the guest (tar over SSH)."""
+        tar = subprocess.Popen(["tar", "-C", str(local), "-cf", "-", "."], stdout=subprocess.PIPE)
+        subprocess.run(self.ssh_command(f"mkdir -p {remote} && tar -C {remote} -xf -"), stdin=tar.stdout,
+                       check=True, capture_output=True)
+        tar.wait()
+
     def reachable(self) -> bool:
         try:
             return subprocess.run(self.ssh_command("true", timeout=5), capture_output=True, timeout=15).returncode == 0
