@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyinfra import host, logger, state
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_host
 
 from .cmdline import ParamConflict
 from .config import ConfigError, HostRefused, validate
@@ -35,7 +36,7 @@ def current_plan() -> HostPlan | None:
         logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")
         setattr(host, _PLAN_ATTR, None)
         try:
-            state.fail_hosts({host})
+            state.fail_hosts({ctx_host.get()})  # the real Host, not the context proxy
         except PyinfraError:
             # Every host is refused: end the run with the reason rather than pyinfra's "No hosts remaining!".
             raise PyinfraError(f"halofleet: no host left to deploy ({error})") from None
