@@ -99,7 +99,7 @@ def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]
 
     names = []
     for name, (data, probe_lines) in hosts.items():
-        names.append((f"@fake/{name}", {**data, "fake_delay": 0,
+        names.append((f"@fake/{name}", {**data, "fake_delay": 0, "fake_delay_jitter": 0,
                                          "fake_responses": {PROBE_MARK: {"stdout": probe_lines}, "uname -s": "Linux",
                                                             "command -v useradd": "/usr/sbin/useradd"}}))
     inventory = Inventory((names, {}))

@@ -1,0 +1,81 @@
+"""
+Real hosts for the VM tests: Debian VMs booted by QEMU (TCG) through their own GRUB, reached by pyinfra over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from halofleet.testing import aptrepo
+from halofleet.testing import vm as vm_mod
+
+ROOT = Path(__file__).resolve().parents[2]
+REPO_IN_VM = "/srv/halofleet-test-repo"
+
+
+@dataclass
+class PyinfraRun:
+    returncode: int
+    result: dict | None
+    stderr: str
+    seconds: float
+
+    @property
+    def changed_ops(self) -> list[str]:
+        """Names of operations that changed something on any host (from pyinfra's own JSON results)."""
+        if not self.result or not self.result.get("results"):
+            return []
+        return [op["name"] for op in self.result["results"]["operations"] if op["success"]]
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
+
+
+def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500) -> PyinfraRun:
+    """``pyinfra -y --json inventories/vm.py DEPLOY`` against the VMs in ``description``; JSON parsed."""
+    env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyinfra", "-y", "--json", *args, "inventories/vm.py", deploy],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    seconds = time.monotonic() - started
+    result = None
+    stdout = proc.stdout.strip()
+    if stdout.startswith("{"):
+        result = json.loads(stdout)
+    print(f"pyinfra {deploy} {' '.join(args)}: exit {proc.returncode} in {seconds:.0f} s")
+    return PyinfraRun(proc.returncode, result, proc.stderr, seconds)
+
+
+@pytest.fixture(scope="session")
+def base_image() -> Path:
+    return vm_mod.base_image("trixie")
+
+
+@pytest.fixture(scope="session")
+def rocm_repo(tmp_path_factory) -> Path:
+    return aptrepo.build_repo(tmp_path_factory.mktemp("rocm-repo"))
+
+
+@pytest.fixture(scope="session")
+def vm_workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vms")
+
+
+def rocm_group_data(version: str) -> dict:
+    return {
+        "halo_rocm_version": version,
+        "halo_rocm_repo_url": f"file:{REPO_IN_VM}",
+        "halo_rocm_repo_suite": aptrepo.SUITE,
+        "halo_rocm_repo_trusted": True,
+    }
