@@ -48,7 +48,7 @@ def _update_only(sources_path: str) -> StringCommand:
     """``apt-get update`` of our one source: fast, and independent of the state of the host's other sources."""
     return StringCommand(
         APT_ENV, "apt-get", "update", APT_LOCK_WAIT,
-        QuoteString(f"-o Dir::Etc::sourcelist={sources_path}"),
+        "-o", QuoteString(f"Dir::Etc::sourcelist={sources_path}"),
         "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0",
     )
 

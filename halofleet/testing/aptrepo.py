@@ -8,6 +8,7 @@ Each release gets ``rocm-core`` (installing ``/opt/rocm-<release>/.info/version`
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import subprocess
 import tempfile
@@ -79,6 +80,7 @@ def build_repo(target: Path, releases: tuple[str, ...] = DEFAULT_RELEASES, suite
     digest = hashlib.sha256(packages.encode()).hexdigest()
     (target / "dists" / suite / "Release").write_text(
         f"Origin: halofleet-test\nLabel: halofleet-test\nSuite: {suite}\nCodename: {suite}\n"
+        f"Date: {email.utils.formatdate(usegmt=True)}\n"
         "Architectures: amd64\nComponents: main\n"
         f"SHA256:\n {digest} {len(packages.encode())} main/binary-amd64/Packages\n"
     )
