@@ -16,6 +16,7 @@ from pyinfra.api.facts import FactBase
 from .. import cmdline as cmdline_mod
 from .. import policy
 from ..paths import GRUB_DROPIN, MODPROBE_FILE
+from ..templating import render
 from . import halo_files
 
 
@@ -34,30 +35,10 @@ def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy
     variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched.
     """
     _check_params(params)
-    keys = "|".join(sorted({cmdline_mod.key(k) for k in managed_keys} | {cmdline_mod.key(p) for p in params}))
+    keys = {cmdline_mod.key(k) for k in managed_keys} | {cmdline_mod.key(p) for p in params}
     # The kernel treats - and _ alike in names, so both spellings are matched.
-    patterns = "|".join(sorted({k.replace("_", "[-_]") for k in keys.split("|")}))
-    return (
-        "# Managed by halofleet: edits are overwritten on the next run.\n"
-        "# Drops any earlier value of the parameters halofleet manages from the variables set before this file,\n"
-        "# then appends halofleet's own, so each appears exactly once.\n"
-        "_halofleet_strip() {\n"
-        "  _halofleet_out=\n"
-        "  set -f\n"
-        "  for _halofleet_p in $1; do\n"
-        '    case "${_halofleet_p%%=*}" in\n'
-        f"      {patterns}) ;;\n"
-        '      *) _halofleet_out="$_halofleet_out $_halofleet_p" ;;\n'
-        "    esac\n"
-        "  done\n"
-        "  set +f\n"
-        '  printf "%s" "${_halofleet_out# }"\n'
-        "}\n"
-        'GRUB_CMDLINE_LINUX="$(_halofleet_strip "$GRUB_CMDLINE_LINUX")"\n'
-        f'GRUB_CMDLINE_LINUX_DEFAULT="$(_halofleet_strip "$GRUB_CMDLINE_LINUX_DEFAULT") {" ".join(params)}"\n'
-        "unset -f _halofleet_strip\n"
-        "unset _halofleet_out _halofleet_p\n"
-    )
+    patterns = sorted({k.replace("_", "[-_]") for k in keys})
+    return render("grub-dropin.cfg.j2", params=params, key_patterns=patterns)
 
 
 def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
@@ -145,13 +126,7 @@ def grubby_cmdline(params: list[str], configured: list[str], managed_keys: tuple
 
 def render_modprobe(options: dict[str, dict[str, int | str]]) -> str:
     """``{"ttm": {"pages_limit": N}}`` -> ``options ttm pages_limit=N`` lines."""
-    lines = ["# Managed by halofleet: matches the kernel cmdline it sets. Edits are overwritten on the next run."]
-    for module, values in options.items():
-        if not values:
-            continue
-        pairs = " ".join(f"{name}={value}" for name, value in values.items())
-        lines.append(f"options {module} {pairs}")
-    return "\n".join(lines) + "\n"
+    return render("modprobe.conf.j2", options=options)
 
 
 # Rebuild the initramfs only when a module we configure is inside it (as AMD's amd-ttm does), so the option

@@ -13,6 +13,7 @@ from pyinfra.facts.files import Sha256File
 
 from .. import policy
 from ..paths import ROCM_KEY, ROCM_PIN, ROCM_SOURCES
+from ..templating import render
 from . import halo_files
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
@@ -21,11 +22,7 @@ APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
 
 
 def render_sources(url: str, suite: str, key_path: str | None) -> str:
-    signed = f"Signed-By: {key_path}" if key_path else "Trusted: yes"
-    return (
-        "# Managed by halofleet (ROCm repository)\n"
-        f"Types: deb\nURIs: {url}\nSuites: {suite}\nComponents: main\n{signed}\n"
-    )
+    return render("rocm.sources.j2", url=url, suite=suite, key_path=key_path)
 
 
 def render_pin(version: str) -> str:
@@ -34,14 +31,7 @@ def render_pin(version: str) -> str:
     to one release holds the whole stack; denied releases get priority -1 so no upgrade can reach them.
     """
     policy.parse_rocm_version(version)
-    stanzas = [
-        "# Managed by halofleet: holds ROCm at the release in host data (halo_rocm_version).",
-        f"Package: rocm-core rocm rocm-dev rocm-libs rocm-hip-runtime rocm-hip-sdk\nPin: version {version}.*\n"
-        "Pin-Priority: 1001",
-    ]
-    for denied, reason in policy.ROCM_DENYLIST.items():
-        stanzas.append(f"# refused: {reason}\nPackage: rocm*\nPin: version {denied}.*\nPin-Priority: -1")
-    return "\n\n".join(stanzas) + "\n"
+    return render("rocm-pin.pref.j2", version=version, denylist=policy.ROCM_DENYLIST)
 
 
 def _update_only(sources_path: str) -> StringCommand:

@@ -40,12 +40,15 @@ class PyinfraRun:
         return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
 
 
-def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500) -> PyinfraRun:
-    """``pyinfra -y --json inventories/vm.py DEPLOY`` against the VMs in ``description``; JSON parsed."""
+def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500, as_json: bool = True) -> PyinfraRun:
+    """
+    ``pyinfra -y --json inventories/vm.py DEPLOY`` against the VMs in ``description``, its JSON results parsed.
+    ``as_json=False`` for runs whose text output matters (pyinfra prints no diff in JSON mode).
+    """
     env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", "--json", *args, "inventories/vm.py", deploy],
+        [sys.executable, "-m", "pyinfra", "-y", *(["--json"] if as_json else []), *args, "inventories/vm.py", deploy],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
     seconds = time.monotonic() - started

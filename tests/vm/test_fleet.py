@@ -112,8 +112,8 @@ def test_dry_diff_of_a_change_is_reviewable(fleet):
     """A converged host asked for another GTT size: the dry run shows the drop-in and modprobe diffs, changes nothing."""
     description = fleet.description(["vm1"])
     before = fleet.sh("vm1", "sha256sum /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf")
-    env_data = ["--data", "halo_os_reserve_gib=9"]
-    run = run_pyinfra(description, "deploys/full.py", "--dry", "--diff", *env_data)
+    run = run_pyinfra(description, "deploys/full.py", "--dry", "--diff", "--data", "halo_os_reserve_gib=9",
+                      as_json=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Will modify /etc/default/grub.d/zz-halofleet.cfg" in run.stderr
     assert "Will modify /etc/modprobe.d/zz-halofleet.conf" in run.stderr
