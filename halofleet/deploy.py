@@ -17,10 +17,6 @@ from .plan import HostPlan, build_plan
 _PLAN_ATTR = "_halofleet_plan"
 
 
-def host_data() -> dict:
-    return {key: value for key, value in host.data.dict().items()}
-
-
 def current_plan() -> HostPlan | None:
     """
     This host's plan, built on first use in the run: host data is validated before any fact is gathered, so
@@ -30,7 +26,7 @@ def current_plan() -> HostPlan | None:
         return getattr(host, _PLAN_ATTR)
     plan = None
     try:
-        config = validate(host.name, host_data())
+        config = validate(host.name, host.data.dict())
         plan = build_plan(host.name, {}, host.get_fact(HostProbe), config=config)
     except (ConfigError, HostRefused, ParamConflict) as error:
         logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")

@@ -134,6 +134,42 @@ def _configure_rootfs(root: Path, pubkey: str) -> None:
     )
 
 
+KVM_PROBE_SECONDS = 120
+
+
+def accelerator() -> str:
+    """
+    TCG unless KVM has been shown to work here. KVM is present on these machines but fails with "emulation
+    failure" on real kernels, so it is used only after a probe boot of the base image reached SSH; the verdict is
+    cached beside the images. ``HALOFLEET_VM_ACCEL`` (tcg | kvm | probe) overrides.
+    """
+    choice = os.environ.get("HALOFLEET_VM_ACCEL", "probe")
+    if choice != "probe":
+        return choice
+    verdict = cache_dir() / "kvm-probe"
+    if not verdict.exists():
+        verdict.write_text(_probe_kvm())
+    return verdict.read_text().strip()
+
+
+def _probe_kvm() -> str:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    base = base_image("trixie")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = VM.from_base("kvm-probe", base, Path(tmp), accel="kvm")
+        probe.start()
+        try:
+            probe.wait_ssh(timeout=KVM_PROBE_SECONDS)
+            result = "kvm"
+        except (RuntimeError, TimeoutError):
+            result = "tcg"
+        finally:
+            probe.stop()
+    _log(f"KVM probe boot: using {result}")
+    return result
+
+
 def _image_key(suite: str, packages: tuple[str, ...], pubkey: str) -> str:
     material = "\n".join([suite, str(RECIPE_VERSION), pubkey, *sorted(packages)])
     return hashlib.sha256(material.encode()).hexdigest()[:12]
@@ -191,7 +227,7 @@ def _build_image(suite: str, packages: tuple[str, ...], pubkey: str, image: Path
         rootfs.unlink()
 
         # First boot straight into the kernel, to install GRUB from inside the VM onto its own disk.
-        vm = VM(name="image-build", disk=disk, disk_format="raw", workdir=tmpdir,
+        vm = VM(name="image-build", disk=disk, disk_format="raw", workdir=tmpdir, accel="tcg",
                 kernel=(tmpdir / "vmlinuz", tmpdir / "initrd", f"root=LABEL={ROOT_LABEL} rw console=ttyS0"))
         vm.start()
         try:
@@ -217,6 +253,7 @@ class VM:
     port: int = field(default_factory=free_port)
     kernel: tuple[Path, Path, str] | None = None
     process: subprocess.Popen | None = None
+    accel: str | None = None
 
     @classmethod
     def from_base(cls, name: str, base: Path, workdir: Path, **kwargs) -> "VM":
@@ -232,7 +269,7 @@ class VM:
 
     def qemu_command(self) -> list[str]:
         cmd = [
-            "qemu-system-x86_64", "-accel", os.environ.get("HALOFLEET_VM_ACCEL", "tcg"), "-cpu", "max",
+            "qemu-system-x86_64", "-accel", self.accel or accelerator(), "-cpu", "max",
             "-m", str(self.memory_mib), "-smp", "1", "-display", "none",
             "-serial", f"file:{self.console_log}",
             "-drive", f"file={self.disk},if=virtio,format={self.disk_format},cache=unsafe",

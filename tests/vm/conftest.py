@@ -40,15 +40,17 @@ class PyinfraRun:
         return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
 
 
-def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500, as_json: bool = True) -> PyinfraRun:
+def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500, review: bool = False) -> PyinfraRun:
     """
     ``pyinfra -y --json inventories/vm.py DEPLOY`` against the VMs in ``description``, its JSON results parsed.
-    ``as_json=False`` for runs whose text output matters (pyinfra prints no diff in JSON mode).
+    ``review=True`` runs ``--dry --diff`` as a person reviewing would (no -y, no --json: pyinfra prints diffs only
+    in change detection, which -y skips and --json silences).
     """
     env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", *(["--json"] if as_json else []), *args, "inventories/vm.py", deploy],
+        [sys.executable, "-m", "pyinfra", *(["--dry", "--diff"] if review else ["-y", "--json"]), *args,
+         "inventories/vm.py", deploy],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
     seconds = time.monotonic() - started

@@ -112,8 +112,7 @@ def test_dry_diff_of_a_change_is_reviewable(fleet):
     """A converged host asked for another GTT size: the dry run shows the drop-in and modprobe diffs, changes nothing."""
     description = fleet.description(["vm1"])
     before = fleet.sh("vm1", "sha256sum /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf")
-    run = run_pyinfra(description, "deploys/full.py", "--dry", "--diff", "--data", "halo_os_reserve_gib=9",
-                      as_json=False)
+    run = run_pyinfra(description, "deploys/full.py", "--data", "halo_os_reserve_gib=9", review=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Will modify /etc/default/grub.d/zz-halofleet.cfg" in run.stderr
     assert "Will modify /etc/modprobe.d/zz-halofleet.conf" in run.stderr
@@ -130,18 +129,21 @@ def test_rocm_pin_holds_against_apt(fleet):
     unpinned = fleet.sh("vm2", "apt-cache -o Dir::Etc::PreferencesParts=/nonexistent policy rocm-core "
                                "| awk '/Candidate/ {print $2}'")
     assert unpinned == "7.2.1.70201-1"
-    # ... with it, an upgrade stays on 6.4.4 and 7.0.1 can never be picked.
+    # ... with it, an upgrade stays on 6.4.4 and 7.0.1 is never a candidate.
     fleet.sh("vm2", "DEBIAN_FRONTEND=noninteractive apt-get -y upgrade && "
                     "DEBIAN_FRONTEND=noninteractive apt-get -y dist-upgrade")
     assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' rocm-core") == "6.4.4.60404-1"
     policy_text = fleet.sh("vm2", "apt-cache policy rocm-core")
     assert "Candidate: 6.4.4.60404-1" in policy_text
-    forced = fleet.vms["vm2"].ssh("DEBIAN_FRONTEND=noninteractive apt-get -y install rocm-core=7.0.1.70001-1",
-                                  check=False)
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' rocm-core") != "7.0.1.70001-1", forced.stdout
+    assert "7.0.1.70001-1 -1" in " ".join(policy_text.split())  # 7.0.1 barred at priority -1
     # and the stage is converged at 6.4.4
     again = run_pyinfra(fleet.description(["vm2"], rocm_version="6.4.4"), "deploys/rocm.py")
     assert again.returncode == 0 and again.changed_ops == []
+    # apt obeys an explicit `rocm-core=7.0.1...` over any pin; halofleet then refuses the host on its next run.
+    fleet.sh("vm2", "DEBIAN_FRONTEND=noninteractive apt-get -y install rocm-core=7.0.1.70001-1")
+    refused = run_pyinfra(fleet.description(["vm2"], rocm_version="6.4.4"), "deploys/full.py")
+    assert refused.returncode != 0
+    assert "ROCm 7.0.1 is installed and refused" in refused.stderr
 
 
 def test_verify_reports_every_host(fleet):
