@@ -10,7 +10,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from .cmdline import ParamConflict
-from .config import ConfigError, HostRefused, validate
+from .config import ConfigError, HaloConfig, HostRefused, validate
 from .facts.halo import HostProbe
 from .plan import HostPlan, build_plan
 
@@ -24,23 +24,40 @@ def current_plan() -> HostPlan | None:
     """
     if hasattr(host, _PLAN_ATTR):
         return getattr(host, _PLAN_ATTR)
-    plan = None
     try:
         config = validate(host.name, host.data.dict())
         plan = build_plan(host.name, {}, host.get_fact(HostProbe), config=config)
     except (ConfigError, HostRefused, ParamConflict) as error:
-        logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")
         setattr(host, _PLAN_ATTR, None)
-        try:
-            state.fail_hosts({ctx_host.get()})  # the real Host, not the context proxy
-        except PyinfraError:
-            # Every host is refused: end the run with the reason rather than pyinfra's "No hosts remaining!".
-            raise PyinfraError(f"halofleet: no host left to deploy ({error})") from None
+        _refuse(error)
         return None
     for warning in plan.warnings:
         logger.warning(f"{host.print_prefix}halofleet: {warning}")
     setattr(host, _PLAN_ATTR, plan)
     return plan
+
+
+def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
+    """
+    For undoing halofleet's changes: validated host data and the probe, without the plan's checks of the host
+    (a host refused for a deploy, e.g. one with ROCm 7.0.1 installed, can still be rolled back).
+    """
+    try:
+        config = validate(host.name, host.data.dict())
+    except ConfigError as error:
+        _refuse(error)
+        return None
+    return config, host.get_fact(HostProbe)
+
+
+def _refuse(error: Exception) -> None:
+    """Log why and fail this host alone; the others carry on."""
+    logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")
+    try:
+        state.fail_hosts({ctx_host.get()})  # the real Host, not the context proxy
+    except PyinfraError:
+        # Every host is refused: end the run with the reason rather than pyinfra's "No hosts remaining!".
+        raise PyinfraError(f"halofleet: no host left to deploy ({error})") from None
 
 
 def managed_sha256(plan: HostPlan, path: str) -> str | None:

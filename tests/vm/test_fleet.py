@@ -20,6 +20,10 @@ pytestmark = pytest.mark.vm
 
 USER_GRUB_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet halo_test.keep=1 ttm.pages_limit=4242"'
 STAGES = ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime")
+# What a rollback must bring back: the directories halofleet writes into, and the service user.
+STATE_LISTING = ("ls -A /etc/default/grub.d /etc/modprobe.d /etc/apt/preferences.d /etc/apt/sources.list.d "
+                 "/etc/apt/keyrings 2>&1; getent passwd halo || echo no-halo-user")
+GRUB_LINUX_PARAMS = "awk '$1 == \"linux\" {$1 = \"\"; $2 = \"\"; print; exit}' /boot/grub/grub.cfg"
 
 
 class Fleet:
@@ -59,6 +63,8 @@ def test_fleet_with_one_broken_host(fleet):
         fleet.snapshots[name] = {
             "boot_id": fleet.vms[name].boot_id(),
             "etc_default_grub": fleet.sh(name, "sha256sum /etc/default/grub"),
+            "listing": fleet.sh(name, STATE_LISTING),
+            "boot_params": fleet.sh(name, GRUB_LINUX_PARAMS),
         }
 
     run = run_pyinfra(fleet.description(["vm1", "vm2", "vm3"]), "deploys/full.py")
@@ -162,3 +168,18 @@ def test_verify_reports_every_host(fleet):
     assert rows["vm1"]["status"] == "ok" and rows["vm1"]["cmdline"] == "ok"
     assert rows["vm3"]["status"].startswith("refused:") and "7.0.1" in rows["vm3"]["status"]
     assert proc.returncode == 1  # vm3 is not healthy
+
+
+def test_rollback_restores_the_pre_deploy_state(fleet):
+    description = fleet.description(["vm1"])
+    boot_id = fleet.vms["vm1"].boot_id()
+    run = run_pyinfra(description, "deploys/rollback.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert fleet.vms["vm1"].boot_id() != boot_id, "rollback did not reboot into the user's cmdline"
+    assert fleet.sh("vm1", STATE_LISTING) == fleet.snapshots["vm1"]["listing"]
+    live = [p for p in cmdline.parse(fleet.sh("vm1", "cat /proc/cmdline")) if not p.startswith("BOOT_IMAGE=")]
+    assert live == cmdline.parse(fleet.snapshots["vm1"]["boot_params"])
+    assert "ttm.pages_limit=4242" in live  # the user's own value is back
+    assert fleet.sh("vm1", "sha256sum /etc/default/grub") == fleet.snapshots["vm1"]["etc_default_grub"]
+    again = run_pyinfra(description, "deploys/rollback.py")
+    assert again.returncode == 0 and again.changed_ops == []

@@ -1,0 +1,48 @@
+"""
+Undo what halofleet added: the GRUB drop-in (then update-grub and, if the live cmdline still carries params the
+user's own config does not, a reboot), the modprobe file (then the initramfs), the ROCm pin, repository and key,
+and the service user. Removed files are kept under /var/backups/halofleet. Packages stay installed. Idempotent:
+a second run changes nothing.
+"""
+
+from pyinfra.operations import server
+
+from halofleet import cmdline
+from halofleet.deploy import current_config_and_probe
+from halofleet.operations import halo_files, halo_kernel
+from halofleet.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_PIN, ROCM_SOURCES
+
+context = current_config_and_probe()
+if context is not None:
+    config, probe = context
+    files = probe["files"]
+
+    dropin = halo_files.absent_file(
+        name="Remove the GRUB drop-in",
+        path=GRUB_DROPIN,
+        activate=halo_kernel.GRUB_ACTIVATE,
+        current_sha256=files.get(GRUB_DROPIN),
+    )
+    halo_files.absent_file(
+        name="Remove the modprobe options",
+        path=MODPROBE_FILE,
+        activate=halo_kernel.INITRAMFS_ACTIVATE,
+        current_sha256=files.get(MODPROBE_FILE),
+    )
+    for path, what in ((ROCM_PIN, "ROCm pin"), (ROCM_SOURCES, "ROCm repository"), (ROCM_KEY, "ROCm key")):
+        halo_files.absent_file(name=f"Remove the {what}", path=path, current_sha256=files.get(path))
+
+    server.user(name=f"Remove service user {config.service_user}", user=config.service_user, present=False)
+
+    # Without our drop-in the configured cmdline is the user's own: reboot if the live one differs from it
+    # (an earlier, interrupted rollback), or when this run removed the drop-in.
+    live_differs = GRUB_DROPIN not in files and cmdline.managed_subset(
+        probe["live_cmdline"]
+    ) != cmdline.managed_subset(probe["boot"]["cmdline"])
+    if config.reboot == "auto":
+        halo_kernel.reboot(
+            name="Reboot into the user's own cmdline",
+            timeout=config.reboot_timeout,
+            _if=lambda: dropin.did_change() or live_differs,
+            _parallel=1,
+        )
