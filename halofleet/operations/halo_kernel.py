@@ -49,10 +49,10 @@ def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
     keys = " ".join(sorted({cmdline_mod.key(p).replace("_", "[-_]") for p in params}))
     wanted = " ".join(params)
     script = (
-        'set -f && sh -n "$HALO_CANDIDATE" && '
+        'sh -n "$HALO_CANDIDATE" && '
         'out=$( [ -r /etc/default/grub ] && . /etc/default/grub; '
         f'for f in /etc/default/grub.d/*.cfg; do [ "$f" = {path} ] || {{ [ -r "$f" ] && . "$f"; }}; done; '
-        '. "$HALO_CANDIDATE"; echo " $GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT " ) && '
+        '. "$HALO_CANDIDATE"; echo " $GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT " ) && set -f && '
         f'for p in {wanted}; do case "$out" in *" $p "*) ;; *) echo "missing $p in: $out" >&2; exit 1;; esac; done && '
         f'for k in {keys}; do n=$(printf "%s\\n" $out | grep -c "^$k\\(=\\|$\\)"); '
         '[ "$n" = 1 ] || { echo "$k appears $n times in: $out" >&2; exit 1; }; done'

@@ -19,6 +19,8 @@ from .conftest import REPO_IN_VM, rocm_group_data, run_pyinfra
 pytestmark = pytest.mark.vm
 
 USER_GRUB_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet halo_test.keep=1 ttm.pages_limit=4242"'
+# ... and a drop-in of the user's own, sourced before ours, with a conflicting iommu choice.
+USER_DROPIN_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT user.dropin=1 iommu=pt"'
 STAGES = ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime")
 # What a rollback must bring back: the directories halofleet writes into, and the service user.
 STATE_LISTING = ("ls -A /etc/default/grub.d /etc/modprobe.d /etc/apt/preferences.d /etc/apt/sources.list.d "
@@ -56,7 +58,8 @@ def fleet(base_image, rocm_repo, vm_workdir):
 
 def test_fleet_with_one_broken_host(fleet):
     # vm1 carries the user's own cmdline params, one of them a stale value of a param halofleet manages.
-    fleet.sh("vm1", f"sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/{USER_GRUB_LINE}/' /etc/default/grub && update-grub")
+    fleet.sh("vm1", f"sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/{USER_GRUB_LINE}/' /etc/default/grub && "
+                    f"echo '{USER_DROPIN_LINE}' > /etc/default/grub.d/50-user.cfg && update-grub")
     # vm3 is broken: ROCm 7.0.1 is already installed.
     fleet.sh("vm3", f"dpkg -i {REPO_IN_VM}/pool/main/rocm-core_7.0.1.*.deb")
     for name in fleet.vms:
@@ -92,8 +95,8 @@ def test_fleet_with_one_broken_host(fleet):
         assert fleet.sh(name, "id -nG halo").split()[1:] == ["video", "render"]
     # vm1's own params: kept once; its stale ttm value replaced, never duplicated.
     live1 = cmdline.parse(fleet.sh("vm1", "cat /proc/cmdline"))
-    assert live1.count("halo_test.keep=1") == 1
-    assert "ttm.pages_limit=4242" not in live1
+    assert live1.count("halo_test.keep=1") == 1 and live1.count("user.dropin=1") == 1
+    assert "ttm.pages_limit=4242" not in live1 and "iommu=pt" not in live1
     assert [p for p in live1 if cmdline.key(p) == "ttm.pages_limit"] == [p for p in live1 if p.startswith("ttm.")]
 
 
@@ -179,7 +182,7 @@ def test_rollback_restores_the_pre_deploy_state(fleet):
     assert fleet.sh("vm1", STATE_LISTING) == fleet.snapshots["vm1"]["listing"]
     live = [p for p in cmdline.parse(fleet.sh("vm1", "cat /proc/cmdline")) if not p.startswith("BOOT_IMAGE=")]
     assert live == cmdline.parse(fleet.snapshots["vm1"]["boot_params"])
-    assert "ttm.pages_limit=4242" in live  # the user's own value is back
+    assert "ttm.pages_limit=4242" in live and "iommu=pt" in live  # the user's own values are back
     assert fleet.sh("vm1", "sha256sum /etc/default/grub") == fleet.snapshots["vm1"]["etc_default_grub"]
     again = run_pyinfra(description, "deploys/rollback.py")
     assert again.returncode == 0 and again.changed_ops == []
