@@ -328,6 +328,19 @@ class VM:
     def boot_id(self) -> str:
         return self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
 
+    def reboot(self, timeout: float = 300) -> float:
+        """Reboot the guest and wait for a new boot (its boot id changes); returns the seconds it took."""
+        before = self.boot_id()
+        started = time.monotonic()
+        self.ssh("( sleep 1 && systemctl reboot ) >/dev/null 2>&1 &", check=False)
+        while time.monotonic() - started < timeout:
+            time.sleep(5)
+            if self.reachable():
+                result = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=30)
+                if result.returncode == 0 and result.stdout.strip() != before:
+                    return time.monotonic() - started
+        raise TimeoutError(f"{self.name}: no new boot after {timeout} s; see {self.console_log}")
+
     def wait_exit(self, timeout: float) -> None:
         if self.process:
             self.process.wait(timeout=timeout)

@@ -173,6 +173,24 @@ def test_verify_reports_every_host(fleet):
     assert proc.returncode == 1  # vm3 is not healthy
 
 
+def test_failed_update_grub_leaves_the_previous_boot_config(fleet):
+    """vm3 (refused so far, untouched) gets a GRUB hook that fails: the deploy reports it and puts things back."""
+    fleet.sh("vm3", "dpkg --purge rocm-core && printf '#!/bin/sh\\nexit 1\\n' > /etc/grub.d/99_halofleet_test_broken "
+                    "&& chmod +x /etc/grub.d/99_halofleet_test_broken")
+    boot_config = "sha256sum /boot/grub/grub.cfg; ls -A /etc/default/grub.d"
+    before = fleet.sh("vm3", boot_config)
+    cmdline_before = fleet.sh("vm3", "cat /proc/cmdline")
+    boot_id = fleet.vms["vm3"].boot_id()
+
+    run = run_pyinfra(fleet.description(["vm3"], rocm_version="none"), "deploys/full.py")
+
+    assert run.returncode != 0
+    assert "the previous file is back in place" in run.stderr, run.stderr[-3000:]
+    assert fleet.sh("vm3", boot_config) == before
+    assert fleet.vms["vm3"].boot_id() == boot_id, "a host whose GRUB update failed must not be rebooted"
+    fleet.vms["vm3"].reboot()
+    assert fleet.sh("vm3", "cat /proc/cmdline") == cmdline_before
+
 def test_rollback_restores_the_pre_deploy_state(fleet):
     description = fleet.description(["vm1"])
     boot_id = fleet.vms["vm1"].boot_id()
