@@ -9,7 +9,7 @@ checks that need facts (RAM, installed ROCm, GPU) live in :mod:`halofleet.plan`.
 from __future__ import annotations
 
 import difflib
-import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,7 +37,7 @@ class HostRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class Option:
-    type: str  # "choice" | "bool" | "int" | "str" | "version" | "list" | "url" | "address" | "port"
+    type: str  # "choice" | "bool" | "int" | "str" | "version" | "list" | "url"
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -62,8 +62,6 @@ def _check_rocm_version(value: str) -> str | None:
 
 
 def _check_user_name(value: str) -> str | None:
-    import re
-
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
         return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
     return None
@@ -156,7 +154,7 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in TRUE_WORDS | FALSE_WORDS:
             return value.lower() in TRUE_WORDS
         raise fail("must be true or false")
-    if kind in ("int", "port"):
+    if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise fail("must be a whole number")
         if isinstance(value, str):
@@ -187,11 +185,6 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
             raise fail("must be one of " + ", ".join(option.choices) + extra)
     if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
         raise fail("must be an http://, https:// or file:/ URL")
-    if kind == "address":
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise fail("must be an IPv4 or IPv6 address") from None
     if option.check:
         problem = option.check(value)
         if problem:
