@@ -5,6 +5,7 @@ Kernel cmdline and module options for Strix Halo: a GRUB drop-in (never an edit 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -253,14 +254,21 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20)
     def wait_for_new_boot():
         host.disconnect()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            gevent.sleep(interval)
-            boot_id = _read_boot_id(attempt_timeout)
-            if boot_id and boot_id != before[0]:
-                logger.info(f"{host.print_prefix}back in a new boot")
-                return True
-            if boot_id:
-                host.disconnect()  # still the old boot, shutting down
+        # Failed attempts while the host is down are expected: keep paramiko from printing a traceback for each.
+        transport_log = logging.getLogger("paramiko.transport")
+        level = transport_log.level
+        transport_log.setLevel(logging.CRITICAL)
+        try:
+            while time.monotonic() < deadline:
+                gevent.sleep(interval)
+                boot_id = _read_boot_id(attempt_timeout)
+                if boot_id and boot_id != before[0]:
+                    logger.info(f"{host.print_prefix}back in a new boot")
+                    return True
+                if boot_id:
+                    host.disconnect()  # still the old boot, shutting down
+        finally:
+            transport_log.setLevel(level)
         raise OperationError(f"{host.name} did not come back in a new boot within {timeout} s")
 
     yield FunctionCommand(remember_boot, (), {})
