@@ -6,5 +6,5 @@ from pathlib import Path
 
 from pyinfra import local
 
-for stage in ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime"):
+for stage in ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve"):
     local.include(str(Path(__file__).parent / f"{stage}.py"))

@@ -23,6 +23,8 @@ if plan is not None:
         "runtimes": ", ".join(sorted(probe["runtimes"])) or "none",
         "cwsr": plan.gpu_check(plan.cwsr["supported"]),
         "reboot needed": "yes" if plan.reboot_needed else "no",
+        "serving": (f"{plan.serve.engine} ({plan.serve.flavour}) on {plan.serve.url}, now {probe['serve']['active']}"
+                    if plan.serve else "none (halo_serve: none)"),
     }
     for key, value in report.items():
         logger.info(f"{host.print_prefix}preflight {key}: {value}")

@@ -1,21 +1,36 @@
 """
 Undo what halofleet added: the GRUB drop-in (then update-grub and, if the live cmdline still carries params the
 user's own config does not, a reboot), the modprobe file (then the initramfs), the ROCm pin, repository and key,
-and the service user. Removed files are kept under /var/backups/halofleet. Packages stay installed. Idempotent:
-a second run changes nothing.
+the engine (stopped, its units, environment and stamp removed) and the service user. Removed files are kept under
+/var/backups/halofleet (the API key file too, mode kept). Packages and models stay. Idempotent: a second run
+changes nothing.
 """
 
 from pyinfra.operations import server
 
 from halofleet import cmdline
 from halofleet.deploy import current_config_and_probe
-from halofleet.operations import halo_files, halo_kernel
-from halofleet.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_PIN, ROCM_SOURCES
+from halofleet.operations import halo_files, halo_kernel, halo_serve
+from halofleet.paths import (
+    GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_PIN, ROCM_SOURCES, SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
+    SERVE_UNIT,
+)
 
 context = current_config_and_probe()
 if context is not None:
     config, probe = context
     files = probe["files"]
+
+    units = (SERVE_UNIT, SERVE_QUADLET)
+    halo_serve.engine_stopped(
+        name="Stop the engine",
+        present=any(path in files for path in units) or probe["serve"]["active"] not in ("inactive", "unknown"),
+    )
+    for path in units:
+        halo_files.absent_file(name=f"Remove {path}", path=path, activate=halo_serve.DAEMON_RELOAD,
+                               current_sha256=files.get(path))
+    for path in (SERVE_ENV, SERVE_CONF, SERVE_STAMP):
+        halo_files.absent_file(name=f"Remove {path}", path=path, current_sha256=files.get(path))
 
     dropin = halo_files.absent_file(
         name="Remove the GRUB drop-in",

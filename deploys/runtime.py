@@ -18,13 +18,17 @@ if plan is not None:
         dnf.packages(name=f"Install {runtime}", packages=packages)
     if runtime == "docker":
         systemd.service(name="Docker daemon running", service="docker", running=True, enabled=True)
-    for group in policy.GPU_GROUPS:
-        server.group(name=f"Group {group}", group=group, system=True)
+    # Ids decided in the plan (existing ones kept), so container units can name them before the user exists.
+    ids, user = plan.ids, plan.config.service_user
+    for group, gid in ids.new_groups.items():
+        server.group(name=f"Group {group} (gid {gid})", group=group, gid=gid, system=True)
     server.user(
-        name=f"Service user {plan.config.service_user} with GPU access",
-        user=plan.config.service_user,
+        name=f"Service user {user} with GPU access",
+        user=user,
+        uid=ids.uid if ids.new_user else None,
+        group=user if ids.new_user else None,
         system=True,
-        home=f"/var/lib/{plan.config.service_user}",
+        home=f"/var/lib/{user}",
         create_home=True,
         shell="/usr/sbin/nologin",
         groups=list(policy.GPU_GROUPS),

@@ -13,6 +13,7 @@ from .cmdline import ParamConflict
 from .config import ConfigError, HaloConfig, HostRefused, validate
 from .facts.halo import HostProbe
 from .plan import HostPlan, build_plan
+from .serving import probe_args
 
 _PLAN_ATTR = "_halofleet_plan"
 
@@ -26,7 +27,7 @@ def current_plan() -> HostPlan | None:
         return getattr(host, _PLAN_ATTR)
     try:
         config = validate(host.name, host.data.dict())
-        plan = build_plan(host.name, {}, host.get_fact(HostProbe), config=config)
+        plan = build_plan(host.name, {}, host.get_fact(HostProbe, **probe_args(config)), config=config)
     except (ConfigError, HostRefused, ParamConflict) as error:
         setattr(host, _PLAN_ATTR, None)
         _refuse(error)
@@ -43,7 +44,7 @@ def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
     (a host refused for a deploy, e.g. one with ROCm 7.0.1 installed, can still be rolled back).
     """
     try:
-        config = validate(host.name, host.data.dict())
+        config = validate(host.name, host.data.dict(), serving=False)
     except ConfigError as error:
         _refuse(error)
         return None

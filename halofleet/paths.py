@@ -7,3 +7,14 @@ ROCM_KEY = "/etc/apt/keyrings/halofleet-rocm.asc"
 ROCM_PIN = "/etc/apt/preferences.d/halofleet-rocm"
 
 MANAGED_FILES = (GRUB_DROPIN, MODPROBE_FILE, ROCM_SOURCES, ROCM_KEY, ROCM_PIN)
+
+# Serving: one service name whatever the flavour, so switching flavours replaces rather than adds an engine.
+SERVE_SERVICE = "halo-serve.service"
+SERVE_UNIT = "/etc/systemd/system/halo-serve.service"  # llama-server from distro packages
+SERVE_QUADLET = "/etc/containers/systemd/halo-serve.container"  # toolbox and vLLM images
+SERVE_ENV = "/etc/halofleet/serve.env"  # 0600: the API key
+SERVE_CONF = "/etc/halofleet/serve.conf"  # 0644: what is served where, for the verification facts
+SERVE_STAMP = "/var/lib/halofleet/serve.stamp"  # the model the running engine was started with
+SERVE_CACHE = "/var/lib/halofleet/cache"  # HF / vLLM / Triton caches of the containers
+
+MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP)

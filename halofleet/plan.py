@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cmdline, memory, policy
+from . import cmdline, memory, policy, serving
 from .config import ConfigError, HaloConfig, HostRefused, validate
 
 SUPPORTED_DISTROS = {"debian", "ubuntu", "fedora"}
@@ -29,6 +29,8 @@ class HostPlan:
     strix_halo: bool
     cwsr: dict[str, Any]
     rocm_message: str | None
+    ids: serving.Ids
+    serve: serving.ServePlan | None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -158,6 +160,11 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     expected = cmdline.merge(boot["cmdline"], kernel_params)
     reboot_needed = not cmdline.satisfies(probe.get("live_cmdline") or [], kernel_params)
 
+    ids = serving.allocate_ids(config, probe.get("accounts") or {})
+    serve = serving.build_serve_plan(config, probe, visible, ids)
+    if serve:
+        warnings += serve.warnings
+
     return HostPlan(
         config=config,
         probe=probe,
@@ -171,6 +178,8 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         strix_halo=strix_halo,
         cwsr=cwsr,
         rocm_message=rocm_message,
+        ids=ids,
+        serve=serve,
         warnings=warnings,
     )
 

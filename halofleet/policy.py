@@ -147,3 +147,34 @@ def firmware_denied(version: str | None) -> str | None:
         if denied in version:
             return reason
     return None
+
+
+# -- serving ---------------------------------------------------------------------------------------------------
+# Images from DOMAIN.md "Containers" [C]; pin them by digest in production (halo_image accepts name@sha256:...).
+LLAMA_TOOLBOX_IMAGES = {
+    "vulkan": "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv",  # fastest tg on Strix Halo in kyuz0's data
+    "hip": "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-7.14",
+}
+VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:stable"
+
+# Debian forky/sid (and recent Ubuntu) package llama-server; the ggml GPU backends are separate packages.
+LLAMA_DISTRO_PACKAGE = "llama.cpp-tools"
+LLAMA_BACKEND_PACKAGES = {"vulkan": ["libggml0-backend-vulkan"], "hip": ["libggml0-backend-hip"], "cpu": []}
+
+# vLLM on gfx1151 [C: kyuz0 vllm toolbox]. HSA_OVERRIDE_GFX_VERSION is deliberately absent: not needed on
+# gfx1151 and AMD calls it a hack.
+VLLM_ENVIRONMENT = {
+    "PYTORCH_ROCM_ARCH": "gfx1151",
+    "FLASH_ATTENTION_TRITON_AMD_ENABLE": "TRUE",
+    "HIP_FORCE_DEV_KERNARG": "1",
+    "MIOPEN_FIND_MODE": "FAST",
+    "VLLM_ROCM_USE_AITER": "0",
+}
+# Above 0.90 vLLM's memory cap makes the unified-memory box swap (kyuz0/amd-strix-halo-vllm-toolboxes#65).
+VLLM_MAX_GPU_MEMORY_UTILIZATION = 0.90
+
+# Environment variable each engine reads its API key from (so the key never sits on a command line).
+API_KEY_ENV = {"llama-server": "LLAMA_API_KEY", "vllm": "VLLM_API_KEY"}
+
+# RAM left outside the engine's cgroup (MemoryMax) so the OS and sshd survive an engine that overreaches.
+SERVE_MEMORY_HEADROOM_GIB = 4

@@ -6,14 +6,16 @@ into data, so the parsers are tested on captured outputs. :class:`HostProbe` run
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
 
 from .. import cmdline as cmdline_mod
 from .. import policy
-from ..paths import MANAGED_FILES
+from ..paths import MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
 
@@ -331,6 +333,132 @@ class ManagedFiles(FactBase[dict]):
         return parse_sha256sums(list(output))
 
 
+def parse_accounts(lines: list[str]) -> dict[str, Any]:
+    """``name:uid:gid`` passwd lines, then ``@group`` and ``name:gid`` group lines."""
+    users: dict[str, tuple[int, int]] = {}
+    groups: dict[str, int] = {}
+    in_groups = False
+    for line in lines:
+        line = line.strip()
+        if line == "@group":
+            in_groups = True
+            continue
+        parts = line.split(":")
+        if in_groups and len(parts) == 2 and parts[1].isdigit():
+            groups[parts[0]] = int(parts[1])
+        elif not in_groups and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            users[parts[0]] = (int(parts[1]), int(parts[2]))
+    return {"users": users, "groups": groups}
+
+
+class Accounts(FactBase[dict]):
+    """Users (uid, primary gid) and groups (gid): the service user's ids go into container units."""
+
+    def command(self) -> str:
+        return "getent passwd | cut -d: -f1,3,4; echo @group; getent group | cut -d: -f1,3"
+
+    def process(self, output):
+        return parse_accounts(list(output))
+
+
+def _hex_address(text: str) -> str:
+    """A /proc/net/tcp{,6} address (little-endian hex words) as an IP string."""
+    raw = bytes.fromhex(text)
+    # each 32-bit word is in host (little-endian) order
+    fixed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(fixed))
+
+
+def parse_serve_state(lines: list[str]) -> dict[str, Any]:
+    """Service state, TCP listeners (from /proc/net/tcp*, no ``ss`` needed) and the served-model stamp."""
+    state: dict[str, Any] = {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
+                             "cache": None}
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if tag == "@active":
+            state["active"] = rest or "unknown"
+        elif tag == "@enabled":
+            state["enabled"] = rest or "not-found"
+        elif tag == "@stamp":
+            state["stamp"] = rest
+        elif tag == "@cache":
+            state["cache"] = rest
+        elif tag == "@listen" and ":" in rest:
+            address, _, port = rest.rpartition(":")
+            try:
+                state["listeners"].append([_hex_address(address), int(port, 16)])
+            except ValueError:
+                continue
+    return state
+
+
+class ServeState(FactBase[dict]):
+    """
+    ``halo-serve.service`` state, listening TCP sockets, and the stamp of the model the engine last started with.
+
+    .. code:: python
+
+        {"active": "active", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": "..."}
+    """
+
+    def command(self) -> str:
+        return (
+            f'echo "@active $(systemctl is-active {SERVE_SERVICE} 2>/dev/null)"; '
+            f'echo "@enabled $(systemctl is-enabled {SERVE_SERVICE} 2>/dev/null)"; '
+            "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" { print \"@listen\", $2 }'; "
+            f'[ -r {SERVE_STAMP} ] && echo "@stamp $(cat {SERVE_STAMP})"; '
+            f'[ -d {SERVE_CACHE} ] && echo "@cache $(stat -c \'%U %a\' {SERVE_CACHE})"; true'
+        )
+
+    def process(self, output):
+        return parse_serve_state(list(output))
+
+
+def parse_model(lines: list[str]) -> dict[str, Any]:
+    """What is at the model path: ``kind`` file | dir | missing | none, with size, mtime, magic, digest."""
+    model: dict[str, Any] = {"kind": "none"}
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        if tag == "@file":
+            size, mtime, owner = (rest.split() + ["", "", ""])[:3]
+            model.update(kind="file", size=int(size or 0), mtime=int(mtime or 0), owner=owner)
+        elif tag == "@magic":
+            model["magic"] = bytes.fromhex(rest.strip()).decode("latin-1") if rest.strip() else ""
+        elif tag == "@sha256":
+            model["sha256"] = rest.split()[0] if rest.split() else None
+        elif tag == "@dir":
+            model["kind"] = "dir"
+        elif tag == "@config":
+            model["has_config"] = True
+        elif tag == "@missing":
+            model["kind"] = "missing"
+        elif tag == "@parent" and rest.strip():
+            model["parent"] = rest.strip()
+    return model
+
+
+class ModelFile(FactBase[dict]):
+    """
+    The model a host serves: file (size, mtime, owner, first 4 bytes, optionally SHA-256), directory, or missing.
+    """
+
+    def command(self, path: str, hash_file: bool = False) -> str:
+        hash_part = f'sha256sum "$f" | sed "s/^/@sha256 /"; ' if hash_file else ""
+        return (
+            f"f={shlex.quote(path)}; "
+            'echo "@parent $(stat -c \'%U %a\' "$(dirname "$f")")"; '
+            'if [ -f "$f" ]; then echo "@file $(stat -L -c \'%s %Y %U\' "$f")"; '
+            'echo "@magic $(head -c 4 "$f" | od -An -tx1 | tr -d \' \\n\')"; '
+            f"{hash_part}"
+            'elif [ -d "$f" ]; then echo @dir; [ -e "$f/config.json" ] && echo @config; '
+            "else echo @missing; fi; true"
+        )
+
+    def process(self, output):
+        return parse_model(list(output))
+
+
 # -- the one wide fact the deploys read -----------------------------------------------------------------------
 
 PROBE_PARTS: dict[str, type[FactBase]] = {
@@ -344,6 +472,8 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "gtt": GttState,
     "runtimes": ContainerRuntimes,
     "files": ManagedFiles,
+    "accounts": Accounts,
+    "serve": ServeState,
 }
 PROBE_MARK = "@@halofleet-probe "
 
@@ -359,9 +489,12 @@ class HostProbe(FactBase[dict]):
          "cwsr": {...}, "rocm": {...}, "firmware": "20250410", "gtt": {...}, "runtimes": {...}}
     """
 
-    def command(self) -> str:
+    def command(self, model_path: str | None = None, hash_model: bool = False) -> str:
+        commands = {name: fact().command() for name, fact in PROBE_PARTS.items()}
+        if model_path:
+            commands["model"] = ModelFile().command(model_path, hash_model)
         return "; ".join(
-            f"echo '{PROBE_MARK}{name}'; ( {fact().command()} ) 2>/dev/null" for name, fact in PROBE_PARTS.items()
+            f"echo '{PROBE_MARK}{name}'; ( {command} ) 2>/dev/null" for name, command in commands.items()
         ) + "; true"
 
     def process(self, output):
@@ -369,7 +502,7 @@ class HostProbe(FactBase[dict]):
 
 
 def parse_probe(lines: list[str]) -> dict[str, Any]:
-    sections: dict[str, list[str]] = {name: [] for name in PROBE_PARTS}
+    sections: dict[str, list[str]] = {name: [] for name in (*PROBE_PARTS, "model")}
     current = None
     for line in lines:
         if line.startswith(PROBE_MARK):
@@ -379,5 +512,6 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
     probe: dict[str, Any] = {}
     for name, fact_cls in PROBE_PARTS.items():
         probe[name] = fact_cls().process(sections[name])
+    probe["model"] = parse_model(sections["model"])
     probe["cwsr"] = cwsr_status(probe["kfd_nodes"])
     return probe

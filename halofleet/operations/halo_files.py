@@ -55,6 +55,7 @@ def checked_file(
     check: StringCommand | str | None = None,
     activate: StringCommand | str | None = None,
     current_sha256: str | None = UNKNOWN,
+    redact: bool = False,
 ):
     """
     Install ``content`` at ``path`` only after it passes ``check``; run ``activate`` afterwards and restore the
@@ -66,6 +67,7 @@ def checked_file(
     + check: shell command run on the candidate; ``$HALO_CANDIDATE`` holds its path; non-zero refuses it
     + activate: shell command run once the file is in place (e.g. ``update-grub``)
     + current_sha256: the file's SHA-256 if already known (None: absent), saving a round trip
+    + redact: the content is secret: ``--diff`` says the file changes but never shows it
 
     **Example:**
 
@@ -86,7 +88,7 @@ def checked_file(
         host.noop(f"{path} is up to date")
         return
 
-    log_diff(path, content)
+    log_diff(path, content, redact=redact)
     directory, name = path.rsplit("/", 1)
     candidate = f"{directory or ''}/.{name}.halofleet-new"
     backup = backup_path(path)

@@ -46,9 +46,13 @@ def probe_output(
     firmware: str | None = None,
     os_release: list[str] | None = None,
     files: dict[str, str] | None = None,
+    model: list[str] | None = None,
+    listeners: list[str] | None = None,
+    serve_active: str = "inactive",
 ) -> list[str]:
     """The stdout HostProbe would print for a host with these properties (``gfx1151``: None = no GPU,
-    True = node with CWSR properties, False = node without them)."""
+    True = node with CWSR properties, False = node without them). ``model`` defaults to a small GGUF file;
+    ``listeners`` are /proc/net/tcp local addresses (``0100007F:1F90`` is 127.0.0.1:8080)."""
     sections: dict[str, list[str]] = {
         "os": (os_release or DEBIAN_TRIXIE_OS_RELEASE) + ["@kernel 6.12.117+deb13-amd64"],
         "memtotal_kib": [f"MemTotal:       {memtotal_kib} kB"],
@@ -60,6 +64,11 @@ def probe_output(
         "gtt": ["ttm_pages_limit 1835008"],
         "runtimes": ["podman podman version 5.4.2"],
         "files": [f"{digest}  {path}" for path, digest in (files or {}).items()],
+        "accounts": ["root:0:0", "daemon:1:1", "@group", "root:0", "daemon:1", "video:44", "render:993"],
+        "serve": [f"@active {serve_active}", "@enabled disabled"]
+        + [f"@listen {address}" for address in (listeners or ["00000000:0016"])],
+        "model": model if model is not None else ["@parent root 755", "@file 497440 1795442225 root",
+                                                   "@magic 47475546"],
     }
     if rocm_core:
         sections["rocm"].append(f"rocm-core installed {rocm_core}")

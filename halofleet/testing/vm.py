@@ -49,6 +49,8 @@ BASE_PACKAGES = (
 )
 # forky/sid Release files on the mirror are expired (measured 2026-11); trixie is fine.
 EXPIRED_SUITES = {"forky", "sid"}
+# forky's --variant=apt no longer pulls in `mount`: without it systemd-remount-fs fails and / stays read-only.
+SUITE_PACKAGES = {"forky": ("mount",), "sid": ("mount",)}
 DISK_BYTES = 6 * 1024**3
 PARTITION_START_SECTOR = 2048
 ROOT_LABEL = "haloroot"
@@ -180,7 +182,7 @@ def base_image(suite: str = "trixie", extra_packages: tuple[str, ...] = ()) -> P
     cache = cache_dir()
     key = ssh_key(cache)
     pubkey = key.with_suffix(".pub").read_text()
-    packages = tuple(sorted(set(BASE_PACKAGES) | set(extra_packages)))
+    packages = tuple(sorted(set(BASE_PACKAGES) | set(SUITE_PACKAGES.get(suite, ())) | set(extra_packages)))
     image = cache / f"{suite}-{_image_key(suite, packages, pubkey)}.raw"
     with open(cache / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -6,11 +6,16 @@ errors that need the host's facts let only the read-only probe through.
 Runs the real deploys/full.py through pyinfra's @fake connector.
 """
 
+from pathlib import Path
+
 import pytest
 
 from halofleet.testing.fake import probe_output, run_fake
 
-GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never"}
+GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model": "/srv/models/tiny.gguf",
+        "halo_llama_backend": "cpu"}
+SECRET = "sk-halofleet-test-0123456789abcdef"
+NOT_GGUF = Path(__file__).resolve()  # exists on the control machine, but is no model
 
 DATA_ERRORS = [
     ({"halo_serve": "ollama"}, "halo_serve='ollama' is invalid: must be one of llama-server, vllm, none"),
@@ -38,6 +43,37 @@ DATA_ERRORS = [
      "halo_rocm_repo_key_url=None is invalid: a signing key URL is needed unless halo_rocm_repo_trusted is true"),
     ({"halo_rocm_repo_suite": "noble\nmain"}, "halo_rocm_repo_suite='noble\\nmain' is invalid: must be a single line"),
     ({"halo_reboot_timeout": 5}, "halo_reboot_timeout=5 is invalid: must be between 30 and 7200"),
+    # serving
+    ({"halo_model": None}, "halo_model=None is invalid: a model is needed for halo_serve: llama-server"),
+    ({"halo_model": "models/tiny.gguf"}, "halo_model='models/tiny.gguf' is invalid: must be an absolute path on the host"),
+    ({"halo_serve": "vllm", "halo_model": "not a model id"}, "must be an absolute path on the host or a Hugging Face id"),
+    ({"halo_model": "/nonexistent/m.gguf", "halo_model_push": True},
+     "halo_model='/nonexistent/m.gguf' is invalid: no such file on the control machine"),
+    ({"halo_model": str(NOT_GGUF), "halo_model_push": True}, "is invalid: not a GGUF file"),
+    ({"halo_port": 80}, "halo_port=80 is invalid: must be between 1024 and 65535"),
+    ({"halo_port": 70000}, "halo_port=70000 is invalid: must be between 1024 and 65535"),
+    ({"halo_port": "http"}, "halo_port='http' is invalid: must be a whole number"),
+    ({"halo_bind": "localhost"}, "halo_bind='localhost' is invalid: must be an IP address to listen on"),
+    ({"halo_bind": "300.1.1.1"}, "halo_bind='300.1.1.1' is invalid: must be an IP address"),
+    ({"halo_api_key": SECRET + "\nX=1"}, "halo_api_key=<redacted> is invalid: must be a single line"),
+    ({"halo_api_key": "short"}, "halo_api_key=<redacted> is invalid: must be 16 to 512 characters"),
+    ({"halo_api_key": SECRET + " x"}, "halo_api_key=<redacted> is invalid: must be 16 to 512 characters"),
+    ({"halo_image": "kyuz0/toolbox:latest tag"}, "halo_image='kyuz0/toolbox:latest tag' is invalid: must be a fully"),
+    ({"halo_vllm_gpu_memory_utilization": 0.95}, "halo_vllm_gpu_memory_utilization=0.95 is invalid: must be between 0.05 and 0.9"),
+    ({"halo_vllm_gpu_memory_utilization": "most"}, "halo_vllm_gpu_memory_utilization='most' is invalid: must be a number"),
+    ({"halo_llama_ubatch": 4096}, "halo_llama_ubatch=4096 is invalid: must not exceed halo_llama_batch (2048)"),
+    ({"halo_llama_args": ["--threads 4"]}, "halo_llama_args=['--threads 4'] is invalid: must be a list of arguments"),
+    ({"halo_vllm_args": "--enforce-eager"}, "halo_vllm_args='--enforce-eager' is invalid: must be a list of arguments"),
+    ({"halo_model_sha256": "abc"}, "halo_model_sha256='abc' is invalid: must be 64 lower-case hex digits"),
+    ({"halo_llama_source": "toolbox"}, "halo_image=None is invalid: the toolbox images are built for vulkan or hip"),
+    ({"halo_llama_source": "docker"}, "halo_llama_source='docker' is invalid: must be one of distro, toolbox"),
+    ({"halo_ctx": 0}, "halo_ctx=0 is invalid: must be between 256 and 1048576"),
+    ({"halo_memory_max_gib": 0}, "halo_memory_max_gib=0 is invalid: must be between 1 and 1024"),
+    ({"halo_start_timeout": 3}, "halo_start_timeout=3 is invalid: must be between 30 and 7200"),
+    ({"halo_modle": "/m.gguf"}, "halo_modle='/m.gguf' is invalid: unknown key (did you mean 'halo_model'?)"),
+    ({"halo_model_push": "sometimes"}, "halo_model_push='sometimes' is invalid: must be true or false"),
+    ({"halo_serve": "vllm", "halo_model": "/srv/m.gguf", "halo_model_push": True},
+     "halo_model_push=True is invalid: pushing is for single GGUF files"),
 ]
 
 
@@ -48,6 +84,7 @@ def test_bad_data_reaches_no_host(data, message):
     assert any("host '@fake/bad'" in error and message in error for error in run.errors), run.errors
     assert run.commands["bad"] == []  # not even the probe
     assert run.changes("good")  # the other host was deployed
+    assert not any(SECRET in error for error in run.errors)
 
 
 HOST_ERRORS = [
@@ -62,6 +99,17 @@ HOST_ERRORS = [
     ({"halo_rocm_version": "7.2.0"}, {"gfx1151": False}, "ROCm 7.2.0 on a kernel without the CWSR fix is bad"),
     ({}, {"os_release": ["ID=alpine", 'PRETTY_NAME="Alpine Linux v3.20"']}, "unsupported distribution 'Alpine"),
     ({}, {"memtotal_kib": 6 * 1024 * 1024}, "must leave at least 4 GiB of the 6 GiB Linux sees"),
+    # serving
+    ({}, {"model": ["@parent root 755", "@missing"]}, "model /srv/models/tiny.gguf does not exist on the host"),
+    ({}, {"model": ["@parent root 755", "@file 10 1 root", "@magic 7f454c46"]}, "is not a GGUF file"),
+    ({}, {"model": ["@parent root 755", "@dir"]}, "is not a file (llama-server needs one GGUF file)"),
+    ({"halo_serve": "vllm", "halo_model": "/srv/models/qwen"}, {"model": ["@dir"], "gfx1151": True},
+     "model directory /srv/models/qwen has no config.json"),
+    ({"halo_model_sha256": "0" * 64}, {"model": ["@file 10 1 root", "@magic 47475546", "@sha256 " + "1" * 64]},
+     "not halo_model_sha256: corrupt or replaced"),
+    ({}, {"listeners": ["0100007F:1F90"]}, "port 8080 is already in use on 127.0.0.1 by another program"),
+    ({"halo_bind": "0.0.0.0"}, {"listeners": ["0100007F:1F90"]}, "port 8080 is already in use on 127.0.0.1"),
+    ({"halo_memory_max_gib": 20}, {}, "halo_memory_max_gib=20 is invalid: must be below the 15 GiB of RAM"),
 ]
 
 
@@ -80,7 +128,22 @@ def test_cwsr_warn_policy_lets_vllm_through_with_a_warning():
     assert run.changes("h")
 
 
-def test_counts():
-    """The corpus stays at least as large as the issues ask (15 data errors, 25 bad inputs in all)."""
+def test_port_held_by_our_own_engine_is_fine():
+    run = run_fake("deploys/full.py", {"h": (GOOD, probe_output(listeners=["0100007F:1F90"], serve_active="active"))})
+    assert run.failed_hosts == set(), run.errors
+
+
+def test_api_key_never_reaches_a_command_or_log():
+    run = run_fake("deploys/full.py", {"h": ({**GOOD, "halo_api_key": SECRET, "halo_bind": "0.0.0.0"},
+                                             probe_output())})
+    assert run.failed_hosts == set(), run.errors
+    assert not any(SECRET in command for command in run.commands["h"])
+
+
+def test_counts(capsys):
+    """The corpus stays at least as large as the issues ask (25 bad inputs), and says how large it is."""
     assert len(DATA_ERRORS) >= 15
     assert len(DATA_ERRORS) + len(HOST_ERRORS) >= 25
+    with capsys.disabled():
+        print(f"\nbad-input corpus: {len(DATA_ERRORS)} data errors + {len(HOST_ERRORS)} host refusals = "
+              f"{len(DATA_ERRORS) + len(HOST_ERRORS)} bad inputs tried, each with 0 changes leaked")

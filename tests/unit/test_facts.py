@@ -38,12 +38,12 @@ def test_captured_vm_with_rocm_701_is_refused():
     probe = captured("probe_trixie_vm_rocm701.txt")
     assert probe["rocm"]["version"] == "7.0.1"
     with pytest.raises(HostRefused, match="ROCm 7.0.1 is installed and refused"):
-        build_plan("vm3", {"halo_allow_non_strix_halo": True}, probe)
+        build_plan("vm3", {"halo_allow_non_strix_halo": True, "halo_serve": "none"}, probe)
 
 
 def test_captured_vm_with_configured_but_not_live_params_needs_a_reboot():
     probe = captured("probe_trixie_vm_reboot_pending.txt")
-    plan = build_plan("vm2", {"halo_allow_non_strix_halo": True}, probe)
+    plan = build_plan("vm2", {"halo_allow_non_strix_halo": True, "halo_serve": "none"}, probe)
     assert plan.gtt.visible_gib == 15 and plan.gtt.gtt_gib == 7
     assert plan.kernel_params == ["amd_iommu=off", "ttm.pages_limit=1835008", "amdgpu.gttsize=7168"]
     assert plan.expected_cmdline == probe["boot"]["cmdline"]  # already configured ...

@@ -1,0 +1,179 @@
+"""
+Serving operations: the model on the host, unit files checked by systemd (and podman's quadlet generator) before
+they are installed, and the engine (re)started only when something it depends on changed.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
+
+from .. import paths
+from . import halo_files
+
+QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
+DAEMON_RELOAD = StringCommand("systemctl", "daemon-reload")
+
+
+def unit_check(unit_name: str) -> str:
+    """
+    Check a candidate unit (``$HALO_CANDIDATE``) under its real name: ``systemd-analyze verify`` for a service;
+    for a Quadlet ``.container``, podman's generator in dry-run mode first, then ``systemd-analyze verify`` of
+    the service it generates. Errors go to stderr, where pyinfra shows them.
+    """
+    service = unit_name.rsplit(".", 1)[0] + ".service"
+    lines = [
+        'd=$(mktemp -d) && trap \'rm -rf "$d"\' EXIT',
+        f'cp "$HALO_CANDIDATE" "$d/{unit_name}"',
+    ]
+    if unit_name.endswith(".container"):
+        generators = " ".join(QUADLET_GENERATORS)
+        lines += [
+            f"q=; for g in {generators}; do [ -x $g ] && q=$g && break; done",
+            '[ -n "$q" ] || { echo "podman quadlet generator not found (podman >= 4.4 needed)" >&2; exit 1; }',
+            'QUADLET_UNIT_DIRS="$d" "$q" -dryrun > "$d/out" || exit 1',
+            f'sed -n "/^---{service}---$/,/^---/p" "$d/out" | sed "1d;/^---/d" > "$d/{service}"',
+            f'[ -s "$d/{service}" ] || {{ echo "quadlet generated no {service}" >&2; exit 1; }}',
+        ]
+    lines.append(f'systemd-analyze verify "$d/{service}"')
+    return "\n".join(lines)
+
+
+@operation()
+def unit_file(path: str, content: str, current_sha256: str | None = halo_files.UNKNOWN):
+    """
+    Install a systemd unit or Quadlet file after systemd (and quadlet) accept it, then reload systemd.
+
+    + path: ``/etc/systemd/system/NAME.service`` or ``/etc/containers/systemd/NAME.container``
+    + content: the rendered unit
+    + current_sha256: the installed file's SHA-256 if known (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        unit_file(name="llama-server unit", path="/etc/systemd/system/halo-serve.service", content=unit)
+    """
+    unit_name = path.rsplit("/", 1)[-1]
+    if not unit_name.endswith((".service", ".container")):
+        raise OperationError(f"unit_file manages .service and .container files, not {path}")
+    yield from halo_files.checked_file._inner(
+        path=path, content=content, mode="0644", check=unit_check(unit_name), activate=DAEMON_RELOAD,
+        current_sha256=current_sha256,
+    )
+
+
+@operation()
+def model_file(path: str, source: str, owner: str, source_sha256: str, current_sha256: str | None = None):
+    """
+    Push a model file from the control machine, owned by the service user, replaced atomically.
+
+    + path: where the model goes on the host
+    + source: the file on the control machine
+    + owner: user (and group) owning the file on the host
+    + source_sha256: SHA-256 of ``source``
+    + current_sha256: SHA-256 of the file on the host (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        model_file(name="Model", path="/var/lib/halofleet/models/m.gguf", source="m.gguf", owner="halo",
+                   source_sha256="...", current_sha256=None)
+    """
+    if current_sha256 == source_sha256:
+        host.noop(f"{path} is up to date")
+        return
+    directory, name = path.rsplit("/", 1)
+    candidate = f"{directory}/.{name}.halofleet-new"
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    yield FileUploadCommand(source, candidate)
+    yield StringCommand(
+        "sh", "-c", QuoteString(
+            f"set -e; chown {owner}:{owner} {candidate}; chmod 0640 {candidate}; "
+            f"echo '{source_sha256}  {candidate}' | sha256sum -c --quiet - ; mv -f {candidate} {path}"
+        ),
+    )
+
+
+@operation()
+def owned_directory(path: str, owner: str, mode: str = "0750", current: str | None = None):
+    """
+    A directory owned by the service user (models, caches).
+
+    + path: absolute directory path
+    + owner: user (and group) to own it
+    + mode: octal permissions
+    + current: ``"<owner> <mode>"`` as the probe saw it (None: absent)
+
+    **Example:**
+
+    .. code:: python
+
+        owned_directory(name="Model dir", path="/var/lib/halofleet/models", owner="halo")
+    """
+    if current == f"{owner} {mode.lstrip('0')}":
+        host.noop(f"{path} exists, owned by {owner}")
+        return
+    yield StringCommand("install", "-d", "-o", owner, "-g", owner, "-m", mode, QuoteString(path))
+
+
+@operation()
+def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE):
+    """
+    (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
+
+    The unit's ``ExecStartPost`` waits for the health endpoint, so ``systemctl restart`` returns only once the
+    engine serves (or fails, bounded by ``TimeoutStartSec``).
+
+    + restart: the unit, its environment or the model changed
+    + start: nothing changed but the engine is not running
+    + enable: ``systemctl enable`` (plain units; Quadlet units are wanted by their generated [Install])
+    + stamp: identifies the model the engine now runs; stored for the next run's comparison
+    + service: the systemd service name
+
+    **Example:**
+
+    .. code:: python
+
+        engine_running(name="Engine serving", restart=True, start=False, enable=True, stamp="sha256:...")
+    """
+    if not (restart or start):
+        host.noop(f"{service} is running and up to date")
+        return
+    verb = "restart" if restart else "start"
+    script = [
+        f"systemctl reset-failed {service} 2>/dev/null || true",  # a crash-looped unit refuses to start otherwise
+        f"if ! systemctl {verb} {service}; then "
+        f"systemctl status --no-pager --lines=25 {service} >&2 || true; "
+        f"echo 'halofleet: {service} did not become healthy' >&2; exit 1; fi",
+        f"mkdir -p {paths.SERVE_STAMP.rsplit('/', 1)[0]}",
+        f"printf '%s\\n' {shlex.quote(stamp)} > {paths.SERVE_STAMP}",
+    ]
+    if enable:
+        script.insert(0, f"systemctl enable --quiet {service}")
+    yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
+
+
+@operation()
+def engine_stopped(present: bool, service: str = paths.SERVE_SERVICE):
+    """
+    Stop and disable the engine before its unit goes (stopping kills its whole cgroup: no engine left behind).
+
+    + present: the unit file exists or the service is active (from the probe)
+    + service: the systemd service name
+
+    **Example:**
+
+    .. code:: python
+
+        engine_stopped(name="Stop the engine", present=True)
+    """
+    if not present:
+        host.noop(f"{service} is not installed")
+        return
+    yield StringCommand("sh", "-c", QuoteString(
+        f"systemctl disable --now --quiet {service} 2>/dev/null || systemctl stop {service} 2>/dev/null || true"
+    ))

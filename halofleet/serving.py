@@ -1,0 +1,270 @@
+"""
+The serving stage's decisions, pure: from validated host data and the probe to the unit, environment file,
+model placement and whether the engine must be (re)started. Every refusal (model missing or corrupt, port taken,
+memory cap above RAM) is raised here, before the first change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import paths, policy
+from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
+from .templating import render
+
+CONTAINER_MODEL_DIR = "/models"
+CONTAINER_CACHE_DIR = "/cache"
+FIRST_SYSTEM_ID, LAST_SYSTEM_ID = 100, 999
+# DOMAIN.md's "--no-mmap" is gone from newer llama-server builds (forky's 0.7.0, build 11669, rejects it and has
+# "--load-mode none" instead). Environment variables are ignored by builds that do not know them, so both
+# spellings are set and the same unit works with old toolbox images and new distro packages.
+LLAMA_NO_MMAP_ENVIRONMENT = {"LLAMA_ARG_LOAD_MODE": "none", "LLAMA_ARG_NO_MMAP": "1"}
+
+
+@dataclass
+class Ids:
+    """Numeric ids the container units need (rootful podman resolves names inside the image, not on the host)."""
+
+    uid: int
+    gid: int
+    video_gid: int
+    render_gid: int
+    new_user: bool = False
+    new_groups: dict[str, int] = field(default_factory=dict)  # group name -> gid to create with
+
+
+@dataclass
+class ServePlan:
+    engine: str  # llama-server | vllm
+    flavour: str  # distro | toolbox | vllm
+    packages: list[str]
+    unit_path: str
+    unit: str
+    stale_unit_path: str  # the other flavour's unit file, removed if present
+    env: str  # holds the API key: mode 0600, never shown in a diff
+    conf: str  # what is served where (no secret), read by the verification facts
+    model_host_path: str | None  # None: a Hugging Face id fetched by the engine
+    model_push_source: str | None
+    model_push_sha256: str | None  # of the local file
+    model_host_sha256: str | None  # of the pushed copy on the host, as probed (None: absent)
+    model_stamp: str
+    url: str
+    restart: bool  # unit, environment or model changed since the engine started
+    start: bool  # not running (or not enabled) although nothing changed
+    warnings: list[str] = field(default_factory=list)
+
+
+def probe_args(config: HaloConfig) -> dict[str, Any]:
+    """What the preflight probe must look at for this host's model (hashing only where a digest is compared)."""
+    if config.serve == "none" or config.model is None:
+        return {}
+    if config.model_push:
+        return {"model_path": f"{config.model_dir}/{PurePosixPath(config.model).name}", "hash_model": True}
+    if config.model.startswith("/"):
+        return {"model_path": config.model, "hash_model": bool(config.model_sha256)}
+    return {}
+
+
+def allocate_ids(config: HaloConfig, accounts: dict[str, Any]) -> Ids:
+    """
+    The service user's uid/gid and the GPU groups' gids: existing ones as they are; missing ones get the
+    highest free system id, as ``useradd --system`` would, but decided now so units can be written before.
+    """
+    users = {name: tuple(ids) for name, ids in (accounts.get("users") or {}).items()}
+    groups = dict(accounts.get("groups") or {})
+    used = {uid for uid, _ in users.values()} | set(groups.values())
+
+    def next_free() -> int:
+        for candidate in range(LAST_SYSTEM_ID, FIRST_SYSTEM_ID - 1, -1):
+            if candidate not in used:
+                used.add(candidate)
+                return candidate
+        raise HostRefused(config.host, "no free system uid/gid between 100 and 999 for the service account")
+
+    new_groups = {}
+    for group in policy.GPU_GROUPS:
+        if group not in groups:
+            groups[group] = new_groups[group] = next_free()
+    user = config.service_user
+    if user in users:
+        uid, gid = users[user]
+        new_user = False
+    else:
+        uid = next_free()
+        gid = groups.get(user) if user in groups else uid
+        if user not in groups:
+            new_groups[user] = gid
+        new_user = True
+    return Ids(uid=uid, gid=gid, video_gid=groups["video"], render_gid=groups["render"], new_user=new_user,
+               new_groups=new_groups)
+
+
+def _url(bind: str, port: int) -> str:
+    address = ipaddress.ip_address(bind)
+    if address.is_unspecified:  # listening everywhere: ask over loopback
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{host}:{port}"
+
+
+def _port_holder(bind: str, port: int, listeners: list[list]) -> str | None:
+    wanted = ipaddress.ip_address(bind)
+    for address, listening_port in listeners:
+        if listening_port != port:
+            continue
+        held = ipaddress.ip_address(address)
+        if held == wanted or held.is_unspecified or wanted.is_unspecified:
+            return address
+    return None
+
+
+def memory_max_gib(config: HaloConfig, visible_gib: int) -> int:
+    limit = config.memory_max_gib
+    if limit is None:
+        return max(1, visible_gib - policy.SERVE_MEMORY_HEADROOM_GIB)
+    if limit >= visible_gib:
+        raise ConfigError(config.host, "halo_memory_max_gib", limit,
+                          f"must be below the {visible_gib} GiB of RAM the host sees (MemoryMax below RAM)")
+    return limit
+
+
+def local_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str | None, str]:
+    """(path on the host, local file to push, stamp identifying this exact model)."""
+    if config.model_push:
+        source = str(Path(config.model).expanduser())
+        digest = local_sha256(source)
+        if config.model_sha256 and digest != config.model_sha256:
+            raise ConfigError(config.host, "halo_model_sha256", config.model_sha256,
+                              f"the local file {source} has SHA-256 {digest}: it is corrupt or a different model")
+        return f"{config.model_dir}/{PurePosixPath(source).name}", source, f"sha256:{digest}"
+    if not config.model.startswith("/"):  # a Hugging Face id: the engine downloads it into the cache
+        return None, None, f"hf:{config.model}"
+    kind = model.get("kind")
+    if kind == "missing" or kind == "none":
+        raise HostRefused(config.host, f"model {config.model} does not exist on the host (halo_model)")
+    if config.serve == "llama-server":
+        if kind != "file":
+            raise HostRefused(config.host, f"model {config.model} is not a file (llama-server needs one GGUF file)")
+        if model.get("magic") != GGUF_MAGIC.decode():
+            raise HostRefused(config.host, f"model {config.model} is not a GGUF file (it does not start with 'GGUF')")
+    elif kind == "dir" and not model.get("has_config"):
+        raise HostRefused(config.host, f"model directory {config.model} has no config.json (not a HF model dir)")
+    if config.model_sha256 and model.get("sha256") != config.model_sha256:
+        raise HostRefused(
+            config.host,
+            f"model {config.model} has SHA-256 {model.get('sha256')}, not halo_model_sha256: corrupt or replaced",
+        )
+    if kind == "file":
+        return config.model, None, f"file:{config.model}:{model.get('size')}:{model.get('mtime')}"
+    return config.model, None, f"dir:{config.model}"
+
+
+def _llama_args(config: HaloConfig, model_path: str) -> list[str]:
+    # DOMAIN.md "Server flags": all layers on the GPU, flash attention (no mmap: LLAMA_NO_MMAP_ENVIRONMENT).
+    args = ["--model", model_path, "--host", config.bind, "--port", str(config.port),
+            "-ngl", "999", "-fa", "on", "-c", str(config.ctx),
+            "-b", str(config.llama_batch), "-ub", str(config.llama_ubatch), "-np", str(config.llama_parallel)]
+    if config.llama_kv_type != "f16":
+        args += ["--cache-type-k", config.llama_kv_type, "--cache-type-v", config.llama_kv_type]
+    return args + list(config.llama_args)
+
+
+def _vllm_args(config: HaloConfig, model: str) -> list[str]:
+    args = ["serve", model, "--host", config.bind, "--port", str(config.port),
+            "--dtype", config.vllm_dtype,
+            "--gpu-memory-utilization", f"{config.vllm_gpu_memory_utilization:g}",
+            "--max-model-len", str(config.ctx), "--max-num-seqs", str(config.vllm_max_num_seqs)]
+    if config.vllm_enforce_eager:
+        args.append("--enforce-eager")
+    return args + list(config.vllm_args)
+
+
+def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int, ids: Ids) -> ServePlan | None:
+    """The serving stage for this host, or None for ``halo_serve: none``."""
+    if config.serve == "none":
+        return None
+    warnings = []
+    serve_state = probe.get("serve") or {}
+    running = serve_state.get("active") == "active"
+    holder = _port_holder(config.bind, config.port, serve_state.get("listeners") or [])
+    if holder and not running:
+        raise HostRefused(config.host, f"port {config.port} is already in use on {holder} by another program "
+                                       "(choose another halo_port or stop that program)")
+    if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:
+        warnings.append(f"the API on {config.bind}:{config.port} is reachable beyond this host without an API key "
+                        "(set halo_api_key)")
+
+    model_host_path, push_source, stamp = _model(config, probe.get("model") or {})
+    flavour = "vllm" if config.serve == "vllm" else config.llama_source
+    mem_max = memory_max_gib(config, visible_gib)
+    url = _url(config.bind, config.port)
+    context = {
+        "engine": config.serve, "backend": config.llama_backend, "user": config.service_user,
+        "env_file": paths.SERVE_ENV, "memory_max_gib": mem_max, "start_timeout": config.start_timeout,
+        "health_url": url + "/health",
+    }
+    packages = ["curl"]  # the unit's readiness check and the verification facts ask the engine over HTTP
+    if flavour == "distro":
+        packages += [policy.LLAMA_DISTRO_PACKAGE] + policy.LLAMA_BACKEND_PACKAGES[config.llama_backend]
+        unit = render("halo-serve.service.j2", exec_args=_llama_args(config, model_host_path),
+                      environment=LLAMA_NO_MMAP_ENVIRONMENT, **context)
+        unit_path, stale = paths.SERVE_UNIT, paths.SERVE_QUADLET
+    else:
+        volumes, model_ref = [], config.model
+        if model_host_path:
+            host_dir = str(PurePosixPath(model_host_path).parent)
+            model_ref = f"{CONTAINER_MODEL_DIR}/{PurePosixPath(model_host_path).name}"
+            volumes.append(f"{host_dir}:{CONTAINER_MODEL_DIR}:ro")
+        environment = {}
+        if flavour == "vllm":
+            image = config.image or policy.VLLM_IMAGE
+            command = ["vllm"] + _vllm_args(config, model_ref)
+            environment = dict(policy.VLLM_ENVIRONMENT)
+            environment.update(HOME=CONTAINER_CACHE_DIR, HF_HOME=f"{CONTAINER_CACHE_DIR}/huggingface",
+                               VLLM_CACHE_ROOT=f"{CONTAINER_CACHE_DIR}/vllm",
+                               TRITON_CACHE_DIR=f"{CONTAINER_CACHE_DIR}/triton")
+            volumes.append(f"{paths.SERVE_CACHE}:{CONTAINER_CACHE_DIR}")
+        else:
+            image = config.image or policy.LLAMA_TOOLBOX_IMAGES[config.llama_backend]
+            command = ["llama-server"] + _llama_args(config, model_ref)
+            environment = dict(LLAMA_NO_MMAP_ENVIRONMENT)
+        if "@sha256:" not in image:
+            warnings.append(f"image {image} is not pinned by digest (name@sha256:...)")
+        # Vulkan needs only the render node; ROCm (hip, vLLM) also /dev/kfd and an unconfined seccomp profile.
+        rocm = flavour == "vllm" or config.llama_backend == "hip"
+        optional = "-" if config.devices_optional else ""
+        devices = [f"{optional}/dev/dri"] + ([f"{optional}/dev/kfd"] if rocm else [])
+        unit = render(
+            "halo-serve.container.j2", image=image, command=command, ids=ids, devices=devices,
+            seccomp_unconfined=rocm, ipc_host=flavour == "vllm", volumes=volumes, environment=environment,
+            **context,
+        )
+        unit_path, stale = paths.SERVE_QUADLET, paths.SERVE_UNIT
+
+    env = render("serve.env.j2", key_name=policy.API_KEY_ENV[config.serve], api_key=config.api_key)
+    conf = render("serve.conf.j2", engine=config.serve, flavour=flavour, url=url, service=paths.SERVE_SERVICE)
+    files = probe.get("files") or {}
+    changed = any(
+        files.get(path) != hashlib.sha256(content.encode()).hexdigest()
+        for path, content in ((unit_path, unit), (paths.SERVE_ENV, env))
+    ) or serve_state.get("stamp") != stamp or stale in files
+    enabled = serve_state.get("enabled") in ("enabled", "generated")
+    return ServePlan(
+        engine=config.serve, flavour=flavour, packages=packages, unit_path=unit_path, unit=unit,
+        stale_unit_path=stale, env=env, conf=conf, model_host_path=model_host_path,
+        model_push_source=push_source, model_push_sha256=stamp.split(":", 1)[1] if push_source else None,
+        model_host_sha256=(probe.get("model") or {}).get("sha256"), model_stamp=stamp, url=url, restart=changed,
+        start=not changed and not (running and enabled), warnings=warnings,
+    )

@@ -1,0 +1,91 @@
+"""
+A tiny llama-architecture GGUF with random weights, for test hosts: llama-server loads it for real and answers
+completions (gibberish, but real tokens) in a TCG VM within seconds. Written with the ``gguf`` package from PyPI.
+
+The vocabulary is SentencePiece-style with byte fallback (the 256 ``<0xNN>`` tokens), so any prompt tokenizes.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+
+N_EMBD = 64
+N_LAYERS = 2
+N_HEAD = 4
+N_FF = 128
+CONTEXT = 512
+SPACE = "\u2581"  # SentencePiece's word-boundary marker
+
+# gguf token types (llama.cpp's llama_token_type)
+NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{value:02X}>" for value in range(256)]
+    types = [UNKNOWN, CONTROL, CONTROL] + [BYTE] * 256
+    pieces = [SPACE] + [SPACE + letter for letter in string.ascii_lowercase] + list(string.ascii_lowercase)
+    tokens += pieces
+    types += [NORMAL] * len(pieces)
+    scores = [0.0] * (3 + 256) + [-float(index) for index in range(len(pieces))]
+    return tokens, scores, types
+
+
+def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
+    """Write the model to ``path`` (about 0.5 MB) and return it."""
+    import gguf  # test-only dependency: imported here so the product does not need it
+
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = vocabulary()
+    n_vocab = len(tokens)
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("halofleet-tiny-test")
+    writer.add_context_length(CONTEXT)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(N_LAYERS)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(N_HEAD)
+    writer.add_head_count_kv(N_HEAD)
+    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+
+    # numpy shapes are (out, in); gguf stores them reversed, as llama.cpp expects.
+    writer.add_tensor("token_embd.weight", weights(n_vocab, N_EMBD))
+    for layer in range(N_LAYERS):
+        prefix = f"blk.{layer}."
+        writer.add_tensor(prefix + "attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(prefix + name + ".weight", weights(N_EMBD, N_EMBD))
+        writer.add_tensor(prefix + "ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(prefix + "ffn_gate.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_up.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_down.weight", weights(N_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    writer.add_tensor("output.weight", weights(n_vocab, N_EMBD))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(write_tiny_llama(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny.gguf")))
