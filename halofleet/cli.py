@@ -87,18 +87,25 @@ def verify(inventory: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--suite", default="trixie", show_default=True, help="Debian suite of the demo VM.")
 @click.option("--keep", is_flag=True, help="Leave the VM running (inventories/vm.py then reaches it).")
 @click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to run.")
-def demo(suite: str, keep: bool, deploy: str) -> None:
-    """Boot a local QEMU VM, run the full deploy on it, print the verification table."""
+def demo(keep: bool, deploy: str) -> None:
+    """
+    Boot a local QEMU VM (Debian forky, no GPU), run the full deploy on it serving a tiny generated model with
+    llama-server on the CPU backend, reboot it when the kernel stage asks, and print the verification table.
+    """
     from .testing import vm as vm_mod
+    from .testing.tinymodel import write_tiny_llama
     from .verify import collect, format_table
 
     workdir = vm_mod.cache_dir() / "demo"
-    base = vm_mod.base_image(suite)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = write_tiny_llama(workdir / "tiny-llama.gguf")
+    base = vm_mod.base_image(vm_mod.SERVING_SUITE, vm_mod.SERVING_PACKAGES)
     machines = vm_mod.boot_vms(["halo-demo"], base, workdir)
-    description = vm_mod.write_inventory(machines, workdir / "vms.json")
+    serving = {"halo_serve": "llama-server", "halo_llama_backend": "cpu", "halo_model": str(model),
+               "halo_model_push": True, "halo_ctx": 512}
+    description = vm_mod.write_inventory(machines, workdir / "vms.json", group_data=serving)
     env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
     inventory = "inventories/vm.py"
     try:

@@ -90,9 +90,10 @@ ROCM_PIN_ORIGIN = "repo.radeon.com"
 ROCM_PIN_PRIORITY = 600  # [C] AMD's own rocm-pin-600
 
 # Container runtime packages per distro family.
+# passwd: useradd/groupadd for the service account (minimal forky systems no longer have it).
 RUNTIME_PACKAGES = {
-    "podman": ("podman", "nftables", "uidmap"),
-    "docker": ("docker.io",),
+    "podman": ("podman", "nftables", "uidmap", "passwd"),
+    "docker": ("docker.io", "passwd"),
 }
 GPU_GROUPS = ("video", "render")  # [C] what ROCm containers need
 

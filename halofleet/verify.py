@@ -11,10 +11,26 @@ from . import cmdline, policy
 from .config import ConfigError, HostRefused
 from .plan import build_plan
 
-COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "runtime", "reboot pending", "status")
+COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "runtime", "reboot pending", "serving",
+           "completion", "status")
 
 
-def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, str]:
+def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
+    """The 'serving' and 'completion' cells from the ServeHealth fact."""
+    if not health or not health.get("configured"):
+        return "none", "-"
+    if health.get("error"):
+        return health["error"], "-"
+    serving = f"{health['engine']} {health['active']}, /health {health['health'] or 'no answer'}"
+    if health["completion"] == 200 and health.get("tokens"):
+        completion = f"{health['tokens']} tokens in {health['latency_s']:.2f} s"
+    else:
+        completion = f"failed (HTTP {health['completion'] or 'no answer'})"
+    return serving, completion
+
+
+def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
+               health: dict[str, Any] | None = None) -> dict[str, str]:
     """One row of the verification table for ``host``; never raises."""
     row = {column: "-" for column in COLUMNS}
     row["host"] = host
@@ -28,6 +44,7 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None) ->
     row["gtt (sysfs)"] = ", ".join(f"{card} {size / 2**30:g} GiB" for card, size in sorted(cards.items())) or "skipped"
     row["rocm"] = (probe.get("rocm") or {}).get("version") or "none"
     row["runtime"] = ", ".join(sorted(probe.get("runtimes") or {})) or "none"
+    row["serving"], row["completion"] = serving_cells(health)
     try:
         plan = build_plan(host, data, probe)
     except (ConfigError, HostRefused) as error:
@@ -39,7 +56,13 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None) ->
     row["cwsr"] = plan.gpu_check(plan.cwsr["supported"])
     row["reboot pending"] = "yes" if plan.reboot_needed else "no"
     pages_ok = pages == plan.gtt.pages_limit
-    row["status"] = "ok" if live_ok and pages_ok else "not converged"
+    serving_ok = plan.serve is None or bool(health and health.get("healthy"))
+    if not (live_ok and pages_ok):
+        row["status"] = "not converged"
+    elif not serving_ok:
+        row["status"] = "unhealthy"
+    else:
+        row["status"] = "ok"
     return row
 
 
@@ -53,14 +76,16 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 
 def collect(inventory_path: str) -> list[dict[str, str]]:
-    """Connect to every host of a pyinfra inventory file, probe it, and build the rows."""
+    """Connect to every host of a pyinfra inventory file, probe it and ask its engine, and build the rows."""
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.api.facts import get_facts
-    from pyinfra.context import ctx_inventory, ctx_state
+    from pyinfra.api.facts import get_fact
+    from pyinfra.context import ctx_host, ctx_inventory, ctx_state
     from pyinfra_cli.inventory import make_inventory
 
-    from .facts.halo import HostProbe
+    from .config import validate
+    from .facts.halo import HostProbe, ServeHealth
+    from .serving import probe_args
 
     state = State()
     ctx_state.set(state)
@@ -68,12 +93,23 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     ctx_inventory.set(inventory)
     state.init(inventory, Config())
     connect_all(state)
+
+    def facts_of(host) -> tuple[dict, dict]:
+        try:
+            args = probe_args(validate(host.name, host.data.dict()))
+        except ConfigError:
+            args = {}
+        with ctx_host.use(host):
+            probe = get_fact(state, host, HostProbe, kwargs=args)
+            return probe, get_fact(state, host, ServeHealth)
+
     try:
-        probes = get_facts(state, HostProbe)
+        greenlets = {host: state.pool.spawn(facts_of, host) for host in inventory if host in state.activated_hosts}
+        results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
     rows = []
     for host in inventory:
-        probe = probes.get(host) if host in state.activated_hosts else None
-        rows.append(verify_row(host.name, host.data.dict(), probe))
+        probe, health = results.get(host, (None, None))
+        rows.append(verify_row(host.name, host.data.dict(), probe, health))
     return rows

@@ -459,6 +459,82 @@ class ModelFile(FactBase[dict]):
         return parse_model(list(output))
 
 
+# The engine's key is read on the host and handed to curl on stdin (-K -): never on a command line or in output.
+SERVE_HEALTH_COMMAND = f"""
+[ -r {SERVE_CONF} ] || {{ echo @none; exit 0; }}
+. {SERVE_CONF}
+echo "@engine $HALO_ENGINE $HALO_FLAVOUR"
+echo "@active $(systemctl is-active "$HALO_SERVICE" 2>/dev/null)"
+command -v curl >/dev/null 2>&1 || {{ echo @nocurl; exit 0; }}
+key=$(sed -n 's/^[A-Z_]*API_KEY=//p' {SERVE_ENV} 2>/dev/null | head -n 1)
+auth() {{ [ -z "$key" ] || printf 'header = "Authorization: Bearer %s"\\n' "$key"; }}
+echo "@health $(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "$HALO_URL/health")"
+m=$(auth | curl -s -K - --max-time 10 -w '\\n%{{http_code}}' "$HALO_URL/v1/models")
+echo "@models $(printf '%s' "$m" | tail -n 1)"
+id=$(printf '%s' "$m" | grep -o '"id" *: *"[^"]*"' | head -n 1 | sed 's/.*: *"//; s/"$//')
+body=$(printf '{{"model":"%s","prompt":"Hello","max_tokens":2,"temperature":0}}' "$id")
+r=$(auth | curl -s -K - --max-time 300 -H 'Content-Type: application/json' -d "$body" \\
+    -w '\\n%{{http_code}} %{{time_total}}' "$HALO_URL/v1/completions")
+echo "@completion $(printf '%s' "$r" | tail -n 1)"
+echo "@tokens $(printf '%s' "$r" | grep -o '"completion_tokens" *: *[0-9]*' | head -n 1 | grep -o '[0-9]*$')"
+"""
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() else None
+
+
+def parse_serve_health(lines: list[str]) -> dict[str, Any]:
+    """Engine, unit state, HTTP codes of /health, /v1/models and a 2-token completion, its latency and tokens."""
+    health: dict[str, Any] = {"configured": True, "engine": None, "flavour": None, "active": None, "health": None,
+                              "models": None, "completion": None, "latency_s": None, "tokens": None}
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if tag == "@none":
+            health["configured"] = False
+        elif tag == "@nocurl":
+            health["error"] = "curl is missing on the host"
+        elif tag == "@engine":
+            health["engine"], _, health["flavour"] = rest.partition(" ")
+        elif tag == "@active":
+            health["active"] = rest or "unknown"
+        elif tag in ("@health", "@models"):
+            health[tag[1:]] = _int(rest)
+        elif tag == "@completion":
+            code, _, seconds = rest.partition(" ")
+            health["completion"] = _int(code)
+            try:
+                health["latency_s"] = float(seconds)
+            except ValueError:
+                pass
+        elif tag == "@tokens":
+            health["tokens"] = _int(rest)
+    health["healthy"] = bool(
+        health["configured"] and health["active"] == "active" and health["health"] == 200
+        and health["completion"] == 200 and (health["tokens"] or 0) > 0
+    )
+    return health
+
+
+class ServeHealth(FactBase[dict]):
+    """
+    Is the engine serving? Unit active, ``/health`` and ``/v1/models`` answer, and one short real completion
+    returns tokens. Read-only; uses the API key from the host's own environment file.
+
+    .. code:: python
+
+        {"configured": True, "engine": "llama-server", "active": "active", "health": 200, "models": 200,
+         "completion": 200, "latency_s": 0.41, "tokens": 2, "healthy": True}
+    """
+
+    def command(self) -> str:
+        return SERVE_HEALTH_COMMAND
+
+    def process(self, output):
+        return parse_serve_health(list(output))
+
+
 # -- the one wide fact the deploys read -----------------------------------------------------------------------
 
 PROBE_PARTS: dict[str, type[FactBase]] = {

@@ -49,8 +49,13 @@ BASE_PACKAGES = (
 )
 # forky/sid Release files on the mirror are expired (measured 2026-11); trixie is fine.
 EXPIRED_SUITES = {"forky", "sid"}
-# forky's --variant=apt no longer pulls in `mount`: without it systemd-remount-fs fails and / stays read-only.
-SUITE_PACKAGES = {"forky": ("mount",), "sid": ("mount",)}
+# forky's --variant=apt no longer pulls in `mount` (without it systemd-remount-fs fails and / stays read-only)
+# nor `passwd` (useradd, groupadd).
+SUITE_PACKAGES = {"forky": ("mount", "passwd"), "sid": ("mount", "passwd")}
+# Serving test hosts: forky packages llama-server (llama.cpp-tools); curl for health checks; busybox-static to
+# build a tiny local container image without a registry.
+SERVING_SUITE = "forky"
+SERVING_PACKAGES = ("llama.cpp-tools", "curl", "busybox-static")
 DISK_BYTES = 6 * 1024**3
 PARTITION_START_SECTOR = 2048
 ROOT_LABEL = "haloroot"

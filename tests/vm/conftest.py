@@ -68,6 +68,11 @@ def base_image() -> Path:
 
 
 @pytest.fixture(scope="session")
+def serving_image() -> Path:
+    return vm_mod.base_image(vm_mod.SERVING_SUITE, vm_mod.SERVING_PACKAGES)
+
+
+@pytest.fixture(scope="session")
 def rocm_repo(tmp_path_factory) -> Path:
     return aptrepo.build_repo(tmp_path_factory.mktemp("rocm-repo"))
 
@@ -79,6 +84,7 @@ def vm_workdir(tmp_path_factory) -> Path:
 
 def rocm_group_data(version: str) -> dict:
     return {
+        "halo_serve": "none",  # trixie has no llama-server package; serving is tested on forky (test_serve.py)
         "halo_rocm_version": version,
         "halo_rocm_repo_url": f"file:{REPO_IN_VM}",
         "halo_rocm_repo_suite": aptrepo.SUITE,

@@ -1,0 +1,239 @@
+"""
+Serving on real forky VMs.
+
+srv1: llama-server from forky's llama.cpp-tools (CPU backend) as halo-serve.service, serving a tiny GGUF the test
+generates and pushes, behind an API key: a real completion, the service user and groups, only loopback, a reboot
+and it is back, a second run changes nothing, a flag change restarts it, stopping leaves no engine, a corrupt
+model is a clear error and no crash loop.
+
+srv2: the Quadlet flavours (llama.cpp toolbox, then vLLM) with a small image the test builds inside the VM
+(`podman import`, no registry): the generated service starts the container as the service user with the GPU
+groups, the devices and the vLLM settings applied.
+
+The tests share the booted VMs and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from halofleet.testing import vm as vm_mod
+from halofleet.testing.tinymodel import write_tiny_llama
+
+from .conftest import ROOT, run_pyinfra
+
+pytestmark = pytest.mark.vm
+
+API_KEY = "sk-halofleet-vm-test-4f1c9a77e2"
+TEST_IMAGE = "localhost/halo-test-engine:1"
+COMMON = {"halo_reboot": "never", "halo_ctx": 512, "halo_start_timeout": 300}
+
+# A stand-in engine for the container flavours: says who it runs as and what it may open, then answers
+# /health and /v1/models like the real servers (busybox httpd). Installed as both llama-server and vllm.
+FAKE_ENGINE = r"""#!/bin/sh
+echo "fake-engine argv: $0 $*"
+echo "fake-engine env: LLAMA_ARG_LOAD_MODE=$LLAMA_ARG_LOAD_MODE PYTORCH_ROCM_ARCH=$PYTORCH_ROCM_ARCH"
+host=127.0.0.1; port=8080
+while [ $# -gt 0 ]; do case "$1" in --host) host=$2; shift;; --port) port=$2; shift;; esac; shift; done
+echo "fake-engine id: $(id)"
+if [ -e /dev/kfd ]; then
+  if echo x > /dev/kfd; then echo "fake-engine kfd: writable"; else echo "fake-engine kfd: denied"; fi
+fi
+mkdir -p /tmp/www/v1
+echo '{"status":"ok"}' > /tmp/www/health
+echo '{"object":"list","data":[{"id":"fake"}]}' > /tmp/www/v1/models
+exec httpd -f -p "$host:$port" -h /tmp/www
+"""
+
+BUILD_TEST_IMAGE = f"""set -e
+rm -rf /root/img && mkdir -p /root/img/bin /root/img/usr/bin /root/img/tmp /root/img/dev /root/img/proc
+chmod 1777 /root/img/tmp
+cp "$(command -v busybox)" /root/img/bin/busybox
+for applet in sh id echo mkdir cat ls httpd sleep; do ln -sf busybox /root/img/bin/$applet; done
+cat > /root/img/usr/bin/llama-server <<'ENGINE'
+{FAKE_ENGINE}ENGINE
+chmod 755 /root/img/usr/bin/llama-server && cp /root/img/usr/bin/llama-server /root/img/usr/bin/vllm
+tar -C /root/img -c . | podman import --change 'ENV PATH=/usr/bin:/bin' - {TEST_IMAGE} >/dev/null
+"""
+# A GPU node stand-in: the null device under /dev/kfd, owned by render like the real one.
+FAKE_KFD = "[ -e /dev/kfd ] || mknod -m 0660 /dev/kfd c 1 3; chgrp render /dev/kfd"
+
+
+class Servers:
+    def __init__(self, vms, workdir, model):
+        self.vms = {vm.name: vm for vm in vms}
+        self.workdir = workdir
+        self.model = model
+
+    def description(self, name: str, **data) -> object:
+        return vm_mod.write_inventory([self.vms[name]], self.workdir / f"{name}.json", {name: {**COMMON, **data}})
+
+    def sh(self, name: str, command: str, check: bool = True) -> str:
+        return self.vms[name].ssh(command, check=check).stdout.strip()
+
+    def srv1_data(self, **extra):
+        return {"halo_llama_backend": "cpu", "halo_model": str(self.model), "halo_model_push": True,
+                "halo_api_key": API_KEY, **extra}
+
+
+@pytest.fixture(scope="module")
+def servers(serving_image, vm_workdir, tmp_path_factory):
+    model = write_tiny_llama(tmp_path_factory.mktemp("model") / "tiny-llama.gguf")
+    vms = vm_mod.boot_vms(["srv1", "srv2"], serving_image, vm_workdir)
+    try:
+        yield Servers(vms, vm_workdir, model)
+    finally:
+        for machine in vms:
+            machine.stop()
+
+
+def verify(description) -> tuple[int, list[dict]]:
+    proc = subprocess.run([sys.executable, "-m", "halofleet.cli", "verify", "inventories/vm.py", "--json"],
+                          cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)},
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def engine_pid(servers, name: str, binary: str) -> str:
+    return servers.sh(name, f"pgrep -x {binary} | head -n 1")
+
+
+def test_llama_server_from_distro_serves_a_real_completion(servers):
+    description = servers.description("srv1", **servers.srv1_data())
+    run = run_pyinfra(description, "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "llama-server serving on http://127.0.0.1:8080" in run.changed_ops
+
+    # The key: only in the 0600 root-owned environment file, never in pyinfra's output.
+    assert servers.sh("srv1", "stat -c '%U %a' /etc/halofleet/serve.env") == "root 600"
+    assert servers.sh("srv1", "cat /etc/halofleet/serve.env").endswith(f"LLAMA_API_KEY={API_KEY}")
+    assert API_KEY not in run.stderr and API_KEY not in json.dumps(run.result)
+    assert API_KEY not in servers.sh("srv1", "cat /etc/systemd/system/halo-serve.service /etc/halofleet/serve.conf")
+
+    # Run as the service user, with video and render, not root; listening on loopback only.
+    pid = engine_pid(servers, "srv1", "llama-server")
+    assert servers.sh("srv1", f"ps -o user= -p {pid}") == "halo"
+    groups = set(servers.sh("srv1", f"awk '/^Groups:/ {{$1=\"\"; print}}' /proc/{pid}/status").split())
+    gpu_gids = set(servers.sh("srv1", "getent group video render | cut -d: -f3").split())
+    assert gpu_gids <= groups
+    assert servers.sh("srv1", "awk '$4 == \"0A\" && $2 ~ /:1F90$/ {print $2}' /proc/net/tcp") == "0100007F:1F90"
+    # The model was pushed, owned by the service user; the unit holds the tuned flags.
+    assert servers.sh("srv1", "stat -c '%U %a' /var/lib/halofleet/models/tiny-llama.gguf") == "halo 640"
+    unit = servers.sh("srv1", "systemctl cat halo-serve.service")
+    for expected in ("-ngl 999", "-fa on", "-c 512", "LimitMEMLOCK=infinity", "MemorySwapMax=0", "MemoryMax=11G",
+                     "LLAMA_ARG_LOAD_MODE=none"):
+        assert expected in unit
+
+    # A request without the key is refused; with it, a real completion returns tokens.
+    assert servers.sh("srv1", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/v1/models") == "401"
+    code, rows = verify(description)
+    row = rows[0]
+    assert row["serving"].startswith("llama-server active, /health 200"), row
+    assert re.match(r"2 tokens in \d+\.\d\d s", row["completion"]), row
+    assert row["status"] == "not converged" and row["reboot pending"] == "yes"  # halo_reboot: never
+    assert code == 1
+
+
+def test_service_is_back_after_a_reboot_and_the_host_is_converged(servers):
+    servers.vms["srv1"].reboot()
+    description = servers.description("srv1", **servers.srv1_data())
+    code, rows = verify(description)
+    assert rows[0]["status"] == "ok", rows
+    assert rows[0]["completion"].startswith("2 tokens")
+    assert code == 0
+
+
+def test_second_run_changes_nothing(servers):
+    run = run_pyinfra(servers.description("srv1", **servers.srv1_data()), "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.changed_ops == []
+
+
+def test_changed_flag_restarts_the_engine(servers):
+    before = engine_pid(servers, "srv1", "llama-server")
+    run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(run.changed_ops) == {"llama-server unit (distro)", "llama-server serving on http://127.0.0.1:8080"}
+    after = engine_pid(servers, "srv1", "llama-server")
+    assert after and after != before
+    assert "-np 2" in servers.sh("srv1", f"tr '\\0' ' ' < /proc/{after}/cmdline")
+
+
+def test_stopping_leaves_no_engine_behind(servers):
+    servers.sh("srv1", "systemctl stop halo-serve.service")
+    assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
+    # ... and the next run starts it again, without touching any file.
+    run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")
+    assert run.returncode == 0
+    assert run.changed_ops == ["llama-server serving on http://127.0.0.1:8080"]
+    assert engine_pid(servers, "srv1", "llama-server")
+
+
+def test_corrupt_model_is_a_clear_error_not_a_crash_loop(servers, tmp_path):
+    corrupt = tmp_path / "tiny-llama.gguf"
+    corrupt.write_bytes(servers.model.read_bytes()[:4096])  # a GGUF header, then nothing
+    run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_model=str(corrupt))), "deploys/full.py")
+    assert run.returncode != 0
+    assert "halo-serve.service did not become healthy" in run.stderr
+    assert run.failed_hosts == ["srv1"]
+    # systemd gives up after its start limit instead of restarting forever.
+    deadline = time.monotonic() + 180
+    while servers.sh("srv1", "systemctl is-active halo-serve.service", check=False) != "failed":
+        assert time.monotonic() < deadline, "halo-serve kept restarting"
+        time.sleep(5)
+    restarts = int(servers.sh("srv1", "systemctl show -P NRestarts halo-serve.service"))
+    assert restarts <= 3
+    assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
+
+
+def test_toolbox_quadlet_runs_the_container_as_the_service_user_with_gpu_access(servers):
+    servers.sh("srv2", BUILD_TEST_IMAGE)
+    servers.sh("srv2", FAKE_KFD)
+    data = {"halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
+            "halo_model": "/srv/models/tiny.gguf", "halo_devices_optional": True}
+    servers.sh("srv2", "mkdir -p /srv/models && printf 'GGUF-test' > /srv/models/tiny.gguf")
+    run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    quadlet = servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container")
+    assert "AddDevice=-/dev/kfd" in quadlet and "SeccompProfile=unconfined" in quadlet
+    assert servers.sh("srv2", "systemctl is-active halo-serve.service") == "active"
+    assert servers.sh("srv2", "podman ps --format '{{.Names}} {{.Image}}'") == f"halo-serve {TEST_IMAGE}"
+    log = servers.sh("srv2", "journalctl -u halo-serve.service -o cat | grep fake-engine")
+    uid, gid = servers.sh("srv2", "id -u halo"), servers.sh("srv2", "id -g halo")
+    video, render = servers.sh("srv2", "getent group video render | cut -d: -f3").split()
+    ids = re.search(r"fake-engine id: (.*)", log).group(1)
+    assert ids.startswith(f"uid={uid} gid={gid}") and video in ids and render in ids
+    assert "fake-engine kfd: writable" in log  # /dev/kfd is passed in and the render group opens it
+    assert "--model /models/tiny.gguf" in log and "-ngl 999" in log and "LLAMA_ARG_LOAD_MODE=none" in log
+    assert servers.sh("srv2", "curl -s http://127.0.0.1:8080/health") == '{"status":"ok"}'
+
+    second = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
+    assert second.returncode == 0 and second.changed_ops == []
+
+
+def test_vllm_quadlet_with_its_environment_and_ipc(servers):
+    data = {"halo_serve": "vllm", "halo_image": TEST_IMAGE, "halo_model": "org/tiny-model",
+            "halo_devices_optional": True, "halo_vllm_gpu_memory_utilization": 0.85}
+    run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = servers.sh("srv2", "journalctl -u halo-serve.service -o cat | grep 'fake-engine' | tail -n 4")
+    assert "vllm serve org/tiny-model --host 127.0.0.1 --port 8080" in log
+    assert "--gpu-memory-utilization 0.85 --max-model-len 512" in log
+    assert "PYTORCH_ROCM_ARCH=gfx1151" in log
+    pid = servers.sh("srv2", "pgrep -x httpd | head -n 1")
+    # --ipc=host: the engine shares the host's IPC namespace.
+    assert servers.sh("srv2", f"readlink /proc/{pid}/ns/ipc") == servers.sh("srv2", "readlink /proc/1/ns/ipc")
+    assert servers.sh("srv2", "stat -c '%U' /var/lib/halofleet/cache") == "halo"
+
+    # The stand-in answers /health and /v1/models but cannot complete: verify says unhealthy, exit 1.
+    code, rows = verify(servers.description("srv2", **data))
+    assert code == 1
+    assert rows[0]["serving"].startswith("vllm active, /health 200") and rows[0]["status"] == "unhealthy"
