@@ -1,11 +1,12 @@
 """
 Stage 2, kernel: the Strix Halo cmdline (iommu choice, TTM/GTT limits sized from MemTotal) through a GRUB drop-in
-or grubby, then a reboot only if the live cmdline differs, one host at a time, and a check that it took.
+or grubby, then a reboot only if the live cmdline differs, in batches (one host at a time by default), each
+host checked to be back with the new cmdline before the next batch goes down.
 """
 
 from pyinfra import host, logger
 
-from halofleet.deploy import current_plan, managed_sha256
+from halofleet.deploy import current_plan, managed_sha256, reboot_batch
 from halofleet.operations import halo_kernel
 from halofleet.paths import GRUB_DROPIN
 
@@ -25,16 +26,12 @@ if plan is not None:
         )
 
     if plan.config.reboot == "auto":
-        reboot = halo_kernel.reboot(
+        halo_kernel.reboot(
             name="Reboot into the new kernel cmdline",
             timeout=plan.config.reboot_timeout,
+            expect_params=plan.kernel_params,
             _if=lambda: configure.did_change() or plan.reboot_needed,
-            _parallel=1,  # rolling: never more than one host down at a time
-        )
-        halo_kernel.verify_live_cmdline(
-            name="Check the new cmdline is live",
-            params=plan.kernel_params,
-            _if=reboot.did_change,
+            _parallel=reboot_batch(),  # rolling: batches of halo_reboot_batch hosts (default 1), checked in turn
         )
     elif plan.reboot_needed or configure.will_change:
         logger.warning(f"{host.print_prefix}halofleet: reboot pending (halo_reboot: never); "

@@ -8,7 +8,7 @@ changes nothing.
 
 from pyinfra.operations import server
 
-from halofleet import cmdline
+from halofleet import cmdline, summary
 from halofleet.deploy import current_config_and_probe
 from halofleet.operations import halo_files, halo_kernel, halo_serve
 from halofleet.paths import (
@@ -16,6 +16,7 @@ from halofleet.paths import (
     SERVE_UNIT,
 )
 
+summary.install()
 context = current_config_and_probe()
 if context is not None:
     config, probe = context

@@ -87,6 +87,25 @@ def verify(inventory: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("inventory")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
+def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
+    """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
+    from .report import render_report
+    from .verify import collect, format_table
+
+    rows = collect(inventory)
+    for path, fmt in ((html_path, "html"), (md_path, "md")):
+        if path:
+            Path(path).write_text(render_report(rows, fmt, title=inventory))
+            click.echo(f"wrote {path}")
+    if not (html_path or md_path):
+        click.echo(format_table(rows))
+    sys.exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+
+
+@main.command()
 @click.option("--keep", is_flag=True, help="Leave the VM running (inventories/vm.py then reaches it).")
 @click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to run.")
 def demo(keep: bool, deploy: str) -> None:

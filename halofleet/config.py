@@ -151,7 +151,14 @@ OPTIONS: dict[str, Option] = {
         "choice", "auto", "Reboot when the configured cmdline differs from the live one ('never': report only).",
         choices=("auto", "never"),
     ),
-    "halo_reboot_timeout": Option("int", 600, "Seconds to wait for a rebooting host.", minimum=30, maximum=7200),
+    "halo_reboot_timeout": Option(
+        "int", 600, "Seconds to wait for a rebooting host; one that does not come back stops the rollout.",
+        minimum=30, maximum=7200,
+    ),
+    "halo_reboot_batch": Option(
+        "int", 1, "Hosts rebooted at a time (fleet-wide: the smallest value in the inventory wins).", minimum=1,
+        maximum=10000,
+    ),
     "halo_emit_gttsize": Option(
         "bool", True, "Also emit the deprecated amdgpu.gttsize (always equal to ttm.pages_limit)."
     ),

@@ -64,3 +64,12 @@ def _refuse(error: Exception) -> None:
 def managed_sha256(plan: HostPlan, path: str) -> str | None:
     """A managed file's SHA-256 as the probe saw it (None: absent)."""
     return plan.probe.get("files", {}).get(path)
+
+
+def reboot_batch() -> int:
+    """Hosts rebooted together in this run: the smallest valid ``halo_reboot_batch`` of the inventory (default 1)."""
+    sizes = []
+    for each in state.inventory:
+        value = each.data.get("halo_reboot_batch", 1)
+        sizes.append(value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1)
+    return min(sizes or [1])

@@ -28,7 +28,7 @@ ENVIRONMENT = jinja2.Environment(
     keep_trailing_newline=True,
     trim_blocks=True,
     lstrip_blocks=True,
-    autoescape=False,
+    autoescape=lambda name: bool(name and name.endswith(".html.j2")),  # config files must stay verbatim
 )
 
 

@@ -10,13 +10,14 @@ import re
 import time
 
 import gevent
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.facts import FactBase
 
 from .. import cmdline as cmdline_mod
 from .. import policy
 from ..paths import GRUB_DROPIN, MODPROBE_FILE
+from ..facts.halo import LiveCmdline
 from ..templating import render
 from . import halo_files
 
@@ -182,29 +183,6 @@ def modprobe_options(
     )
 
 
-@operation()
-def verify_live_cmdline(params: list[str]):
-    """
-    After a reboot: fail unless ``/proc/cmdline`` carries every param (the host did not boot what we configured).
-
-    + params: params that must be live
-
-    **Example:**
-
-    .. code:: python
-
-        verify_live_cmdline(name="Check the new cmdline is live", params=["amd_iommu=off"], _if=reboot.did_change)
-    """
-    _check_params(params)
-    checks = " && ".join(f'case " $c " in *" {p} "*) ;; *) false;; esac' for p in params)
-    yield StringCommand(
-        "sh", "-c",
-        QuoteString(f"c=$(cat /proc/cmdline); {checks} || "
-                    "{ echo \"halofleet: live cmdline lacks the configured params: $c\" >&2; exit 1; }"),
-    )
-
-
-
 class BootId(FactBase[str]):
     """The running boot's random id: it changes on every boot, unlike uptime it cannot be confused by clocks."""
 
@@ -228,10 +206,27 @@ def _read_boot_id(attempt_timeout: float) -> str | None:
         return None
 
 
+ROLLOUT_HALT_ATTR = "_halofleet_rollout_halted"
+
+
+def rollout_halted() -> str | None:
+    """Why the rolling reboot was stopped in this run (a host did not come back right), or None."""
+    return getattr(state, ROLLOUT_HALT_ATTR, None)
+
+
+def _halt_rollout(reason: str) -> None:
+    if not rollout_halted():
+        setattr(state, ROLLOUT_HALT_ATTR, reason)
+
+
 @operation(is_idempotent=False)
-def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20):
+def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
+           expect_params: list[str] | None = None):
     """
-    Reboot and wait until the host is back in a *new* boot (its boot id changed).
+    Reboot and wait until the host is back in a *new* boot (its boot id changed) with ``expect_params`` live.
+
+    Rolling: run it with ``_parallel=N``; a host that does not come back in time, or comes back without the
+    params, stops the rollout: every later host of the run is failed instead of rebooted.
 
     pyinfra's ``server.reboot`` can reconnect to the old system while it is still shutting down and then
     wait forever on that dead session; here every attempt is bounded and the boot id proves the reboot.
@@ -239,16 +234,20 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20)
     + timeout: seconds to wait for the new boot before failing this host
     + interval: seconds between attempts
     + attempt_timeout: bound on one connect-and-read attempt
+    + expect_params: kernel params ``/proc/cmdline`` must carry after the reboot
 
     **Example:**
 
     .. code:: python
 
-        reboot(name="Reboot into the new cmdline", timeout=600, _if=cmdline.did_change)
+        reboot(name="Reboot into the new cmdline", timeout=600, expect_params=["amd_iommu=off"], _parallel=1)
     """
     before: list[str] = []
 
     def remember_boot():
+        halted = rollout_halted()
+        if halted:
+            raise OperationError(f"not rebooted: the rollout stopped because {halted}")
         before.append(host.get_fact(BootId))
 
     def wait_for_new_boot():
@@ -264,13 +263,28 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20)
                 boot_id = _read_boot_id(attempt_timeout)
                 if boot_id and boot_id != before[0]:
                     logger.info(f"{host.print_prefix}back in a new boot")
+                    _check_live(expect_params)
                     return True
                 if boot_id:
                     host.disconnect()  # still the old boot, shutting down
         finally:
             transport_log.setLevel(level)
-        raise OperationError(f"{host.name} did not come back in a new boot within {timeout} s")
+        _halt_rollout(f"{host.name} did not come back within {timeout} s")
+        raise OperationError(f"{host.name} did not come back in a new boot within {timeout} s; "
+                             "the rolling reboot stops here")
 
     yield FunctionCommand(remember_boot, (), {})
     yield StringCommand("( sleep 1 && systemctl reboot ) </dev/null >/dev/null 2>&1 &")
     yield FunctionCommand(wait_for_new_boot, (), {})
+
+
+def _check_live(expect_params: list[str] | None) -> None:
+    """After the reboot, before the next batch goes down: the configured params must be live."""
+    if not expect_params:
+        return
+    live = host.get_fact(LiveCmdline)
+    if not cmdline_mod.satisfies(live, expect_params):
+        missing = [param for param in expect_params if not cmdline_mod.satisfies(live, [param])]
+        _halt_rollout(f"{host.name} came back without {' '.join(missing)} in /proc/cmdline")
+        raise OperationError(f"{host.name} came back without {' '.join(missing)} in /proc/cmdline; "
+                             "the rolling reboot stops here")

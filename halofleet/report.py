@@ -1,0 +1,39 @@
+"""
+The fleet's verification rows as a report people would rather read than logs: HTML (self-contained, one table,
+one row per host) or Markdown, both from jinja2 templates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from .templating import render
+from .verify import COLUMNS
+
+GOOD = {"ok", "no", "none", "skipped"}
+BAD_PREFIXES = ("differs", "missing", "failed", "refused", "unreachable", "unhealthy", "not converged", "not loaded")
+
+
+def cell_class(column: str, value: str) -> str:
+    """'ok', 'bad', 'warn' or '' for one cell, so the eye finds the problem."""
+    if column == "host" or value == "-":
+        return ""
+    if column == "reboot pending":
+        return "warn" if value == "yes" else "ok"
+    if value.startswith(BAD_PREFIXES) or " failed" in value:
+        return "bad"
+    if column in ("status", "cmdline", "cwsr") and value in GOOD:
+        return "ok"
+    if column == "serving" and " active" in value:
+        return "ok"
+    return ""
+
+
+def render_report(rows: list[dict[str, str]], fmt: str, title: str) -> str:
+    """``fmt``: 'html' or 'md'."""
+    summary = Counter(row["status"].split(":")[0] for row in rows)
+    classes = {row["host"]: {column: cell_class(column, row[column]) for column in COLUMNS} for row in rows}
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return render(f"report.{fmt}.j2", rows=rows, columns=COLUMNS, row_classes=classes, summary=dict(summary),
+                  title=title, generated=generated)
