@@ -7,13 +7,15 @@ from pyinfra.operations import apt, dnf, server, systemd
 
 from halofleet import policy
 from halofleet.deploy import current_plan
+from halofleet.operations.halo_rocm import APT_LOCK_WAIT
 
 plan = current_plan()
 if plan is not None:
     runtime = plan.config.runtime
     packages = list(policy.RUNTIME_PACKAGES[runtime])
     if plan.uses_apt:
-        apt.packages(name=f"Install {runtime}", packages=packages, no_recommends=True)
+        apt.packages(name=f"Install {runtime}", packages=packages, no_recommends=True,
+                     extra_install_args=APT_LOCK_WAIT)
     else:
         dnf.packages(name=f"Install {runtime}", packages=packages)
     if runtime == "docker":

@@ -88,6 +88,23 @@ def verify(inventory: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("inventory")
+@click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to review.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here (default: stdout).")
+def diff(inventory: str, deploy: str, out_path: str | None) -> None:
+    """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing)."""
+    from .review import review, to_markdown
+
+    reviews = review(inventory, deploy)
+    text = to_markdown(reviews, inventory, deploy)
+    if out_path:
+        Path(out_path).write_text(text)
+        click.echo(f"wrote {out_path}: " + ", ".join(f"{r.host} {r.status}" for r in reviews))
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.argument("inventory")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
 def report(inventory: str, html_path: str | None, md_path: str | None) -> None:

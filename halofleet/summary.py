@@ -20,22 +20,23 @@ from pyinfra.context import ctx_state
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # What pyinfra/paramiko (and our reboot) log when a host goes away under a run.
-UNREACHABLE_SIGNS = ("could not connect", "connection", "socket is closed", "no existing session",
-                     "ssh protocol banner", "did not come back", "unable to connect")
+UNREACHABLE_SIGNS = ("could not connect", "connection", "socket is closed", "no existing session", "not active",
+                     "ssh protocol banner", "did not come back", "unable to connect", "broken pipe", "eoferror")
 
 
 class _HostErrors(logging.Handler):
     """Keeps the error lines pyinfra and halofleet log for each host (they start with ``[host]``)."""
 
     def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
+        super().__init__(level=logging.WARNING)  # pyinfra logs a failing Python callback as a warning
         self.lines: dict[str, list[str]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         text = ANSI.sub("", record.getMessage()).strip()
         match = re.match(r"\[([^\]]+)\]\s*(.*)", text, re.S)
         if match:
-            self.lines.setdefault(match.group(1), []).append(match.group(2).strip())
+            line = match.group(2).strip().replace("Unexpected error in Python callback: ", "")
+            self.lines.setdefault(match.group(1), []).append(line)
 
 
 def host_outcomes(run_state, errors: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -53,7 +54,9 @@ def host_outcomes(run_state, errors: dict[str, list[str]]) -> list[dict[str, Any
             operation = op_data.operation_meta
             if operation.is_complete() and operation.did_change():
                 changed += 1
-        reasons = [line for line in errors.get(host.name, []) if line]
+        # the lines that say why (not pyinfra's "Error: executed N commands" nor our own warnings)
+        reasons = [line for line in errors.get(host.name, [])
+                   if line and not line.startswith(("Error: executed", "halofleet: reboot pending", "halofleet: GTT"))]
         if host.name not in activated:
             outcome, reason = "unreachable", "; ".join(reasons[-1:]) or "could not connect"
         elif host.name in failed:

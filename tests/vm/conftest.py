@@ -36,6 +36,11 @@ class PyinfraRun:
         return [op["name"] for op in self.result["results"]["operations"] if op["success"]]
 
     @property
+    def changed_names(self) -> list[str]:
+        """Like changed_ops, without the ``deploys/<stage>.py | `` prefix."""
+        return [name.split(" | ", 1)[-1] for name in self.changed_ops]
+
+    @property
     def failed_hosts(self) -> list[str]:
         return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
 

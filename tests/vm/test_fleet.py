@@ -1,27 +1,37 @@
 """
-A fleet of three fresh trixie VMs in one pyinfra run, one of them broken (ROCm 7.0.1 pre-installed): the good
-hosts converge (GRUB drop-in, reboot, modprobe, pinned ROCm from a local repository, runtime), the broken one is
-refused with the clear error and left untouched, and the run's exit status says so. Then: a second run changes
-nothing and reboots nothing, each stage runs alone, and the ROCm pin holds against apt.
+A fleet of three fresh trixie VMs in one pyinfra run: they converge (GRUB drop-in, modprobe, pinned ROCm from a
+local repository, runtime) with a rolling reboot, one host at a time, watched from outside over SSH. Then one host
+turns broken (ROCm 7.0.1): the next run refuses it with a clear error and leaves it untouched while the others
+have nothing to do. Each stage runs alone, the ROCm pin holds against apt, a failing update-grub is undone, a
+rollback restores the pre-deploy state, the status report renders in Chromium, and the fleet survives a host
+that vanishes mid-run and one that never comes back from its reboot (the rollout stops there).
 
 The tests share the booted VMs and run in file order.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 
 from halofleet import cmdline
 from halofleet.testing import vm as vm_mod
 
-from .conftest import REPO_IN_VM, rocm_group_data, run_pyinfra
+from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra
 
 pytestmark = pytest.mark.vm
 
 USER_GRUB_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet halo_test.keep=1 ttm.pages_limit=4242"'
 # ... and a drop-in of the user's own, sourced before ours, with a conflicting iommu choice.
 USER_DROPIN_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT user.dropin=1 iommu=pt"'
-STAGES = ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime")
+STAGES = ("preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve")
 # What a rollback must bring back: the directories halofleet writes into, and the service user.
 STATE_LISTING = ("ls -A /etc/default/grub.d /etc/modprobe.d /etc/apt/preferences.d /etc/apt/sources.list.d "
                  "/etc/apt/keyrings 2>&1; getent passwd halo || echo no-halo-user")
@@ -43,6 +53,64 @@ class Fleet:
     def sh(self, name, command, check=True):
         return self.vms[name].ssh(command, check=check).stdout.strip()
 
+    def run(self, names, *args, rocm_version="7.2.1"):
+        """pyinfra on ``names`` with the per-host summary written as JSON (read back into ``run.summary``)."""
+        summary = self.workdir / "summary.json"
+        summary.unlink(missing_ok=True)
+        os.environ["HALOFLEET_SUMMARY_JSON"] = str(summary)
+        try:
+            run = run_pyinfra(self.description(names, rocm_version), "deploys/full.py", *args)
+        finally:
+            del os.environ["HALOFLEET_SUMMARY_JSON"]
+        run.summary = {item["host"]: item for item in json.loads(summary.read_text())} if summary.exists() else {}
+        return run
+
+
+def ssh_answers(port: int, timeout: float = 4.0) -> bool:
+    """True when sshd itself answers (QEMU accepts the forwarded TCP connection even while the guest is down)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+class Reachability:
+    """Samples every VM's sshd about once a second in the background: who was down at the same moment."""
+
+    def __init__(self, vms):
+        self.vms = vms
+        self.samples: list[tuple[float, dict[str, bool]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            results = {}
+            threads = [threading.Thread(target=lambda vm=vm: results.__setitem__(vm.name, ssh_answers(vm.port)))
+                       for vm in self.vms]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            self.samples.append((time.monotonic(), results))
+            self._stop.wait(1.0)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def down_together(self) -> int:
+        return max((sum(not up for up in sample.values()) for _, sample in self.samples), default=0)
+
+    def went_down(self, name: str) -> bool:
+        return any(not sample[name] for _, sample in self.samples)
+
 
 @pytest.fixture(scope="module")
 def fleet(base_image, rocm_repo, vm_workdir):
@@ -56,12 +124,10 @@ def fleet(base_image, rocm_repo, vm_workdir):
             machine.stop()
 
 
-def test_fleet_with_one_broken_host(fleet):
+def test_fleet_converges_with_a_rolling_reboot(fleet):
     # vm1 carries the user's own cmdline params, one of them a stale value of a param halofleet manages.
     fleet.sh("vm1", f"sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/{USER_GRUB_LINE}/' /etc/default/grub && "
                     f"echo '{USER_DROPIN_LINE}' > /etc/default/grub.d/50-user.cfg && update-grub")
-    # vm3 is broken: ROCm 7.0.1 is already installed.
-    fleet.sh("vm3", f"dpkg -i {REPO_IN_VM}/pool/main/rocm-core_7.0.1.*.deb")
     for name in fleet.vms:
         fleet.snapshots[name] = {
             "boot_id": fleet.vms[name].boot_id(),
@@ -70,17 +136,17 @@ def test_fleet_with_one_broken_host(fleet):
             "boot_params": fleet.sh(name, GRUB_LINUX_PARAMS),
         }
 
-    run = run_pyinfra(fleet.description(["vm1", "vm2", "vm3"]), "deploys/full.py")
+    with Reachability(list(fleet.vms.values())) as watch:
+        run = fleet.run(["vm1", "vm2", "vm3"])
 
-    assert run.returncode != 0, "a refused host must make the run fail"
-    assert run.failed_hosts == ["vm3"]
-    assert "vm3" in run.stderr and "ROCm 7.0.1 is installed and refused" in run.stderr
-    # The broken host was not touched: no drop-in, no pin, no reboot.
-    assert fleet.sh("vm3", "ls /etc/default/grub.d/zz-halofleet.cfg /etc/apt/preferences.d/halofleet-rocm "
-                           "/etc/modprobe.d/zz-halofleet.conf 2>/dev/null | wc -l") == "0"
-    assert fleet.vms["vm3"].boot_id() == fleet.snapshots["vm3"]["boot_id"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert all(watch.went_down(name) for name in fleet.vms), "every host must have rebooted"
+    print(f"reachability: {len(watch.samples)} samples, at most {watch.down_together()} host(s) down together")
+    assert watch.down_together() == 1, "the rolling reboot took two hosts down at once"
+    assert {name: item["outcome"] for name, item in run.summary.items()} == dict.fromkeys(fleet.vms, "changed")
+    assert "halofleet summary:" in run.stderr
 
-    for name in ("vm1", "vm2"):
+    for name in fleet.vms:
         machine = fleet.vms[name]
         assert machine.boot_id() != fleet.snapshots[name]["boot_id"], f"{name} did not reboot"
         live = cmdline.parse(fleet.sh(name, "cat /proc/cmdline"))
@@ -100,14 +166,21 @@ def test_fleet_with_one_broken_host(fleet):
     assert [p for p in live1 if cmdline.key(p) == "ttm.pages_limit"] == [p for p in live1 if p.startswith("ttm.")]
 
 
-def test_second_run_changes_nothing(fleet):
-    boot_ids = {name: fleet.vms[name].boot_id() for name in ("vm1", "vm2")}
-    run = run_pyinfra(fleet.description(["vm1", "vm2"]), "deploys/full.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.result["results"]["totals"]["success"] == 0
+def test_broken_host_is_refused_and_untouched_while_the_others_have_nothing_to_do(fleet):
+    # vm3 turns broken: ROCm 7.0.1 gets installed behind halofleet's back.
+    fleet.sh("vm3", f"dpkg --purge rocm && dpkg -i {REPO_IN_VM}/pool/main/rocm-core_7.0.1.*.deb")
+    managed = "sha256sum /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf /boot/grub/grub.cfg"
+    before = {name: (fleet.vms[name].boot_id(), fleet.sh(name, managed)) for name in fleet.vms}
+
+    run = fleet.run(["vm1", "vm2", "vm3"])
+
+    assert run.returncode != 0, "a refused host must make the run fail"
+    assert run.failed_hosts == ["vm3"]
+    assert "vm3" in run.stderr and "ROCm 7.0.1 is installed and refused" in run.stderr
     assert run.changed_ops == []
-    assert run.result["results"]["totals"]["no_change"] > 0
-    assert {name: fleet.vms[name].boot_id() for name in boot_ids} == boot_ids, "a converged host was rebooted"
+    assert run.summary["vm3"]["outcome"] == "failed" and "7.0.1" in run.summary["vm3"]["reason"]
+    assert run.summary["vm1"]["outcome"] == run.summary["vm2"]["outcome"] == "converged"
+    assert {name: (fleet.vms[name].boot_id(), fleet.sh(name, managed)) for name in fleet.vms} == before
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -173,6 +246,27 @@ def test_verify_reports_every_host(fleet):
     assert proc.returncode == 1  # vm3 is not healthy
 
 
+def test_html_report_renders_in_chromium(fleet, tmp_path):
+    description = fleet.description(["vm1", "vm2", "vm3"])
+    env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
+    html, md = tmp_path / "report.html", tmp_path / "report.md"
+    proc = subprocess.run([sys.executable, "-m", "halofleet.cli", "report", "inventories/vm.py", "--html", str(html),
+                           "--md", str(md)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # vm3 is refused (ROCm 7.0.1)
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(chromium + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.stdout.count('<tr class="host"') == 3
+    for name in fleet.vms:
+        assert f'data-host="{name}"' in dom.stdout
+    shot = ROOT / "tests" / "vm" / "artifacts" / "fleet-report.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    subprocess.run(chromium + ["--window-size=1400,500", f"--screenshot={shot}", html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    assert md.read_text().count("\n| vm") == 3
+
+
 def test_failed_update_grub_leaves_the_previous_boot_config(fleet):
     """vm3 (refused so far, untouched) gets a GRUB hook that fails: the deploy reports it and puts things back."""
     fleet.sh("vm3", "dpkg --purge rocm-core && printf '#!/bin/sh\\nexit 1\\n' > /etc/grub.d/99_halofleet_test_broken "
@@ -182,7 +276,9 @@ def test_failed_update_grub_leaves_the_previous_boot_config(fleet):
     cmdline_before = fleet.sh("vm3", "cat /proc/cmdline")
     boot_id = fleet.vms["vm3"].boot_id()
 
-    run = run_pyinfra(fleet.description(["vm3"], rocm_version="none"), "deploys/full.py")
+    # vm3 is converged: another OS reserve makes the drop-in change.
+    run = run_pyinfra(fleet.description(["vm3"], rocm_version="none"), "deploys/full.py",
+                      "--data", "halo_os_reserve_gib=9")
 
     assert run.returncode != 0
     assert "the previous file is back in place" in run.stderr, run.stderr[-3000:]
@@ -190,6 +286,7 @@ def test_failed_update_grub_leaves_the_previous_boot_config(fleet):
     assert fleet.vms["vm3"].boot_id() == boot_id, "a host whose GRUB update failed must not be rebooted"
     fleet.vms["vm3"].reboot()
     assert fleet.sh("vm3", "cat /proc/cmdline") == cmdline_before
+    fleet.sh("vm3", "rm /etc/grub.d/99_halofleet_test_broken")
 
 def test_rollback_restores_the_pre_deploy_state(fleet):
     description = fleet.description(["vm1"])
@@ -204,3 +301,49 @@ def test_rollback_restores_the_pre_deploy_state(fleet):
     assert fleet.sh("vm1", "sha256sum /etc/default/grub") == fleet.snapshots["vm1"]["etc_default_grub"]
     again = run_pyinfra(description, "deploys/rollback.py")
     assert again.returncode == 0 and again.changed_ops == []
+
+
+def test_host_vanishing_mid_run_leaves_the_others_converged(fleet):
+    """vm3 is killed while vm1 reboots: vm1 and vm2 finish with the new cmdline, the summary names vm3."""
+    for name in ("vm2", "vm3"):  # both carry a forced ROCm 7.0.1 from the tests above
+        fleet.sh(name, "dpkg --purge rocm rocm-core >/dev/null 2>&1 || true")
+
+    def kill_vm3_when_vm1_is_down():
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and ssh_answers(fleet.vms["vm1"].port):
+            time.sleep(1)
+        fleet.vms["vm3"].stop()
+
+    killer = threading.Thread(target=kill_vm3_when_vm1_is_down, daemon=True)
+    killer.start()
+    run = fleet.run(["vm1", "vm2", "vm3"], "--data", "halo_os_reserve_gib=10")
+    killer.join()
+
+    assert run.returncode != 0
+    assert run.summary["vm3"]["outcome"] == "unreachable", run.summary
+    for name in ("vm1", "vm2"):
+        assert run.summary[name]["outcome"] == "changed", run.summary
+        assert "ttm.pages_limit=1310720" in fleet.sh(name, "cat /proc/cmdline")  # 15 GiB seen - 10 reserved
+
+
+def test_host_that_does_not_come_back_stops_the_rollout(fleet):
+    """vm1 goes down for its reboot and never returns: vm2 is not rebooted, both are reported."""
+    vm2_boot = fleet.vms["vm2"].boot_id()
+
+    def kill_vm1_when_down():
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and ssh_answers(fleet.vms["vm1"].port):
+            time.sleep(1)
+        fleet.vms["vm1"].stop()
+
+    killer = threading.Thread(target=kill_vm1_when_down, daemon=True)
+    killer.start()
+    run = fleet.run(["vm1", "vm2"], "--data", "halo_os_reserve_gib=9", "--data", "halo_reboot_timeout=60")
+    killer.join()
+
+    assert run.returncode != 0
+    assert run.summary["vm1"]["outcome"] == "unreachable"
+    assert "did not come back" in run.summary["vm1"]["reason"]
+    assert run.summary["vm2"]["outcome"] == "failed"
+    assert "rollout stopped because vm1 did not come back" in run.summary["vm2"]["reason"]
+    assert fleet.vms["vm2"].boot_id() == vm2_boot, "the rollout went on after a host did not come back"

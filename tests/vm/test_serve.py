@@ -105,11 +105,36 @@ def engine_pid(servers, name: str, binary: str) -> str:
     return servers.sh(name, f"pgrep -x {binary} | head -n 1")
 
 
+def halofleet_diff(description, out) -> str:
+    proc = subprocess.run([sys.executable, "-m", "halofleet.cli", "diff", "inventories/vm.py", "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text()
+
+
+def test_review_of_a_fresh_host_shows_every_change_and_no_secret(servers, tmp_path):
+    description = servers.description("srv1", **servers.srv1_data())
+    text = halofleet_diff(description, tmp_path / "review.md")
+    assert "## srv1: " in text and "would change" in text
+    for expected in ("Will create /etc/default/grub.d/zz-halofleet.cfg", "Will create /etc/modprobe.d/zz-halofleet.conf",
+                     "Will create /etc/systemd/system/halo-serve.service", "+ExecStart=/usr/bin/llama-server",
+                     "Will create /etc/halofleet/serve.env", "(content withheld: it holds a secret)",
+                     "systemctl restart halo-serve.service"):
+        assert expected in text, expected
+    assert API_KEY not in text
+    dry = run_pyinfra(description, "deploys/full.py", review=True)
+    assert dry.returncode == 0
+    assert "Will create /etc/systemd/system/halo-serve.service" in dry.stderr
+    assert API_KEY not in dry.stderr
+    assert servers.sh("srv1", "ls /etc/halofleet /etc/default/grub.d/zz-halofleet.cfg 2>&1 | grep -c 'No such'") == "2"
+
+
 def test_llama_server_from_distro_serves_a_real_completion(servers):
     description = servers.description("srv1", **servers.srv1_data())
     run = run_pyinfra(description, "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "llama-server serving on http://127.0.0.1:8080" in run.changed_ops
+    assert "llama-server serving on http://127.0.0.1:8080" in run.changed_names
 
     # The key: only in the 0600 root-owned environment file, never in pyinfra's output.
     assert servers.sh("srv1", "stat -c '%U %a' /etc/halofleet/serve.env") == "root 600"
@@ -150,17 +175,19 @@ def test_service_is_back_after_a_reboot_and_the_host_is_converged(servers):
     assert code == 0
 
 
-def test_second_run_changes_nothing(servers):
-    run = run_pyinfra(servers.description("srv1", **servers.srv1_data()), "deploys/full.py")
+def test_second_run_changes_nothing(servers, tmp_path):
+    description = servers.description("srv1", **servers.srv1_data())
+    run = run_pyinfra(description, "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.changed_ops == []
+    assert "## srv1: no changes (converged)" in halofleet_diff(description, tmp_path / "review.md")
 
 
 def test_changed_flag_restarts_the_engine(servers):
     before = engine_pid(servers, "srv1", "llama-server")
     run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert set(run.changed_ops) == {"llama-server unit (distro)", "llama-server serving on http://127.0.0.1:8080"}
+    assert set(run.changed_names) == {"llama-server unit (distro)", "llama-server serving on http://127.0.0.1:8080"}
     after = engine_pid(servers, "srv1", "llama-server")
     assert after and after != before
     assert "-np 2" in servers.sh("srv1", f"tr '\\0' ' ' < /proc/{after}/cmdline")
@@ -172,7 +199,7 @@ def test_stopping_leaves_no_engine_behind(servers):
     # ... and the next run starts it again, without touching any file.
     run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")
     assert run.returncode == 0
-    assert run.changed_ops == ["llama-server serving on http://127.0.0.1:8080"]
+    assert run.changed_names == ["llama-server serving on http://127.0.0.1:8080"]
     assert engine_pid(servers, "srv1", "llama-server")
 
 

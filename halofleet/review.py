@@ -1,0 +1,160 @@
+"""
+``halofleet diff``: what a deploy would change on every host, as Markdown for a pull request. The same as
+``pyinfra INV deploys/full.py --dry --diff`` (the deploy is prepared against the live hosts, nothing executes):
+each changing operation with its file diff and the commands it would run. Secrets never appear: files holding
+one are announced but not shown, and every ``halo_api_key`` of the inventory is masked in the text as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
+
+from .config import SECRET_KEYS
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REDACTED = "<redacted>"
+
+
+@dataclass
+class OperationChange:
+    name: str
+    diff: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HostReview:
+    host: str
+    status: str  # "changes" | "converged" | "refused" | "unreachable"
+    operations: list[OperationChange] = field(default_factory=list)
+    reason: str = ""
+
+
+def describe_command(command) -> str:
+    if isinstance(command, StringCommand):
+        return command.get_masked_value()
+    if isinstance(command, FileUploadCommand):
+        source = command.src if isinstance(command.src, str) else "(generated content)"
+        return f"# upload {source} -> {command.dest}"
+    if isinstance(command, FunctionCommand):
+        return f"# on the control machine: {command.function.__name__}()"
+    return str(command)
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(ANSI.sub("", record.getMessage()))
+
+
+def _diff_lines(lines: list[str]) -> list[str]:
+    """Keep what our diff logger prints (``Will create/modify/remove ...`` and the ``+``/``-`` lines)."""
+    kept = []
+    for line in lines:
+        text = re.sub(r"^\[[^\]]+\]\s*", "", line.rstrip("\n"))
+        if text.startswith("Will ") or text.startswith("  ") or text.startswith("(content withheld"):
+            kept.append(text.rstrip())
+    return [line for line in kept if line.strip()]
+
+
+def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
+    """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
+    import pyinfra
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.state import StateStage
+    from pyinfra.context import ctx_host, ctx_inventory, ctx_state
+    from pyinfra_cli.inventory import make_inventory
+    from pyinfra_cli.util import load_deploy_file
+
+    pyinfra.is_cli = True  # deploys/full.py composes its stages with local.include
+    state = State(check_for_changes=True)
+    ctx_state.set(state)
+    inventory = make_inventory(inventory_path)
+    ctx_inventory.set(inventory)
+    state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100))
+    state.cwd = os.getcwd()
+    capture = _Capture()
+    pyinfra_logger = logging.getLogger("pyinfra")
+    pyinfra_logger.addHandler(capture)
+    reviews: dict[str, HostReview] = {}
+    try:
+        state.set_stage(StateStage.Connect)
+        connect_all(state)
+        state.set_stage(StateStage.Prepare)
+        load_deploy_file(state, deploy_path)
+        for host in inventory:
+            if host not in state.activated_hosts:
+                reviews[host.name] = HostReview(host.name, "unreachable", reason="could not connect")
+                continue
+            if host in state.failed_hosts:
+                errors = [line for line in capture.lines if f"[{host.name}]" in line and "refuses" in line]
+                reviews[host.name] = HostReview(host.name, "refused", reason=errors[-1] if errors else "refused")
+                continue
+            result = HostReview(host.name, "converged")
+            for op_hash in state.get_op_order():
+                try:
+                    op_data = state.get_op_data_for_host(host, op_hash)
+                except KeyError:
+                    continue
+                start = len(capture.lines)
+                with ctx_host.use(host):
+                    commands = [describe_command(command) for command in op_data.command_generator()]
+                if commands:
+                    name = ", ".join(sorted(state.get_op_meta(op_hash).names))
+                    result.operations.append(
+                        OperationChange(name, _diff_lines(capture.lines[start:]), commands)
+                    )
+            if result.operations:
+                result.status = "changes"
+            reviews[host.name] = result
+    finally:
+        pyinfra_logger.removeHandler(capture)
+        disconnect_all(state)
+    secrets = {str(host.data.get(key)) for host in inventory for key in SECRET_KEYS if host.data.get(key)}
+    return [_redact(reviews[host.name], secrets) for host in inventory if host.name in reviews]
+
+
+def _redact(result: HostReview, secrets: set[str]) -> HostReview:
+    def clean(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    for change in result.operations:
+        change.diff = [clean(line) for line in change.diff]
+        change.commands = [clean(line) for line in change.commands]
+    result.reason = clean(result.reason)
+    return result
+
+
+def to_markdown(reviews: list[HostReview], inventory_path: str, deploy_path: str) -> str:
+    lines = [f"# halofleet diff: `{deploy_path}` on `{inventory_path}`", ""]
+    counts = {status: sum(r.status == status for r in reviews) for status in ("changes", "converged", "refused",
+                                                                               "unreachable")}
+    lines.append(" · ".join(f"{status}: **{count}**" for status, count in counts.items() if count) or "no hosts")
+    lines.append("")
+    for result in reviews:
+        if result.status == "changes":
+            lines.append(f"## {result.host}: {len(result.operations)} operation(s) would change")
+        elif result.status == "converged":
+            lines += [f"## {result.host}: no changes (converged)", ""]
+            continue
+        else:
+            lines += [f"## {result.host}: {result.status}", "", f"> {result.reason}", ""]
+            continue
+        lines.append("")
+        for change in result.operations:
+            lines += [f"### {change.name}", ""]
+            if change.diff:
+                lines += ["```diff", *change.diff, "```", ""]
+            lines += ["```sh", *change.commands, "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
