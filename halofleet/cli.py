@@ -123,6 +123,20 @@ def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
 
 
 @main.command()
+@click.argument("inventory")
+def bench(inventory: str) -> None:
+    """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline."""
+    from .verify import collect
+
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, str(DEPLOYS / "bench.py")])
+    rows = collect(inventory)
+    width = max(len(row["host"]) for row in rows)
+    for row in rows:
+        click.echo(f"{row['host'].ljust(width)}  {row['bench']}")
+    sys.exit(result.returncode or (0 if all(row["bench"] != "-" for row in rows) else 1))
+
+
+@main.command()
 @click.option("--keep", is_flag=True, help="Leave the VM running (inventories/vm.py then reaches it).")
 @click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to run.")
 def demo(keep: bool, deploy: str) -> None:

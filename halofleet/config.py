@@ -229,6 +229,16 @@ OPTIONS: dict[str, Option] = {
         "int", 900, "Seconds the engine may take to become healthy (first vLLM load JIT-compiles for minutes).",
         minimum=30, maximum=7200,
     ),
+    "halo_bench_repetitions": Option("int", 3, "llama-bench -r (repetitions of pp512 and tg128).", minimum=1,
+                                     maximum=50),
+    "halo_mem_bandwidth_gbs": Option(
+        "int", policy.STRIX_HALO_BANDWIDTH_GBS["theoretical"], "Theoretical memory bandwidth (GB/s) for the roofline.",
+        minimum=1, maximum=10000,
+    ),
+    "halo_mem_bandwidth_measured_gbs": Option(
+        "int", policy.STRIX_HALO_BANDWIDTH_GBS["measured"], "Measured memory bandwidth (GB/s) for the roofline.",
+        minimum=1, maximum=10000,
+    ),
     "halo_devices_optional": Option(
         "bool", False, "Test hosts only: start containers even where /dev/kfd or /dev/dri is missing."
     ),

@@ -17,4 +17,6 @@ SERVE_CONF = "/etc/halofleet/serve.conf"  # 0644: what is served where, for the 
 SERVE_STAMP = "/var/lib/halofleet/serve.stamp"  # the model the running engine was started with
 SERVE_CACHE = "/var/lib/halofleet/cache"  # HF / vLLM / Triton caches of the containers
 
+BENCH_RESULT = "/var/lib/halofleet/bench.json"  # last llama-bench run, read by verify/report
+
 MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP)

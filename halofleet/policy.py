@@ -179,3 +179,10 @@ API_KEY_ENV = {"llama-server": "LLAMA_API_KEY", "vllm": "VLLM_API_KEY"}
 
 # RAM left outside the engine's cgroup (MemoryMax) so the OS and sshd survive an engine that overreaches.
 SERVE_MEMORY_HEADROOM_GIB = 4
+
+# Strix Halo LPDDR5X-8000 on a 256-bit bus: 256 GB/s in theory; ~215 GB/s measured (DOMAIN.md; a dense 33.3 GiB
+# Q8 model at 6.3 t/s tg reads ~225 GB/s) [C]. Token generation of a dense model reads every weight per token.
+STRIX_HALO_BANDWIDTH_GBS = {"theoretical": 256, "measured": 215}
+# llama-bench tests (DOMAIN.md "Reference throughput"): prompt processing of 512 tokens, generation of 128.
+BENCH_PROMPT_TOKENS = 512
+BENCH_GEN_TOKENS = 128

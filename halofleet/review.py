@@ -59,10 +59,14 @@ def _diff_lines(lines: list[str]) -> list[str]:
     """Keep what our diff logger prints (``Will create/modify/remove ...`` and the ``+``/``-`` lines)."""
     kept = []
     for line in lines:
-        text = re.sub(r"^\[[^\]]+\]\s*", "", line.rstrip("\n"))
-        if text.startswith("Will ") or text.startswith("  ") or text.startswith("(content withheld"):
-            kept.append(text.rstrip())
-    return [line for line in kept if line.strip()]
+        text = re.sub(r"^\[[^\]]+\]\s*", "", line.rstrip("\n")).rstrip()
+        if text.startswith("Will ") or text.lstrip().startswith("(content withheld"):
+            kept.append(text.strip())
+        elif text.startswith("  ") and text.strip():
+            body = text[2:]
+            # pyinfra's "+ line" / "- line" into unified-diff "+line" / "-line"
+            kept.append(body[0] + body[2:] if body[:2] in ("+ ", "- ") else body)
+    return kept
 
 
 def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
@@ -84,6 +88,8 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     state.cwd = os.getcwd()
     capture = _Capture()
     pyinfra_logger = logging.getLogger("pyinfra")
+    level = pyinfra_logger.level
+    pyinfra_logger.setLevel(logging.INFO)  # the diffs are logged at INFO
     pyinfra_logger.addHandler(capture)
     reviews: dict[str, HostReview] = {}
     try:
@@ -118,6 +124,7 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
             reviews[host.name] = result
     finally:
         pyinfra_logger.removeHandler(capture)
+        pyinfra_logger.setLevel(level)
         disconnect_all(state)
     secrets = {str(host.data.get(key)) for host in inventory for key in SECRET_KEYS if host.data.get(key)}
     return [_redact(reviews[host.name], secrets) for host in inventory if host.name in reviews]
@@ -154,7 +161,15 @@ def to_markdown(reviews: list[HostReview], inventory_path: str, deploy_path: str
         lines.append("")
         for change in result.operations:
             lines += [f"### {change.name}", ""]
-            if change.diff:
-                lines += ["```diff", *change.diff, "```", ""]
+            block: list[str] = []
+            for line in change.diff + [""]:
+                if line.startswith(("Will ", "(content withheld")) or line == "":
+                    if block:
+                        lines += ["```diff", *block, "```", ""]
+                        block = []
+                    if line:
+                        lines += [f"*{line}*", ""]
+                else:
+                    block.append(line)
             lines += ["```sh", *change.commands, "```", ""]
     return "\n".join(lines).rstrip() + "\n"

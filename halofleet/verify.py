@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import cmdline, policy
+from .bench import BenchFigures, bench_cell
 from .config import ConfigError, HostRefused
 from .plan import build_plan
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "runtime", "reboot pending", "serving",
-           "completion", "status")
+           "completion", "bench", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
 
 
 def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
-               health: dict[str, Any] | None = None) -> dict[str, str]:
+               health: dict[str, Any] | None = None, bench: BenchFigures | None = None) -> dict[str, str]:
     """One row of the verification table for ``host``; never raises."""
     row = {column: "-" for column in COLUMNS}
     row["host"] = host
@@ -50,6 +51,7 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     except (ConfigError, HostRefused) as error:
         row["status"] = f"refused: {error}"
         return row
+    row["bench"] = bench_cell(bench, plan.config.mem_bandwidth_gbs, plan.config.mem_bandwidth_measured_gbs)
     live = probe.get("live_cmdline") or []
     live_ok = cmdline.satisfies(live, plan.kernel_params)
     row["cmdline"] = "ok" if live_ok else "differs"
@@ -84,7 +86,7 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     from pyinfra_cli.inventory import make_inventory
 
     from .config import validate
-    from .facts.halo import HostProbe, ServeHealth
+    from .facts.halo import BenchResult, HostProbe, ServeHealth
     from .serving import probe_args
 
     state = State()
@@ -94,14 +96,14 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     state.init(inventory, Config())
     connect_all(state)
 
-    def facts_of(host) -> tuple[dict, dict]:
+    def facts_of(host) -> tuple[dict, dict, BenchFigures | None]:
         try:
             args = probe_args(validate(host.name, host.data.dict()))
         except ConfigError:
             args = {}
         with ctx_host.use(host):
             probe = get_fact(state, host, HostProbe, kwargs=args)
-            return probe, get_fact(state, host, ServeHealth)
+            return probe, get_fact(state, host, ServeHealth), get_fact(state, host, BenchResult)
 
     try:
         greenlets = {host: state.pool.spawn(facts_of, host) for host in inventory if host in state.activated_hosts}
@@ -110,6 +112,6 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         disconnect_all(state)
     rows = []
     for host in inventory:
-        probe, health = results.get(host, (None, None))
-        rows.append(verify_row(host.name, host.data.dict(), probe, health))
+        probe, health, bench = results.get(host, (None, None, None))
+        rows.append(verify_row(host.name, host.data.dict(), probe, health, bench))
     return rows

@@ -15,7 +15,7 @@ from pyinfra.api import FactBase
 
 from .. import cmdline as cmdline_mod
 from .. import policy
-from ..paths import MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
+from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
 
@@ -533,6 +533,18 @@ class ServeHealth(FactBase[dict]):
 
     def process(self, output):
         return parse_serve_health(list(output))
+
+
+class BenchResult(FactBase):
+    """The last llama-bench run the bench stage stored (pp512/tg128 tokens/s, model bytes), or None."""
+
+    def command(self) -> str:
+        return f"cat {BENCH_RESULT} 2>/dev/null; true"
+
+    def process(self, output):
+        from ..bench import parse_bench_result
+
+        return parse_bench_result("\n".join(output))
 
 
 # -- the one wide fact the deploys read -----------------------------------------------------------------------

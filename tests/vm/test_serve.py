@@ -183,6 +183,23 @@ def test_second_run_changes_nothing(servers, tmp_path):
     assert "## srv1: no changes (converged)" in halofleet_diff(description, tmp_path / "review.md")
 
 
+def test_bench_runs_llama_bench_and_reports_it_against_the_roofline(servers):
+    description = servers.description("srv1", **servers.srv1_data(halo_bench_repetitions=1))
+    proc = subprocess.run([sys.executable, "-m", "halofleet.cli", "bench", "inventories/vm.py"], cwd=ROOT,
+                          env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [text for text in proc.stdout.splitlines() if text.startswith("srv1")][-1]
+    assert re.search(r"pp512 \d+\.\d t/s, tg128 \d+\.\d t/s, tg \d+% of 256 GB/s roofline \(\d+% of 215\)", line), line
+    stored = json.loads(servers.sh("srv1", "cat /var/lib/halofleet/bench.json"))
+    assert stored["model_file_bytes"] == servers.model.stat().st_size
+    assert {(r["n_prompt"], r["n_gen"]) for r in stored["llama_bench"]} == {(512, 0), (0, 128)}
+    # the engine was stopped for the run and is serving again
+    assert servers.sh("srv1", "systemctl is-active halo-serve.service") == "active"
+    code, rows = verify(description)
+    assert rows[0]["bench"] == line.split(None, 1)[1].strip() and code == 0
+
+
 def test_changed_flag_restarts_the_engine(servers):
     before = engine_pid(servers, "srv1", "llama-server")
     run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")

@@ -1,0 +1,70 @@
+"""
+llama-bench results against the memory roofline: generating one token of a dense model reads every weight once,
+so tg tokens/s <= bandwidth / model bytes. Pure functions; the deploy stores llama-bench's JSON on the host.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import policy
+
+
+@dataclass(frozen=True)
+class BenchFigures:
+    model: str
+    model_bytes: int
+    pp_tps: float | None  # prompt processing, tokens/s
+    tg_tps: float | None  # token generation, tokens/s
+    backend: str
+
+    def roofline_tps(self, bandwidth_gbs: float) -> float:
+        """Upper bound on tg tokens/s for a dense model: bytes per second / bytes read per token."""
+        return bandwidth_gbs * 1e9 / self.model_bytes
+
+    def percent_of_roofline(self, bandwidth_gbs: float) -> float | None:
+        if self.tg_tps is None or self.model_bytes <= 0:
+            return None
+        return 100.0 * self.tg_tps / self.roofline_tps(bandwidth_gbs)
+
+
+def parse_bench_result(text: str) -> BenchFigures | None:
+    """
+    The file the bench stage stores: ``{"model": path, "model_file_bytes": n, "llama_bench": [records]}``, where
+    the records are llama-bench's ``-o json`` output -> the pp512 and tg128 averages.
+    """
+    try:
+        stored = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    records = stored.get("llama_bench") if isinstance(stored, dict) else None
+    if not isinstance(records, list) or not records:
+        return None
+    pp = tg = None
+    first: dict[str, Any] = records[0]
+    for record in records:
+        if record.get("n_prompt") == policy.BENCH_PROMPT_TOKENS and not record.get("n_gen"):
+            pp = float(record["avg_ts"])
+        elif record.get("n_gen") == policy.BENCH_GEN_TOKENS and not record.get("n_prompt"):
+            tg = float(record["avg_ts"])
+    return BenchFigures(
+        model=str(stored.get("model") or first.get("model_filename") or "?"),
+        # bytes read per generated token of a dense model: the whole file (llama-bench's model_size as fallback)
+        model_bytes=int(stored.get("model_file_bytes") or first.get("model_size") or 0),
+        pp_tps=pp, tg_tps=tg, backend=str(first.get("backends") or first.get("backend") or "?"),
+    )
+
+
+def bench_cell(figures: BenchFigures | None, theoretical_gbs: float, measured_gbs: float) -> str:
+    """The report's 'bench' cell: pp/tg tokens/s and tg as % of the roofline (theoretical and measured)."""
+    if figures is None:
+        return "-"
+    pp = f"{figures.pp_tps:.1f}" if figures.pp_tps is not None else "?"
+    tg = f"{figures.tg_tps:.1f}" if figures.tg_tps is not None else "?"
+    theoretical = figures.percent_of_roofline(theoretical_gbs)
+    measured = figures.percent_of_roofline(measured_gbs)
+    roof = (f", tg {theoretical:.0f}% of {theoretical_gbs:g} GB/s roofline ({measured:.0f}% of {measured_gbs:g})"
+            if theoretical is not None else "")
+    return f"pp512 {pp} t/s, tg128 {tg} t/s{roof}"

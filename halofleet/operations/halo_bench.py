@@ -1,0 +1,57 @@
+"""
+Run llama-bench on the host for the model it serves, with the engine stopped meanwhile (both would hold the
+model in the same unified memory), and store the result for ``halofleet report``.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import QuoteString, StringCommand, operation
+
+from .. import paths, policy
+
+
+def bench_script(model: str, user: str, repetitions: int) -> str:
+    """
+    The flags of DOMAIN.md's reference runs (all layers on the GPU, flash attention on, no mmap), in the spelling
+    of the installed llama-bench: newer builds replaced ``-mmp 0`` by ``-lm none`` and ``-fa 1`` by ``-fa on``.
+    """
+    model_q = shlex.quote(model)
+    return "\n".join([
+        "help=$(llama-bench --help 2>&1)",
+        'case "$help" in *--load-mode*) nommap="-lm none";; *) nommap="-mmp 0";; esac',
+        'case "$help" in *"<on|off|auto>"*) fa="-fa on";; *) fa="-fa 1";; esac',
+        "out=$(mktemp) && chmod 644 $out",
+        f"was=$(systemctl is-active {paths.SERVE_SERVICE} 2>/dev/null)",
+        f'[ "$was" = active ] && systemctl stop {paths.SERVE_SERVICE}',
+        f"runuser -u {user} -- llama-bench -m {model_q} -ngl 999 $fa $nommap "
+        f"-p {policy.BENCH_PROMPT_TOKENS} -n {policy.BENCH_GEN_TOKENS} -r {repetitions} -o json > $out",
+        "rc=$?",
+        f'[ "$was" = active ] && systemctl start {paths.SERVE_SERVICE}',
+        'if [ $rc != 0 ]; then rm -f $out; echo "halofleet: llama-bench failed" >&2; exit $rc; fi',
+        f"size=$(stat -L -c %s {model_q})",
+        f"mkdir -p {paths.BENCH_RESULT.rsplit('/', 1)[0]}",
+        f"{{ printf '{{\"model\": \"%s\", \"model_file_bytes\": %s, \"llama_bench\": ' {model_q} \"$size\"; "
+        f"cat $out; printf '}}\\n'; }} > {paths.BENCH_RESULT}.new && mv {paths.BENCH_RESULT}.new "
+        f"{paths.BENCH_RESULT}",
+        "rm -f $out",
+    ])
+
+
+@operation(is_idempotent=False)
+def llama_bench(model: str, user: str, repetitions: int = 3):
+    """
+    Benchmark ``model`` with llama-bench (pp512, tg128) as ``user``; the result goes to /var/lib/halofleet/bench.json.
+
+    + model: GGUF path on the host
+    + user: the service user (the model is readable by it)
+    + repetitions: llama-bench ``-r``
+
+    **Example:**
+
+    .. code:: python
+
+        llama_bench(name="llama-bench", model="/var/lib/halofleet/models/m.gguf", user="halo")
+    """
+    yield StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions)))

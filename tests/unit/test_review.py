@@ -1,0 +1,40 @@
+"""halofleet diff on fake hosts: every change listed with its commands, the API key nowhere in the Markdown."""
+
+import json
+
+from halofleet.review import review, to_markdown
+from halofleet.testing.fake import PROBE_MARK, probe_output
+
+SECRET = "sk-halofleet-review-0123456789"
+
+
+def write_inventory(tmp_path, hosts: dict) -> str:
+    entries = []
+    for name, (data, probe) in hosts.items():
+        data = {**data, "fake_delay": 0, "fake_delay_jitter": 0,
+                "fake_responses": {PROBE_MARK: {"stdout": probe}, "uname -s": "Linux",
+                                   "command -v useradd": "/usr/sbin/useradd"}}
+        entries.append((f"@fake/{name}", data))
+    path = tmp_path / "inventory.py"
+    path.write_text(f"import json\nhosts = ([tuple(e) for e in json.loads({json.dumps(json.dumps(entries))})], "
+                    "{'halo_allow_non_strix_halo': True})\n")
+    return str(path)
+
+
+def test_review_lists_changes_without_the_secret(tmp_path):
+    good = {"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu", "halo_api_key": SECRET,
+            "halo_reboot": "never"}
+    inventory = write_inventory(tmp_path, {"fresh": (good, probe_output()),
+                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output())})
+    reviews = {item.host: item for item in review(inventory, "deploys/full.py")}
+    assert reviews["@fake/broken"].status == "refused" and "7.0.1" in reviews["@fake/broken"].reason
+    fresh = reviews["@fake/fresh"]
+    assert fresh.status == "changes"
+    names = [change.name for change in fresh.operations]
+    assert "deploys/kernel.py | Strix Halo kernel cmdline (GRUB drop-in)" in names
+    assert "deploys/serve.py | llama-server unit (distro)" in names
+    text = to_markdown(list(reviews.values()), inventory, "deploys/full.py")
+    assert "Will create /etc/default/grub.d/zz-halofleet.cfg" in text
+    assert "+ExecStart=/usr/bin/llama-server --model /srv/models/tiny.gguf" in text
+    assert "(content withheld: it holds a secret)" in text
+    assert SECRET not in text
