@@ -92,7 +92,12 @@ def checked_file(
     directory, name = path.rsplit("/", 1)
     candidate = f"{directory or ''}/.{name}.halofleet-new"
     backup = backup_path(path)
-    yield StringCommand("mkdir", "-p", QuoteString(directory or "/"), QuoteString(BACKUP_DIR))
+    # The candidate exists, empty and private, before the upload writes into it: a secret is never readable by
+    # others, not even between the upload and the chmod below.
+    yield StringCommand(
+        "sh", "-c", QuoteString(f"mkdir -p {directory or '/'} {BACKUP_DIR} && rm -f {candidate} && "
+                                f"(umask 077 && : > {candidate})"),
+    )
     yield FileUploadCommand(StringIO(content), candidate)
     script = [
         "set -e",
