@@ -76,6 +76,20 @@ def ssh_answers(port: int, timeout: float = 4.0) -> bool:
         return False
 
 
+def stop_when_down(watched, victim, timeout: float = 900) -> threading.Thread:
+    """In the background: as soon as ``watched`` stops answering (its reboot began), power ``victim`` off."""
+
+    def wait_and_stop():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and ssh_answers(watched.port):
+            time.sleep(1)
+        victim.stop()
+
+    thread = threading.Thread(target=wait_and_stop, daemon=True)
+    thread.start()
+    return thread
+
+
 class Reachability:
     """Samples every VM's sshd about once a second in the background: who was down at the same moment."""
 
@@ -308,14 +322,7 @@ def test_host_vanishing_mid_run_leaves_the_others_converged(fleet):
     for name in ("vm2", "vm3"):  # both carry a forced ROCm 7.0.1 from the tests above
         fleet.sh(name, "dpkg --purge rocm rocm-core >/dev/null 2>&1 || true")
 
-    def kill_vm3_when_vm1_is_down():
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and ssh_answers(fleet.vms["vm1"].port):
-            time.sleep(1)
-        fleet.vms["vm3"].stop()
-
-    killer = threading.Thread(target=kill_vm3_when_vm1_is_down, daemon=True)
-    killer.start()
+    killer = stop_when_down(watched=fleet.vms["vm1"], victim=fleet.vms["vm3"])
     run = fleet.run(["vm1", "vm2", "vm3"], "--data", "halo_os_reserve_gib=10")
     killer.join()
 
@@ -330,14 +337,7 @@ def test_host_that_does_not_come_back_stops_the_rollout(fleet):
     """vm1 goes down for its reboot and never returns: vm2 is not rebooted, both are reported."""
     vm2_boot = fleet.vms["vm2"].boot_id()
 
-    def kill_vm1_when_down():
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and ssh_answers(fleet.vms["vm1"].port):
-            time.sleep(1)
-        fleet.vms["vm1"].stop()
-
-    killer = threading.Thread(target=kill_vm1_when_down, daemon=True)
-    killer.start()
+    killer = stop_when_down(watched=fleet.vms["vm1"], victim=fleet.vms["vm1"])
     run = fleet.run(["vm1", "vm2"], "--data", "halo_os_reserve_gib=9", "--data", "halo_reboot_timeout=60")
     killer.join()
 
