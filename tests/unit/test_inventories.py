@@ -16,3 +16,11 @@ def test_example_fleet_validates(monkeypatch):
     assert configs["halo-03.example.lan"].serve == "vllm"
     assert configs["halo-01.example.lan"].bind == "0.0.0.0"  # an API key lets it listen beyond loopback
     assert all(config.reboot_batch == 1 for config in configs.values())
+
+
+def test_readme_documents_every_host_data_key():
+    from pathlib import Path
+
+    from halofleet.config import describe_options
+
+    assert describe_options() in Path("README.md").read_text(), "README's host-data table is stale"
