@@ -1,0 +1,49 @@
+"""verify_row: one host's live state judged against its own plan."""
+
+from halofleet.facts.halo import parse_probe, parse_serve_health
+from halofleet.testing.fake import probe_output
+
+DATA = {"halo_allow_non_strix_halo": True, "halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu"}
+LIVE = "BOOT_IMAGE=/vmlinuz ro quiet amd_iommu=off ttm.pages_limit=1835008 amdgpu.gttsize=7168"
+HEALTHY = ["@engine llama-server distro", "@active active", "@health 200", "@models 200", "@completion 200 0.41",
+           "@tokens 2"]
+
+
+def row(probe_lines, health_lines=HEALTHY, data=DATA):
+    from halofleet.verify import verify_row
+
+    return verify_row("h", data, parse_probe(probe_lines), parse_serve_health(health_lines))
+
+
+def test_converged_and_serving_host_is_ok():
+    result = row(probe_output(cmdline=LIVE))
+    assert (result["cmdline"], result["ttm GiB"], result["status"]) == ("ok", "7", "ok")
+    assert result["serving"] == "llama-server active, /health 200"
+    assert result["completion"] == "2 tokens in 0.41 s"
+
+
+def test_ttm_not_loaded_on_a_host_without_gpu_is_not_held_against_it():
+    lines = [line for line in probe_output(cmdline=LIVE) if not line.startswith("ttm_pages_limit")]
+    result = row(lines)
+    assert result["ttm GiB"] == "not loaded" and result["status"] == "ok"
+
+
+def test_strix_halo_with_ttm_not_loaded_is_not_converged():
+    lines = [line for line in probe_output(cmdline=LIVE, gfx1151=True) if not line.startswith("ttm_pages_limit")]
+    assert row(lines)["status"] == "not converged"
+
+
+def test_cmdline_not_live_yet():
+    assert row(probe_output())["status"] == "not converged"
+
+
+def test_engine_answering_health_but_no_completion_is_unhealthy():
+    health = HEALTHY[:4] + ["@completion 500 0.01", "@tokens "]
+    result = row(probe_output(cmdline=LIVE), health)
+    assert result["status"] == "unhealthy" and result["completion"] == "failed (HTTP 500)"
+
+
+def test_unreachable_host():
+    from halofleet.verify import verify_row
+
+    assert verify_row("h", DATA, None)["status"] == "unreachable"
