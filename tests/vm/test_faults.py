@@ -17,7 +17,7 @@ from halofleet import cmdline
 from halofleet.testing import vm as vm_mod
 from halofleet.testing.tinymodel import write_tiny_llama
 
-from .conftest import ROOT, run_pyinfra
+from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra
 
 pytestmark = pytest.mark.vm
 
@@ -28,14 +28,27 @@ LEFTOVERS = ("find /etc /var/lib/halofleet /boot -name '*.halofleet-new' 2>/dev/
 DPKG_LOCK_FREE = "pgrep -x 'apt|apt-get|dpkg' >/dev/null && echo held || { dpkg --audit | grep -q . && echo audit || echo free; }"
 
 
+# A package whose install keeps dpkg (and its lock) busy for a while: another admin's apt run, say.
+SLOW_DPKG = """set -e
+mkdir -p /root/slow/DEBIAN
+printf 'Package: halo-test-slow\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n' \
+  > /root/slow/DEBIAN/control
+printf '#!/bin/sh\nsleep 40\n' > /root/slow/DEBIAN/preinst && chmod 755 /root/slow/DEBIAN/preinst
+dpkg-deb -b /root/slow /root/slow.deb >/dev/null
+nohup dpkg -i /root/slow.deb >/dev/null 2>&1 &
+sleep 3; pgrep -x dpkg >/dev/null
+"""
+
+
 @pytest.fixture(scope="module")
-def host(serving_image, vm_workdir, tmp_path_factory):
+def host(serving_image, rocm_repo, vm_workdir, tmp_path_factory):
     model = write_tiny_llama(tmp_path_factory.mktemp("fault-model") / "tiny-llama.gguf")
     (machine,) = vm_mod.boot_vms(["fault1"], serving_image, vm_workdir)
+    machine.copy_dir(rocm_repo, REPO_IN_VM)
     data = {"halo_llama_backend": "cpu", "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512}
     description = vm_mod.write_inventory([machine], vm_workdir / "fault1.json", {"fault1": data})
     try:
-        yield machine, description
+        yield machine, description, data
     finally:
         machine.stop()
 
@@ -78,7 +91,7 @@ INTERRUPTIONS = [
 
 
 def test_interrupted_runs_reconverge(host):
-    machine, description = host
+    machine, description, _ = host
     survived = 0
     for where, marker, delay in INTERRUPTIONS:
         if where == "engine restart":
@@ -98,3 +111,14 @@ def test_interrupted_runs_reconverge(host):
     assert machine.ssh("systemctl is-active halo-serve.service").stdout.strip() == "active"
     print(f"\nfaults survived: {survived} interrupted runs re-converged (initramfs, reboot, engine restart); "
           f"changes leaked by the last run: {len(last.changed_ops)}")
+
+
+def test_dpkg_lock_held_by_another_process_is_waited_for(host, vm_workdir):
+    machine, _, data = host
+    with_rocm = {**data, **rocm_group_data("7.2.1"), "halo_serve": "llama-server"}
+    description = vm_mod.write_inventory([machine], vm_workdir / "fault1-rocm.json", {"fault1": with_rocm})
+    machine.ssh(SLOW_DPKG)  # dpkg holds the lock for about 40 s from now
+    run = run_pyinfra(description, "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Install ROCm 7.2.1" in run.changed_names
+    assert machine.ssh("dpkg-query -W -f='${Version}' rocm-core halo-test-slow").stdout == "7.2.1.70201-11"
