@@ -198,8 +198,10 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     warnings = []
     serve_state = probe.get("serve") or {}
     running = serve_state.get("active") == "active"
+    # A unit still starting (or stopping) holds its port too, e.g. after a run interrupted during a restart.
+    ours_alive = serve_state.get("active") in ("active", "activating", "reloading", "deactivating")
     holder = _port_holder(config.bind, config.port, serve_state.get("listeners") or [])
-    if holder and not running:
+    if holder and not ours_alive:
         raise HostRefused(config.host, f"port {config.port} is already in use on {holder} by another program "
                                        "(choose another halo_port or stop that program)")
     if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:

@@ -120,3 +120,9 @@ def test_memory_cap_must_stay_below_ram():
     assert "MemoryMax=12G" in plan_for({"halo_memory_max_gib": 12}).unit
     with pytest.raises(ConfigError, match="must be below the 15 GiB"):
         plan_for({"halo_memory_max_gib": 15})
+
+
+def test_port_held_by_our_own_unit_while_it_starts_is_not_a_conflict():
+    starting = {"active": "activating", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": None}
+    plan = plan_for(probe={"serve": starting})
+    assert plan.restart  # and the restart waits for it to answer
