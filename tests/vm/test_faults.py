@@ -121,4 +121,5 @@ def test_dpkg_lock_held_by_another_process_is_waited_for(host, vm_workdir):
     run = run_pyinfra(description, "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Install ROCm 7.2.1" in run.changed_names
-    assert machine.ssh("dpkg-query -W -f='${Version}' rocm-core halo-test-slow").stdout == "7.2.1.70201-11"
+    assert machine.ssh("dpkg-query -W -f='${Version}' rocm-core").stdout == "7.2.1.70201-1"
+    assert machine.ssh("dpkg-query -W -f='${Status}' halo-test-slow").stdout == "install ok installed"
