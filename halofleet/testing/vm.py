@@ -339,7 +339,7 @@ class VM:
         """Reboot the guest and wait for a new boot (its boot id changes); returns the seconds it took."""
         before = self.boot_id()
         started = time.monotonic()
-        self.ssh("( sleep 1 && systemctl reboot ) >/dev/null 2>&1 &", check=False)
+        self.ssh("systemd-run --quiet --on-active=2 systemctl reboot", check=False)
         while time.monotonic() - started < timeout:
             time.sleep(5)
             if self.reachable():
