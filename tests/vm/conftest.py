@@ -40,6 +40,11 @@ class PyinfraRun:
         """Like changed_ops, without the ``deploys/<stage>.py | `` prefix."""
         return [name.split(" | ", 1)[-1] for name in self.changed_ops]
 
+    def summary_line(self, host: str) -> str:
+        """The host's line of halofleet's end-of-run summary (stderr)."""
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip().startswith(host + " ")]
+        return lines[-1] if lines else ""
+
     @property
     def failed_hosts(self) -> list[str]:
         return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
