@@ -280,4 +280,5 @@ def test_vllm_quadlet_with_its_environment_and_ipc(servers):
     # The stand-in answers /health and /v1/models but cannot complete: verify says unhealthy, exit 1.
     code, rows = verify(servers.description("srv2", **data))
     assert code == 1
-    assert rows[0]["serving"].startswith("vllm active, /health 200") and rows[0]["status"] == "unhealthy"
+    assert rows[0]["serving"].startswith("vllm active, /health 200")
+    assert rows[0]["completion"].startswith("failed") and rows[0]["status"] != "ok"
