@@ -60,13 +60,29 @@ def host_outcomes(run_state, errors: dict[str, list[str]]) -> list[dict[str, Any
         if host.name not in activated:
             outcome, reason = "unreachable", "; ".join(reasons[-1:]) or "could not connect"
         elif host.name in failed:
-            text = " ".join(reasons).lower()
-            outcome = "unreachable" if any(sign in text for sign in UNREACHABLE_SIGNS) else "failed"
-            reason = "; ".join(reasons[-2:]) or "failed"
+            reason = failure_reason(reasons)
+            outcome = failed_outcome(reason)
         else:
             outcome, reason = ("changed" if changed else "converged"), ""
         outcomes.append({"host": host.name, "outcome": outcome, "changed_operations": changed, "reason": reason})
     return outcomes
+
+
+def failure_reason(lines: list[str]) -> str:
+    """The last error line logged for a host, without the exception wrapper pyinfra prints around it."""
+    if not lines:
+        return "failed"
+    match = re.fullmatch(r"\w+(?:Error|Exception)\((['\"])(.*)\1,?\)", lines[-1], re.S)
+    return match.group(2) if match else lines[-1]
+
+
+def failed_outcome(reason: str) -> str:
+    """'unreachable' when the host itself went away, else 'failed' (a host not rebooted because another host did not
+    come back is failed, not unreachable)."""
+    text = reason.lower()
+    if "rollout stopped because" in text:
+        return "failed"
+    return "unreachable" if any(sign in text for sign in UNREACHABLE_SIGNS) else "failed"
 
 
 def format_outcomes(outcomes: list[dict[str, Any]]) -> str:
