@@ -58,12 +58,17 @@ class ServePlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def pushed_model_path(config: HaloConfig) -> str:
+    """Where a model pushed from the control machine lives on the host."""
+    return f"{config.model_dir}/{PurePosixPath(config.model).name}"
+
+
 def probe_args(config: HaloConfig) -> dict[str, Any]:
     """What the preflight probe must look at for this host's model (hashing only where a digest is compared)."""
     if config.serve == "none" or config.model is None:
         return {}
     if config.model_push:
-        return {"model_path": f"{config.model_dir}/{PurePosixPath(config.model).name}", "hash_model": True}
+        return {"model_path": pushed_model_path(config), "hash_model": True}
     if config.model.startswith("/"):
         return {"model_path": config.model, "hash_model": bool(config.model_sha256)}
     return {}
@@ -148,7 +153,7 @@ def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str |
         if config.model_sha256 and digest != config.model_sha256:
             raise ConfigError(config.host, "halo_model_sha256", config.model_sha256,
                               f"the local file {source} has SHA-256 {digest}: it is corrupt or a different model")
-        return f"{config.model_dir}/{PurePosixPath(source).name}", source, f"sha256:{digest}"
+        return pushed_model_path(config), source, f"sha256:{digest}"
     if not config.model.startswith("/"):  # a Hugging Face id: the engine downloads it into the cache
         return None, None, f"hf:{config.model}"
     kind = model.get("kind")
