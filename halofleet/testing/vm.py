@@ -348,6 +348,34 @@ class VM:
                     return time.monotonic() - started
         raise TimeoutError(f"{self.name}: no new boot after {timeout} s; see {self.console_log}")
 
+    def settle(self, boot_before: str, grace: float = 45, timeout: float = 600) -> bool:
+        """Wait until the guest is up and not shutting down; returns whether it rebooted since ``boot_before``.
+
+        For a run killed around its reboot, where the reboot may or may not have been sent: SSH answering right after
+        the kill proves nothing (sshd is among the last services stopped, and a connection in the middle of the
+        shutdown is reset). The guest has settled when it is reachable and either has a new boot id and finished
+        booting, or kept the old boot id for ``grace`` s without starting a shutdown.
+        """
+        started = time.monotonic()
+        same_since = None
+        while time.monotonic() - started < timeout:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name}: qemu exited; see {self.console_log}")
+            state = self.ssh("cat /proc/sys/kernel/random/boot_id; systemctl is-system-running", check=False,
+                             timeout=30) if self.reachable() else None
+            lines = state.stdout.split() if state is not None and state.returncode in (0, 1) else []
+            if len(lines) == 2 and lines[1] != "stopping":
+                if lines[0] != boot_before:
+                    self.ssh("systemctl is-system-running --wait >/dev/null", check=False, timeout=300)
+                    return True
+                same_since = same_since or time.monotonic()
+                if time.monotonic() - same_since >= grace:
+                    return False
+            else:
+                same_since = None
+            time.sleep(2)
+        raise TimeoutError(f"{self.name}: not settled after {timeout} s; see {self.console_log}")
+
     def wait_exit(self, timeout: float) -> None:
         if self.process:
             self.process.wait(timeout=timeout)

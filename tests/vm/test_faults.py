@@ -97,8 +97,10 @@ def test_interrupted_runs_reconverge(host):
         if where == "engine restart":
             # get the host past its reboot first, so the third interruption lands in the serving stage
             machine.ssh("rm -f /var/lib/halofleet/serve.stamp")
+        boot_before = machine.boot_id()
         run_until(description, marker, delay)
-        machine.wait_ssh(timeout=600)  # an interrupted reboot still reboots
+        # a reboot sent before the kill still happens: wait for it rather than re-run into a host shutting down
+        machine.settle(boot_before)
         rerun = run_pyinfra(description, "deploys/full.py")
         assert rerun.returncode == 0, f"after an interrupted {where}: {rerun.stderr[-3000:]}"
         assert_clean(machine)
