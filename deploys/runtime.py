@@ -7,7 +7,6 @@ from pyinfra.operations import apt, dnf, server, systemd
 
 from halofleet import policy
 from halofleet.deploy import current_plan
-from halofleet.operations.halo_rocm import APT_LOCK_WAIT
 
 plan = current_plan()
 if plan is not None:
@@ -15,7 +14,7 @@ if plan is not None:
     packages = list(policy.RUNTIME_PACKAGES[runtime])
     if plan.uses_apt:
         apt.packages(name=f"Install {runtime}", packages=packages, no_recommends=True,
-                     extra_install_args=APT_LOCK_WAIT)
+                     extra_install_args=policy.APT_LOCK_WAIT)
     else:
         dnf.packages(name=f"Install {runtime}", packages=packages)
     if runtime == "docker":

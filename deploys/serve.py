@@ -6,9 +6,9 @@ and considered started only once it answers on its health endpoint.
 
 from pyinfra.operations import apt, dnf
 
+from halofleet import policy
 from halofleet.deploy import current_plan, managed_sha256
 from halofleet.operations import halo_files, halo_serve
-from halofleet.operations.halo_rocm import APT_LOCK_WAIT
 from halofleet.paths import SERVE_CACHE, SERVE_CONF, SERVE_ENV
 
 plan = current_plan()
@@ -17,7 +17,7 @@ if plan is not None and plan.serve is not None:
     user = config.service_user
     if plan.uses_apt:
         apt.packages(name=f"Packages for {serve.engine} ({serve.flavour})", packages=serve.packages,
-                     no_recommends=True, extra_install_args=APT_LOCK_WAIT)
+                     no_recommends=True, extra_install_args=policy.APT_LOCK_WAIT)
     else:
         dnf.packages(name=f"Packages for {serve.engine} ({serve.flavour})", packages=serve.packages)
 

@@ -89,6 +89,11 @@ ROCM_APT_SUITE = "noble"  # [C] Ubuntu 24.04 classic repo; other distros set hal
 ROCM_PIN_ORIGIN = "repo.radeon.com"
 ROCM_PIN_PRIORITY = 600  # [C] AMD's own rocm-pin-600
 
+# Every apt-get halofleet runs waits this long for another apt/dpkg (unattended-upgrades, an admin) to release
+# the dpkg lock instead of failing at once; halofleet's own bound.
+APT_LOCK_TIMEOUT_S = 300
+APT_LOCK_WAIT = f"-o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}"
+
 # Container runtime packages per distro family.
 # passwd: useradd/groupadd for the service account (minimal forky systems no longer have it).
 RUNTIME_PACKAGES = {

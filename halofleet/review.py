@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 
 from .config import SECRET_KEYS
+from .summary import strip_ansi
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REDACTED = "<redacted>"
 
 
@@ -52,7 +52,7 @@ class _Capture(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(ANSI.sub("", record.getMessage()))
+        self.lines.append(strip_ansi(record.getMessage()))
 
 
 def _diff_lines(lines: list[str]) -> list[str]:

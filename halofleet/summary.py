@@ -18,7 +18,12 @@ from typing import Any
 
 from pyinfra.context import ctx_state
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours its log lines
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
 # What pyinfra/paramiko (and our reboot) log when a host goes away under a run.
 UNREACHABLE_SIGNS = ("could not connect", "connection", "socket is closed", "no existing session", "not active",
                      "ssh protocol banner", "did not come back", "unable to connect", "broken pipe", "eoferror")
@@ -32,7 +37,7 @@ class _HostErrors(logging.Handler):
         self.lines: dict[str, list[str]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = ANSI.sub("", record.getMessage()).strip()
+        text = strip_ansi(record.getMessage()).strip()
         match = re.match(r"\[([^\]]+)\]\s*(.*)", text, re.S)
         if match:
             line = match.group(2).strip().replace("Unexpected error in Python callback: ", "")

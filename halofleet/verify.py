@@ -87,7 +87,7 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     from pyinfra_cli.inventory import make_inventory
 
     from .config import validate
-    from .facts.halo import BenchResult, HostProbe, ServeHealth
+    from .facts.halo import HostProbe
     from .serving import probe_args
 
     state = State()
@@ -103,8 +103,8 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         except ConfigError:
             args = {}
         with ctx_host.use(host):
-            probe = get_fact(state, host, HostProbe, kwargs=args)
-            return probe, get_fact(state, host, ServeHealth), get_fact(state, host, BenchResult)
+            probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
+            return probe, probe.get("health"), probe.get("bench")
 
     try:
         greenlets = {host: state.pool.spawn(facts_of, host) for host in inventory if host in state.activated_hosts}

@@ -563,6 +563,11 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "accounts": Accounts,
     "serve": ServeState,
 }
+# Read by `halofleet verify` only: the deploys never need a completion request.
+LIVE_PARTS: dict[str, type[FactBase]] = {
+    "health": ServeHealth,
+    "bench": BenchResult,
+}
 PROBE_MARK = "@@halofleet-probe "
 
 
@@ -575,12 +580,18 @@ class HostProbe(FactBase[dict]):
 
         {"os": {...}, "memtotal_kib": 131072000, "live_cmdline": [...], "boot": {...}, "kfd_nodes": [...],
          "cwsr": {...}, "rocm": {...}, "firmware": "20250410", "gtt": {...}, "runtimes": {...}}
+
+    + model_path: also stat (and with ``hash_model`` hash) the model file the serving stage will use
+    + live: also ask the engine (``ServeHealth``) and read the last bench (``BenchResult``): keys
+      ``health`` and ``bench``, for ``halofleet verify``
     """
 
-    def command(self, model_path: str | None = None, hash_model: bool = False) -> str:
+    def command(self, model_path: str | None = None, hash_model: bool = False, live: bool = False) -> str:
         commands = {name: fact().command() for name, fact in PROBE_PARTS.items()}
         if model_path:
             commands["model"] = ModelFile().command(model_path, hash_model)
+        if live:  # `halofleet verify`: the engine's health and the last bench too, still in one round trip
+            commands.update({name: fact().command() for name, fact in LIVE_PARTS.items()})
         return "; ".join(
             f"echo '{PROBE_MARK}{name}'; ( {command} ) 2>/dev/null" for name, command in commands.items()
         ) + "; true"
@@ -595,11 +606,16 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
     for line in lines:
         if line.startswith(PROBE_MARK):
             current = line[len(PROBE_MARK):].strip()
+            if current in LIVE_PARTS:
+                sections[current] = []
         elif current in sections:
             sections[current].append(line)
     probe: dict[str, Any] = {}
     for name, fact_cls in PROBE_PARTS.items():
         probe[name] = fact_cls().process(sections[name])
+    for name, fact_cls in LIVE_PARTS.items():  # only when the probe was asked for them (``live=True``)
+        if name in sections:
+            probe[name] = fact_cls().process(sections[name])
     probe["model"] = parse_model(sections["model"])
     probe["cwsr"] = cwsr_status(probe["kfd_nodes"])
     return probe

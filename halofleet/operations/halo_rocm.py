@@ -17,8 +17,6 @@ from ..templating import render
 from . import halo_files
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
-# Wait for another apt/dpkg (unattended-upgrades, a user) instead of failing at once; bounded.
-APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
 
 
 def render_sources(url: str, suite: str, key_path: str | None) -> str:
@@ -37,7 +35,7 @@ def render_pin(version: str) -> str:
 def _update_only(sources_path: str) -> StringCommand:
     """``apt-get update`` of our one source: fast, and independent of the state of the host's other sources."""
     return StringCommand(
-        APT_ENV, "apt-get", "update", APT_LOCK_WAIT,
+        APT_ENV, "apt-get", "update", policy.APT_LOCK_WAIT,
         "-o", QuoteString(f"Dir::Etc::sourcelist={sources_path}"),
         "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0",
     )
@@ -136,7 +134,7 @@ def release(version: str, packages: list[str], installed: str | None):
         host.noop(f"ROCm {version} is installed")
         return
     yield StringCommand(
-        APT_ENV, "apt-get", "install", "-y", "--allow-downgrades", "--no-install-recommends", APT_LOCK_WAIT,
+        APT_ENV, "apt-get", "install", "-y", "--allow-downgrades", "--no-install-recommends", policy.APT_LOCK_WAIT,
         "rocm-core", *[QuoteString(package) for package in packages],
     )
     # The pin decides what apt picks: prove it picked the release we asked for.

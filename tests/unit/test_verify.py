@@ -47,3 +47,27 @@ def test_unreachable_host():
     from halofleet.verify import verify_row
 
     assert verify_row("h", DATA, None)["status"] == "unreachable"
+
+
+def test_live_probe_carries_health_and_bench_in_the_same_round_trip():
+    from halofleet.facts.halo import PROBE_MARK, HostProbe
+
+    command = HostProbe().command(live=True)
+    assert f"{PROBE_MARK}health" in command and f"{PROBE_MARK}bench" in command
+    assert f"{PROBE_MARK}health" not in HostProbe().command()
+    lines = [*probe_output(cmdline=LIVE), f"{PROBE_MARK}health", *HEALTHY, f"{PROBE_MARK}bench"]
+    probe = parse_probe(lines)
+    assert probe["health"]["healthy"] is True and probe["bench"] is None
+    assert "health" not in parse_probe(probe_output(cmdline=LIVE))
+
+
+def test_live_probe_runs_in_a_real_shell_on_a_host_without_halofleet():
+    import subprocess
+
+    from halofleet.facts.halo import HostProbe
+
+    output = subprocess.run(["sh", "-c", HostProbe().command(live=True)], capture_output=True, text=True, timeout=60)
+    assert output.returncode == 0
+    probe = parse_probe(output.stdout.splitlines())
+    assert probe["health"]["configured"] is False and probe["health"]["healthy"] is False
+    assert probe["memtotal_kib"] > 0
