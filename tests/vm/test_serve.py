@@ -282,3 +282,28 @@ def test_vllm_quadlet_with_its_environment_and_ipc(servers):
     assert code == 1
     assert rows[0]["serving"].startswith("vllm active, /health 200")
     assert rows[0]["completion"].startswith("failed") and rows[0]["status"] != "ok"
+
+
+def test_rollback_of_a_serving_host_removes_the_engine_and_keeps_the_key_private(servers):
+    description = servers.description("srv1", **servers.srv1_data())
+    run = run_pyinfra(description, "deploys/rollback.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Remove /etc/systemd/system/halo-serve.service" in run.changed_names
+    assert servers.sh("srv1", "systemctl is-active halo-serve.service", check=False) in ("inactive", "unknown")
+    assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
+    assert servers.sh("srv1", "cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == \"0A\"' | grep -ci ':1F90 '",
+                      check=False) == "0"  # nothing listens on 8080 any more
+    gone = ("/etc/systemd/system/halo-serve.service /etc/halofleet/serve.env /etc/halofleet/serve.conf "
+            "/var/lib/halofleet/serve.stamp /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf")
+    assert servers.sh("srv1", f"for f in {gone}; do [ -e $f ] && echo $f; done; true") == ""
+    assert servers.sh("srv1", "id halo", check=False) == ""
+    # The key file is kept as a backup, still readable by root only, and the key is in no output.
+    backup = "/var/backups/halofleet/etc__halofleet__serve.env"
+    assert servers.sh("srv1", f"stat -c '%U %a' {backup}") == "root 600"
+    assert API_KEY not in run.stderr + json.dumps(run.result)
+    # halo_reboot is never here: the user's own cmdline comes back with the next reboot.
+    servers.vms["srv1"].reboot()
+    live = servers.sh("srv1", "cat /proc/cmdline")
+    assert "amdgpu.gttsize" not in live and "ttm.pages_limit" not in live
+    again = run_pyinfra(description, "deploys/rollback.py")
+    assert again.returncode == 0 and again.changed_ops == [], again.changed_ops
