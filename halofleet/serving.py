@@ -203,10 +203,12 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     warnings = []
     serve_state = probe.get("serve") or {}
     running = serve_state.get("active") == "active"
-    # A unit still starting (or stopping) holds its port too, e.g. after a run interrupted during a restart.
+    # A unit still starting (or stopping) holds its port too, e.g. after a run interrupted during a restart; but
+    # only the port its serve.conf names (when known): another program on the port we move to is still refused.
     ours_alive = serve_state.get("active") in ("active", "activating", "reloading", "deactivating")
+    ours_holds_it = ours_alive and serve_state.get("port") in (None, config.port)
     holder = _port_holder(config.bind, config.port, serve_state.get("listeners") or [])
-    if holder and not ours_alive:
+    if holder and not ours_holds_it:
         raise HostRefused(config.host, f"port {config.port} is already in use on {holder} by another program "
                                        "(choose another halo_port or stop that program)")
     if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:

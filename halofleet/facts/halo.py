@@ -6,10 +6,12 @@ into data, so the parsers are tested on captured outputs. :class:`HostProbe` run
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import shlex
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyinfra.api import FactBase
 
@@ -372,12 +374,15 @@ def _hex_address(text: str) -> str:
 def parse_serve_state(lines: list[str]) -> dict[str, Any]:
     """Service state, TCP listeners (from /proc/net/tcp*, no ``ss`` needed) and the served-model stamp."""
     state: dict[str, Any] = {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
-                             "cache": None}
+                             "cache": None, "port": None}
     for line in lines:
         tag, _, rest = line.strip().partition(" ")
         rest = rest.strip()
         if tag == "@active":
             state["active"] = rest or "unknown"
+        elif tag == "@url":  # where our engine was last configured to listen
+            with contextlib.suppress(ValueError):
+                state["port"] = urlsplit(rest).port
         elif tag == "@enabled":
             state["enabled"] = rest or "not-found"
         elif tag == "@stamp":
@@ -399,7 +404,8 @@ class ServeState(FactBase[dict]):
 
     .. code:: python
 
-        {"active": "active", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": "..."}
+        {"active": "active", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": "...",
+         "cache": "halo 755", "port": 8080}
     """
 
     def command(self) -> str:
@@ -408,6 +414,7 @@ class ServeState(FactBase[dict]):
             f'echo "@enabled $(systemctl is-enabled {SERVE_SERVICE} 2>/dev/null)"; '
             "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" { print \"@listen\", $2 }'; "
             f'[ -r {SERVE_STAMP} ] && echo "@stamp $(cat {SERVE_STAMP})"; '
+            f"[ -r {SERVE_CONF} ] && sed -n 's/^HALO_URL=/@url /p' {SERVE_CONF}; "
             f'[ -d {SERVE_CACHE} ] && echo "@cache $(stat -c \'%U %a\' {SERVE_CACHE})"; true'
         )
 

@@ -126,3 +126,11 @@ def test_port_held_by_our_own_unit_while_it_starts_is_not_a_conflict():
     starting = {"active": "activating", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": None}
     plan = plan_for(probe={"serve": starting})
     assert plan.restart  # and the restart waits for it to answer
+
+
+def test_moving_to_a_port_another_program_holds_is_refused_while_our_engine_runs_elsewhere():
+    ours_on_8080 = {"active": "active", "enabled": "enabled", "port": 8080,
+                    "listeners": [["127.0.0.1", 8080], ["127.0.0.1", 9000]], "stamp": None}
+    with pytest.raises(HostRefused, match="port 9000 is already in use on 127.0.0.1"):
+        plan_for({"halo_port": 9000}, probe={"serve": ours_on_8080})
+    assert plan_for({"halo_port": 8080}, probe={"serve": ours_on_8080}) is not None
