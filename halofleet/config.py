@@ -113,7 +113,7 @@ OPTIONS: dict[str, Option] = {
         "choice", "llama-server", "Serving engine run as a systemd service ('none': prepare the host only).",
         choices=SERVE_ENGINES,
     ),
-    "halo_runtime": Option("choice", "podman", "Container runtime to install.", choices=("podman", "docker")),
+    "halo_runtime": Option("choice", "podman", "Container runtime to install; the toolbox and vLLM engines need podman (Quadlet units).", choices=("podman", "docker")),
     "halo_rocm_version": Option(
         "version", "none", "Host ROCm release to install and pin, or 'none' (containers carry their own ROCm).",
         check=_check_rocm_version,
@@ -380,6 +380,11 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
     ] == "cpu" and values["halo_image"] is None:
         raise ConfigError(host, "halo_image", None,
                           "the toolbox images are built for vulkan or hip; name an image for the cpu backend")
+    in_container = engine == "vllm" or values["halo_llama_source"] == "toolbox"
+    if in_container and values["halo_runtime"] != "podman":
+        raise ConfigError(host, "halo_runtime", values["halo_runtime"],
+                          "the toolbox and vLLM images are served by podman Quadlet units; use halo_runtime: podman "
+                          "(or halo_llama_source: distro, which needs no container runtime)")
     if values["halo_model_push"]:
         if engine == "vllm":
             raise ConfigError(host, "halo_model_push", True,

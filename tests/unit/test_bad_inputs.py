@@ -74,6 +74,8 @@ DATA_ERRORS = [
     ({"halo_model_push": "sometimes"}, "halo_model_push='sometimes' is invalid: must be true or false"),
     ({"halo_serve": "vllm", "halo_model": "/srv/m.gguf", "halo_model_push": True},
      "halo_model_push=True is invalid: pushing is for single GGUF files"),
+    ({"halo_serve": "vllm", "halo_model": "org/m", "halo_runtime": "docker"},
+     "halo_runtime='docker' is invalid: the toolbox and vLLM images are served by podman Quadlet units"),
 ]
 
 
