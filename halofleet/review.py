@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
@@ -69,13 +70,115 @@ def _diff_lines(lines: list[str]) -> list[str]:
     return kept
 
 
+def host_changes(state, host, capture: _Capture | _Swallow | None = None) -> HostReview:
+    """Every prepared operation that would change ``host``, with its commands (and, given a capture of pyinfra's
+    log while ``--diff`` is on, its file diff). Generating the commands again has no side effect on the host."""
+    from pyinfra.context import ctx_host
+
+    result = HostReview(host.name, "converged")
+    for op_hash in state.get_op_order():
+        try:
+            op_data = state.get_op_data_for_host(host, op_hash)
+        except KeyError:
+            continue
+        start = len(capture.lines) if capture else 0
+        with ctx_host.use(host):
+            commands = [describe_command(command) for command in op_data.command_generator()]
+        if commands:
+            name = ", ".join(sorted(state.get_op_meta(op_hash).names))
+            diff = _diff_lines(capture.lines[start:]) if capture else []
+            result.operations.append(OperationChange(name, diff, commands))
+    if result.operations:
+        result.status = "changes"
+    return result
+
+
+def inventory_secrets(inventory) -> set[str]:
+    return {str(host.data.get(key)) for host in inventory for key in SECRET_KEYS if host.data.get(key)}
+
+
+class _Swallow(logging.Filter):
+    """Keeps what pyinfra logs while the commands are generated again, instead of printing it a second time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.lines.append(strip_ansi(record.getMessage()))
+        return False
+
+
+def print_dry_run_commands(state) -> None:
+    """
+    What ``pyinfra INV deploy.py --dry --diff`` adds to pyinfra's own output: the commands each host would run,
+    secrets masked (pyinfra prints file diffs, not commands), and with ``-y`` (which skips pyinfra's change
+    detection, and so its diffs) the diffs too. Called while the hosts are still connected.
+    """
+    secrets = inventory_secrets(state.inventory)
+    with_diffs = not state.should_check_for_changes()
+    diff_setting = state.config.DIFF
+    state.config.DIFF = diff_setting and with_diffs
+    logger = logging.getLogger("pyinfra")
+    lines = ["--> Commands a run would execute (dry run, secrets masked):"]
+    try:
+        for host in state.inventory:
+            if host not in state.activated_hosts or host in state.failed_hosts:
+                continue
+            swallow = _Swallow()
+            logger.addFilter(swallow)
+            try:
+                result = _redact(host_changes(state, host, swallow), secrets)
+            finally:
+                logger.removeFilter(swallow)
+            if not result.operations:
+                lines.append(f"    [{host.name}] no changes")
+            for change in result.operations:
+                lines.append(f"    [{host.name}] {change.name}")
+                lines += [f"      {line}" for line in change.diff]
+                lines += [f"        $ {line}" if number == 0 else f"          {line}"
+                          for command in change.commands for number, line in enumerate(command.splitlines())]
+    finally:
+        state.config.DIFF = diff_setting
+    print("\n".join(lines), file=sys.stderr)
+
+
+class _DryRunListing(logging.Handler):
+    """Lists the commands when pyinfra's CLI ends a run that never executed (``--dry``) with ``--diff`` on; the
+    CLI announces its disconnect just before it happens, so the hosts are still there for the generators."""
+
+    def __init__(self, state) -> None:
+        super().__init__(level=logging.INFO)
+        self.state = state
+        self.done = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from pyinfra.api.state import StateStage
+
+        if self.done or "Disconnecting from hosts" not in record.getMessage():
+            return
+        self.done = True
+        if self.state.current_stage != StateStage.Prepare or not self.state.config.DIFF:
+            return
+        try:
+            print_dry_run_commands(self.state)
+        except Exception as error:  # a listing must never turn a review into a failure
+            print(f"--> halofleet could not list the commands: {error}", file=sys.stderr)
+
+
+def install_dry_run_listing(state) -> logging.Handler:
+    handler = _DryRunListing(state)
+    logging.getLogger("pyinfra").addHandler(handler)
+    return handler
+
+
 def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
     import pyinfra
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.state import StateStage
-    from pyinfra.context import ctx_host, ctx_inventory, ctx_state
+    from pyinfra.context import ctx_inventory, ctx_state
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import load_deploy_file
 
@@ -105,28 +208,12 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
                 errors = [line for line in capture.lines if f"[{host.name}]" in line and "refuses" in line]
                 reviews[host.name] = HostReview(host.name, "refused", reason=errors[-1] if errors else "refused")
                 continue
-            result = HostReview(host.name, "converged")
-            for op_hash in state.get_op_order():
-                try:
-                    op_data = state.get_op_data_for_host(host, op_hash)
-                except KeyError:
-                    continue
-                start = len(capture.lines)
-                with ctx_host.use(host):
-                    commands = [describe_command(command) for command in op_data.command_generator()]
-                if commands:
-                    name = ", ".join(sorted(state.get_op_meta(op_hash).names))
-                    result.operations.append(
-                        OperationChange(name, _diff_lines(capture.lines[start:]), commands)
-                    )
-            if result.operations:
-                result.status = "changes"
-            reviews[host.name] = result
+            reviews[host.name] = host_changes(state, host, capture)
     finally:
         pyinfra_logger.removeHandler(capture)
         pyinfra_logger.setLevel(level)
         disconnect_all(state)
-    secrets = {str(host.data.get(key)) for host in inventory for key in SECRET_KEYS if host.data.get(key)}
+    secrets = inventory_secrets(inventory)
     return [_redact(reviews[host.name], secrets) for host in inventory if host.name in reviews]
 
 

@@ -129,15 +129,19 @@ def _executed(run_state) -> bool:
 
 
 def install() -> None:
-    """Summarise this run's hosts when the process exits (once per run, whatever deploy file includes this)."""
+    """Summarise this run's hosts when the process exits (once per run, whatever deploy file includes this); in a
+    ``--dry --diff`` run, list the commands each host would run instead."""
     run_state = ctx_state.get()
     if _current.get("state") is run_state:
         return
     if not _current:
         atexit.register(_report)
+    from .review import install_dry_run_listing
+
     logger = logging.getLogger("pyinfra")
-    if "handler" in _current:
-        logger.removeHandler(_current["handler"])
+    for previous in ("handler", "dry_listing"):
+        if previous in _current:
+            logger.removeHandler(_current[previous])
     handler = _HostErrors()
     logger.addHandler(handler)
-    _current.update(state=run_state, handler=handler)
+    _current.update(state=run_state, handler=handler, dry_listing=install_dry_run_listing(run_state))

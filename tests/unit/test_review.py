@@ -38,3 +38,34 @@ def test_review_lists_changes_without_the_secret(tmp_path):
     assert "+ExecStart=/usr/bin/llama-server --model /srv/models/tiny.gguf" in text
     assert "(content withheld: it holds a secret)" in text
     assert SECRET not in text
+
+
+def dry_run(inventory: str, *flags: str) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pyinfra", *flags, inventory, "deploys/full.py", "--dry", "--diff"],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return proc.stdout + proc.stderr
+
+
+def test_pyinfra_dry_diff_lists_every_command_with_the_secret_masked(tmp_path):
+    good = {"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu", "halo_api_key": SECRET,
+            "halo_reboot": "never"}
+    inventory = write_inventory(tmp_path, {"fresh": (good, probe_output()),
+                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output())})
+    # -y skips pyinfra's change detection and with it its diffs: halofleet's listing carries both.
+    text = dry_run(inventory, "-y")
+    listing = text.split("--> Commands a run would execute (dry run, secrets masked):", 1)[1]
+    assert "[@fake/fresh] deploys/kernel.py | Strix Halo kernel cmdline (GRUB drop-in)" in listing
+    assert "Will create /etc/default/grub.d/zz-halofleet.cfg" in listing
+    assert "$ DEBIAN_FRONTEND=noninteractive apt-get" in listing and "systemctl restart halo-serve.service" in listing
+    assert "@fake/broken" not in listing  # refused: nothing would run there
+    assert SECRET not in text
+
+
+def test_pyinfra_dry_diff_with_change_detection_prints_each_diff_once(tmp_path):
+    good = {"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu", "halo_reboot": "never"}
+    text = dry_run(write_inventory(tmp_path, {"fresh": (good, probe_output())}))
+    assert text.count("Will create /etc/default/grub.d/zz-halofleet.cfg") == 1
+    assert "$ sh -c 'mkdir -p /etc/default/grub.d" in text.split("--> Commands a run would execute", 1)[1]
