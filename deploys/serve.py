@@ -21,6 +21,9 @@ if plan is not None and plan.serve is not None:
     else:
         dnf.packages(name=f"Packages for {serve.engine} ({serve.flavour})", packages=serve.packages)
 
+    if serve.image:
+        halo_serve.image_pulled(name=f"Image {serve.image}", image=serve.image, present=serve.image_present)
+
     if serve.model_push_source:
         halo_serve.owned_directory(name="Model directory", path=config.model_dir, owner=user,
                                    current=plan.probe["model"].get("parent"))

@@ -53,6 +53,8 @@ class ServePlan:
     model_host_sha256: str | None  # of the pushed copy on the host, as probed (None: absent)
     model_stamp: str
     url: str
+    image: str | None  # the container flavours' image
+    image_present: bool  # already in podman's storage (else pulled before the unit starts)
     restart: bool  # unit, environment or model changed since the engine started
     start: bool  # not running (or not enabled) although nothing changed
     warnings: list[str] = field(default_factory=list)
@@ -63,15 +65,29 @@ def pushed_model_path(config: HaloConfig) -> str:
     return f"{config.model_dir}/{PurePosixPath(config.model).name}"
 
 
+def engine_image(config: HaloConfig) -> str | None:
+    """The container image the engine runs from (None: the distro's llama-server, no container)."""
+    if config.serve == "vllm":
+        return config.image or policy.VLLM_IMAGE
+    if config.serve == "llama-server" and config.llama_source == "toolbox":
+        return config.image or policy.LLAMA_TOOLBOX_IMAGES[config.llama_backend]
+    return None
+
+
 def probe_args(config: HaloConfig) -> dict[str, Any]:
-    """What the preflight probe must look at for this host's model (hashing only where a digest is compared)."""
+    """What the preflight probe must look at for this host's engine: the model (hashed only where a digest is
+    compared) and the image."""
     if config.serve == "none" or config.model is None:
         return {}
+    args: dict[str, Any] = {}
     if config.model_push:
-        return {"model_path": pushed_model_path(config), "hash_model": True}
-    if config.model.startswith("/"):
-        return {"model_path": config.model, "hash_model": bool(config.model_sha256)}
-    return {}
+        args.update(model_path=pushed_model_path(config), hash_model=True)
+    elif config.model.startswith("/"):
+        args.update(model_path=config.model, hash_model=bool(config.model_sha256))
+    image = engine_image(config)
+    if image:
+        args["image"] = image
+    return args
 
 
 def allocate_ids(config: HaloConfig, accounts: dict[str, Any]) -> Ids:
@@ -225,6 +241,7 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         "health_url": url + "/health",
     }
     packages = ["curl"]  # the unit's readiness check and the verification facts ask the engine over HTTP
+    image = engine_image(config)
     if flavour == "distro":
         packages += [policy.LLAMA_DISTRO_PACKAGE] + policy.LLAMA_BACKEND_PACKAGES[config.llama_backend]
         unit = render("halo-serve.service.j2", exec_args=_llama_args(config, model_host_path),
@@ -238,7 +255,6 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
             volumes.append(f"{host_dir}:{CONTAINER_MODEL_DIR}:ro")
         environment = {}
         if flavour == "vllm":
-            image = config.image or policy.VLLM_IMAGE
             command = ["vllm"] + _vllm_args(config, model_ref)
             environment = dict(policy.VLLM_ENVIRONMENT)
             environment.update(HOME=CONTAINER_CACHE_DIR, HF_HOME=f"{CONTAINER_CACHE_DIR}/huggingface",
@@ -246,7 +262,6 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
                                TRITON_CACHE_DIR=f"{CONTAINER_CACHE_DIR}/triton")
             volumes.append(f"{paths.SERVE_CACHE}:{CONTAINER_CACHE_DIR}")
         else:
-            image = config.image or policy.LLAMA_TOOLBOX_IMAGES[config.llama_backend]
             command = ["llama-server"] + _llama_args(config, model_ref)
             environment = dict(LLAMA_NO_MMAP_ENVIRONMENT)
         if "@sha256:" not in image:
@@ -274,6 +289,7 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         engine=config.serve, flavour=flavour, packages=packages, unit_path=unit_path, unit=unit,
         stale_unit_path=stale, env=env, conf=conf, model_host_path=model_host_path,
         model_push_source=push_source, model_push_sha256=stamp.split(":", 1)[1] if push_source else None,
-        model_host_sha256=(probe.get("model") or {}).get("sha256"), model_stamp=stamp, url=url, restart=changed,
+        model_host_sha256=(probe.get("model") or {}).get("sha256"), model_stamp=stamp, url=url,
+        image=image, image_present=bool((probe.get("image") or {}).get("present")), restart=changed,
         start=not changed and not (running and enabled), warnings=warnings,
     )

@@ -466,6 +466,28 @@ class ModelFile(FactBase[dict]):
         return parse_model(list(output))
 
 
+def parse_container_image(lines: list[str]) -> dict[str, Any]:
+    tags = {line.strip() for line in lines}
+    return {"runtime": "@noruntime" not in tags, "present": "@present" in tags}
+
+
+class ContainerImage(FactBase[dict]):
+    """
+    Is the engine's image in podman's local storage already? (No podman yet: not present.)
+
+    .. code:: python
+
+        {"runtime": True, "present": False}
+    """
+
+    def command(self, image: str) -> str:
+        return ("command -v podman >/dev/null 2>&1 || { echo @noruntime; exit 0; }; "
+                f"if podman image exists {shlex.quote(image)}; then echo @present; else echo @absent; fi")
+
+    def process(self, output):
+        return parse_container_image(list(output))
+
+
 # The engine's key is read on the host and handed to curl on stdin (-K -): never on a command line or in output.
 SERVE_HEALTH_COMMAND = f"""
 [ -r {SERVE_CONF} ] || {{ echo @none; exit 0; }}
@@ -589,14 +611,18 @@ class HostProbe(FactBase[dict]):
          "cwsr": {...}, "rocm": {...}, "firmware": "20250410", "gtt": {...}, "runtimes": {...}}
 
     + model_path: also stat (and with ``hash_model`` hash) the model file the serving stage will use
+    + image: also ask podman whether the engine's image is pulled already (key ``image``)
     + live: also ask the engine (``ServeHealth``) and read the last bench (``BenchResult``): keys
       ``health`` and ``bench``, for ``halofleet verify``
     """
 
-    def command(self, model_path: str | None = None, hash_model: bool = False, live: bool = False) -> str:
+    def command(self, model_path: str | None = None, hash_model: bool = False, image: str | None = None,
+                live: bool = False) -> str:
         commands = {name: fact().command() for name, fact in PROBE_PARTS.items()}
         if model_path:
             commands["model"] = ModelFile().command(model_path, hash_model)
+        if image:
+            commands["image"] = ContainerImage().command(image)
         if live:  # `halofleet verify`: the engine's health and the last bench too, still in one round trip
             commands.update({name: fact().command() for name, fact in LIVE_PARTS.items()})
         return "; ".join(
@@ -613,13 +639,15 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
     for line in lines:
         if line.startswith(PROBE_MARK):
             current = line[len(PROBE_MARK):].strip()
-            if current in LIVE_PARTS:
+            if current in LIVE_PARTS or current == "image":
                 sections[current] = []
         elif current in sections:
             sections[current].append(line)
     probe: dict[str, Any] = {}
     for name, fact_cls in PROBE_PARTS.items():
         probe[name] = fact_cls().process(sections[name])
+    if "image" in sections:
+        probe["image"] = parse_container_image(sections["image"])
     for name, fact_cls in LIVE_PARTS.items():  # only when the probe was asked for them (``live=True``)
         if name in sections:
             probe[name] = fact_cls().process(sections[name])

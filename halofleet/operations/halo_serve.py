@@ -99,6 +99,32 @@ def model_file(path: str, source: str, owner: str, source_sha256: str, current_s
 
 
 @operation()
+def image_pulled(image: str, present: bool):
+    """
+    The engine's container image in podman's storage before its unit starts: a multi-GB pull then counts
+    neither against the unit's start timeout nor as an engine failure, and a wrong name or unreachable
+    registry is a clear error here.
+
+    + image: fully qualified image reference (a digest pins it)
+    + present: the probe found it in podman's storage already
+
+    **Example:**
+
+    .. code:: python
+
+        image_pulled(name="vLLM image", image="docker.io/kyuz0/vllm-therock-gfx1151:stable", present=False)
+    """
+    if present:
+        host.noop(f"image {image} is present")
+        return
+    quoted = shlex.quote(image)
+    failure = shlex.quote(f"halofleet: could not pull {image} (is the name right and the registry reachable?)")
+    yield StringCommand("sh", "-c", QuoteString(
+        f"podman image exists {quoted} || podman pull --quiet {quoted} >/dev/null || {{ echo {failure} >&2; exit 1; }}"
+    ))
+
+
+@operation()
 def owned_directory(path: str, owner: str, mode: str = "0750", current: str | None = None):
     """
     A directory owned by the service user (models, caches).

@@ -134,3 +134,25 @@ def test_moving_to_a_port_another_program_holds_is_refused_while_our_engine_runs
     with pytest.raises(HostRefused, match="port 9000 is already in use on 127.0.0.1"):
         plan_for({"halo_port": 9000}, probe={"serve": ours_on_8080})
     assert plan_for({"halo_port": 8080}, probe={"serve": ours_on_8080}) is not None
+
+
+def test_container_engines_have_their_image_probed_and_pulled_only_when_missing():
+    vllm = {"halo_serve": "vllm", "halo_model": "org/m"}
+    config = validate("h", {**vllm})
+    assert serving.probe_args(config)["image"] == "docker.io/kyuz0/vllm-therock-gfx1151:stable"
+    assert "image" not in serving.probe_args(validate("h", {"halo_model": "/srv/models/tiny.gguf"}))
+    absent = plan_for(vllm)
+    assert absent.image == "docker.io/kyuz0/vllm-therock-gfx1151:stable" and not absent.image_present
+    assert plan_for(vllm, probe={"image": {"runtime": True, "present": True}}).image_present
+    toolbox = plan_for({"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"})
+    assert toolbox.image == "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv"
+    assert plan_for().image is None  # the distro's llama-server runs no container
+
+
+def test_probe_reports_the_image_only_when_asked():
+    from halofleet.facts.halo import PROBE_MARK, HostProbe, parse_probe
+
+    assert f"{PROBE_MARK}image" in HostProbe().command(image="localhost/x:1")
+    assert f"{PROBE_MARK}image" not in HostProbe().command()
+    assert parse_probe([f"{PROBE_MARK}image", "@present"])["image"] == {"runtime": True, "present": True}
+    assert "image" not in parse_probe([])

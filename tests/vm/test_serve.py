@@ -248,6 +248,7 @@ def test_toolbox_quadlet_runs_the_container_as_the_service_user_with_gpu_access(
     servers.sh("srv2", "mkdir -p /srv/models && printf 'GGUF-test' > /srv/models/tiny.gguf")
     run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
+    assert f"Image {TEST_IMAGE}" not in run.changed_names  # in podman's storage already: no pull
 
     quadlet = servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container")
     assert "AddDevice=-/dev/kfd" in quadlet and "SeccompProfile=unconfined" in quadlet
@@ -285,6 +286,17 @@ def test_vllm_quadlet_with_its_environment_and_ipc(servers):
     assert code == 1
     assert rows[0]["serving"].startswith("vllm active, /health 200")
     assert rows[0]["completion"].startswith("failed") and rows[0]["status"] != "ok"
+
+
+def test_image_that_cannot_be_pulled_is_a_clear_error_and_the_running_engine_stays(servers):
+    data = {"halo_serve": "vllm", "halo_image": "localhost/halo-absent-engine:1", "halo_model": "org/tiny-model",
+            "halo_devices_optional": True, "halo_vllm_gpu_memory_utilization": 0.85}
+    before = servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container")
+    run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
+    assert run.returncode != 0
+    assert "halofleet: could not pull localhost/halo-absent-engine:1" in run.stderr
+    assert servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container") == before
+    assert servers.sh("srv2", "systemctl is-active halo-serve.service") == "active"
 
 
 def test_rollback_of_a_serving_host_removes_the_engine_and_keeps_the_key_private(servers):
