@@ -14,7 +14,7 @@ from typing import Any
 
 from . import paths, policy
 from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
-from .templating import render
+from .templating import render, sha256_text
 
 CONTAINER_MODEL_DIR = "/models"
 CONTAINER_CACHE_DIR = "/cache"
@@ -281,7 +281,7 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     conf = render("serve.conf.j2", engine=config.serve, flavour=flavour, url=url, service=paths.SERVE_SERVICE)
     files = probe.get("files") or {}
     changed = any(
-        files.get(path) != hashlib.sha256(content.encode()).hexdigest()
+        files.get(path) != sha256_text(content)
         for path, content in ((unit_path, unit), (paths.SERVE_ENV, env))
     ) or serve_state.get("stamp") != stamp or stale in files
     enabled = serve_state.get("enabled") in ("enabled", "generated")

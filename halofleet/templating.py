@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -34,3 +35,8 @@ ENVIRONMENT = jinja2.Environment(
 
 def render(name: str, **context) -> str:
     return ENVIRONMENT.get_template(name).render(**context)
+
+
+def sha256_text(content: str) -> str:
+    """What the probe's ``sha256sum`` prints for a file holding exactly ``content``."""
+    return hashlib.sha256(content.encode()).hexdigest()

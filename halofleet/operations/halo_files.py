@@ -6,7 +6,6 @@ that fails.
 
 from __future__ import annotations
 
-import hashlib
 from io import StringIO
 
 from pyinfra import host, logger, state
@@ -14,12 +13,10 @@ from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCo
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
+from ..templating import sha256_text
+
 BACKUP_DIR = "/var/backups/halofleet"
 UNKNOWN = "unknown"  # sentinel for current_sha256: ask the host
-
-
-def sha256_text(content: str) -> str:
-    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def backup_path(path: str) -> str:
