@@ -200,6 +200,8 @@ def engine_stopped(present: bool, service: str = paths.SERVE_SERVICE):
     if not present:
         host.noop(f"{service} is not installed")
         return
+    # reset-failed: a unit that had failed stays listed as failed after its file is gone.
     yield StringCommand("sh", "-c", QuoteString(
-        f"systemctl disable --now --quiet {service} 2>/dev/null || systemctl stop {service} 2>/dev/null || true"
+        f"systemctl disable --now --quiet {service} 2>/dev/null || systemctl stop {service} 2>/dev/null || true; "
+        f"systemctl reset-failed {service} 2>/dev/null || true"
     ))
