@@ -24,6 +24,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours its log lines
 def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
 
+
 # What pyinfra/paramiko (and our reboot) log when a host goes away under a run.
 UNREACHABLE_SIGNS = ("could not connect", "connection", "socket is closed", "no existing session", "not active",
                      "ssh protocol banner", "did not come back", "unable to connect", "broken pipe", "eoferror")

@@ -451,7 +451,7 @@ class ModelFile(FactBase[dict]):
     """
 
     def command(self, path: str, hash_file: bool = False) -> str:
-        hash_part = f'sha256sum "$f" | sed "s/^/@sha256 /"; ' if hash_file else ""
+        hash_part = 'sha256sum "$f" | sed "s/^/@sha256 /"; ' if hash_file else ""
         return (
             f"f={shlex.quote(path)}; "
             'echo "@parent $(stat -c \'%U %a\' "$(dirname "$f")")"; '
