@@ -113,7 +113,10 @@ OPTIONS: dict[str, Option] = {
         "choice", "llama-server", "Serving engine run as a systemd service ('none': prepare the host only).",
         choices=SERVE_ENGINES,
     ),
-    "halo_runtime": Option("choice", "podman", "Container runtime to install; the toolbox and vLLM engines need podman (Quadlet units).", choices=("podman", "docker")),
+    "halo_runtime": Option(
+        "choice", "podman", "Container runtime to install; the toolbox and vLLM engines need podman (Quadlet units).",
+        choices=("podman", "docker"),
+    ),
     "halo_rocm_version": Option(
         "version", "none", "Host ROCm release to install and pin, or 'none' (containers carry their own ROCm).",
         check=_check_rocm_version,

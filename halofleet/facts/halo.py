@@ -597,6 +597,8 @@ LIVE_PARTS: dict[str, type[FactBase]] = {
     "health": ServeHealth,
     "bench": BenchResult,
 }
+# Parts present in the probe's output only when asked for (``image=``, ``live=True``).
+OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, **LIVE_PARTS}
 PROBE_MARK = "@@halofleet-probe "
 
 
@@ -639,16 +641,14 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
     for line in lines:
         if line.startswith(PROBE_MARK):
             current = line[len(PROBE_MARK):].strip()
-            if current in LIVE_PARTS or current == "image":
+            if current in OPTIONAL_PARTS:
                 sections[current] = []
         elif current in sections:
             sections[current].append(line)
     probe: dict[str, Any] = {}
     for name, fact_cls in PROBE_PARTS.items():
         probe[name] = fact_cls().process(sections[name])
-    if "image" in sections:
-        probe["image"] = parse_container_image(sections["image"])
-    for name, fact_cls in LIVE_PARTS.items():  # only when the probe was asked for them (``live=True``)
+    for name, fact_cls in OPTIONAL_PARTS.items():  # only the parts the probe was asked for
         if name in sections:
             probe[name] = fact_cls().process(sections[name])
     probe["model"] = parse_model(sections["model"])
