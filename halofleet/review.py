@@ -182,7 +182,7 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import load_deploy_file
 
-    pyinfra.is_cli = True  # deploys/full.py composes its stages with local.include
+    pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     state = State(check_for_changes=True)
     ctx_state.set(state)
     inventory = make_inventory(inventory_path)

@@ -1,26 +1,22 @@
-"""jinja2 rendering of the files halofleet writes, from ``templates/`` (strict: a missing variable is an error)."""
+"""jinja2 rendering of the files halofleet writes, from the package's ``templates/`` (strict: a missing variable
+is an error)."""
 
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
+from importlib import resources
 
 import jinja2
 
-# The checkout's templates/ first, then where `pip install .` puts them.
-TEMPLATE_DIRS = (
-    Path(__file__).resolve().parent.parent / "templates",
-    Path(sys.prefix) / "share" / "halofleet" / "templates",
-)
-
 
 def _load_templates() -> dict[str, str]:
-    """Read every template once, at import: rendering then touches no file (operations may run many times)."""
-    for directory in TEMPLATE_DIRS:
-        if directory.is_dir():
-            return {path.name: path.read_text() for path in sorted(directory.glob("*.j2"))}
-    raise RuntimeError(f"halofleet templates not found in {', '.join(map(str, TEMPLATE_DIRS))}")
+    """
+    Read every template once, at import: rendering then touches no file (operations may run many times).
+    Package data read through importlib.resources works for every install scheme (venv, --user, pipx, uv tool,
+    a zipped wheel) and for the checkout itself.
+    """
+    folder = resources.files("halofleet") / "templates"
+    return {entry.name: entry.read_text() for entry in folder.iterdir() if entry.name.endswith(".j2")}
 
 
 ENVIRONMENT = jinja2.Environment(

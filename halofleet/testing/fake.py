@@ -125,7 +125,7 @@ def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]
     pyinfra_logger = logging.getLogger("pyinfra")
     pyinfra_logger.addHandler(handler)
     was_cli = pyinfra.is_cli
-    pyinfra.is_cli = True  # deploys/full.py composes stages with local.include, a CLI-mode feature
+    pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     try:
         with ctx_state.use(state), ctx_inventory.use(inventory):
             state.init(inventory, Config(FAIL_PERCENT=100))

@@ -31,8 +31,8 @@ def test_review_lists_changes_without_the_secret(tmp_path):
     fresh = reviews["@fake/fresh"]
     assert fresh.status == "changes"
     names = [change.name for change in fresh.operations]
-    assert "deploys/kernel.py | Strix Halo kernel cmdline (GRUB drop-in)" in names
-    assert "deploys/serve.py | llama-server unit (distro)" in names
+    assert "halofleet | kernel | Strix Halo kernel cmdline (GRUB drop-in)" in names
+    assert "halofleet | serve | llama-server unit (distro)" in names
     text = to_markdown(list(reviews.values()), inventory, "deploys/full.py")
     assert "Will create /etc/default/grub.d/zz-halofleet.cfg" in text
     assert "+ExecStart=/usr/bin/llama-server --model /srv/models/tiny.gguf" in text
@@ -57,7 +57,7 @@ def test_pyinfra_dry_diff_lists_every_command_with_the_secret_masked(tmp_path):
     # -y skips pyinfra's change detection and with it its diffs: halofleet's listing carries both.
     text = dry_run(inventory, "-y")
     listing = text.split("--> Commands a run would execute (dry run, secrets masked):", 1)[1]
-    assert "[@fake/fresh] deploys/kernel.py | Strix Halo kernel cmdline (GRUB drop-in)" in listing
+    assert "[@fake/fresh] halofleet | kernel | Strix Halo kernel cmdline (GRUB drop-in)" in listing
     assert "Will create /etc/default/grub.d/zz-halofleet.cfg" in listing
     assert "$ DEBIAN_FRONTEND=noninteractive apt-get" in listing and "systemctl restart halo-serve.service" in listing
     assert "@fake/broken" not in listing  # refused: nothing would run there

@@ -37,8 +37,8 @@ class PyinfraRun:
 
     @property
     def changed_names(self) -> list[str]:
-        """Like changed_ops, without the ``deploys/<stage>.py | `` prefix."""
-        return [name.split(" | ", 1)[-1] for name in self.changed_ops]
+        """Like changed_ops, without the ``halofleet | <stage> | `` prefix of the packaged deploys."""
+        return [name.rsplit(" | ", 1)[-1] for name in self.changed_ops]
 
     def summary_line(self, host: str) -> str:
         """The host's line of halofleet's end-of-run summary (stderr)."""

@@ -84,9 +84,9 @@ def assert_clean(machine) -> None:
 
 INTERRUPTIONS = [
     # (where, marker in pyinfra's output, seconds after it)
-    ("initramfs rebuild", "Starting operation: deploys/modprobe.py", 2.0),
-    ("reboot", "Starting operation: deploys/kernel.py | Reboot into the new kernel cmdline", 3.0),
-    ("engine restart", "Starting operation: deploys/serve.py | llama-server serving on", 1.0),
+    ("initramfs rebuild", "Starting operation: halofleet | modprobe | ", 2.0),
+    ("reboot", "Starting operation: halofleet | kernel | Reboot into the new kernel cmdline", 3.0),
+    ("engine restart", "Starting operation: halofleet | serve | llama-server serving on", 1.0),
 ]
 
 

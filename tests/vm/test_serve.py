@@ -127,7 +127,7 @@ def test_review_of_a_fresh_host_shows_every_change_and_no_secret(servers, tmp_pa
     assert dry.returncode == 0
     assert "Will create /etc/systemd/system/halo-serve.service" in dry.stderr
     commands = dry.stderr.split("--> Commands a run would execute", 1)[1]  # halofleet's listing after pyinfra's diffs
-    assert "[srv1] deploys/serve.py | llama-server serving on http://127.0.0.1:8080" in commands
+    assert "[srv1] halofleet | serve | llama-server serving on http://127.0.0.1:8080" in commands
     assert "systemctl restart halo-serve.service" in commands and "update-grub" in commands
     assert API_KEY not in dry.stderr
     assert servers.sh("srv1", "ls /etc/halofleet /etc/default/grub.d/zz-halofleet.cfg 2>&1 | grep -c 'No such'") == "2"

@@ -1,0 +1,32 @@
+"""
+halofleet's deploys as ``@deploy`` functions (pyinfra's way of shipping reusable deploys): call them from your
+own deploy file.
+
+    from halofleet.stages import full
+    full()
+
+Each stage is also usable alone (``kernel()``, ``serve()``, ...); ``full()`` runs them in order. modprobe runs
+before kernel so the one reboot picks up both. A stage does nothing on a host halofleet refused.
+"""
+
+from pyinfra.api import deploy
+
+from .serve import bench, serve
+from .system import cwsr, kernel, modprobe, preflight, rocm, runtime
+from .undo import rollback
+
+__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve", "bench", "rollback"]
+
+STAGES = (preflight, modprobe, kernel, rocm, cwsr, runtime, serve)
+
+
+@deploy("halofleet")
+def full() -> None:
+    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, serve."""
+    preflight()
+    modprobe()
+    kernel()
+    rocm()
+    cwsr()
+    runtime()
+    serve()

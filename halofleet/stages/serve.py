@@ -1,0 +1,94 @@
+"""
+The serving stage and the benchmark, as ``@deploy`` functions: the engine chosen by halo_serve (llama-server from
+the distro or a toolbox image, or vLLM) as halo-serve.service, and llama-bench against the served model.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import apt, dnf
+
+from .. import policy, summary
+from ..deploy import current_plan, managed_sha256
+from ..operations import halo_bench, halo_files, halo_serve
+from ..paths import SERVE_CACHE, SERVE_CONF, SERVE_ENV
+
+
+@deploy("serve")
+def serve() -> None:
+    """
+    Stage 7: the engine as halo-serve.service, run by the service user, started only when the unit, its
+    environment or the model changed, and considered started only once it answers on its health endpoint.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None or plan.serve is None:
+        return
+    engine, config = plan.serve, plan.config
+    user = config.service_user
+    if plan.uses_apt:
+        apt.packages(name=f"Packages for {engine.engine} ({engine.flavour})", packages=engine.packages,
+                     no_recommends=True, extra_install_args=policy.APT_LOCK_WAIT)
+    else:
+        dnf.packages(name=f"Packages for {engine.engine} ({engine.flavour})", packages=engine.packages)
+
+    if engine.image:
+        halo_serve.image_pulled(name=f"Image {engine.image}", image=engine.image, present=engine.image_present)
+
+    if engine.model_push_source:
+        halo_serve.owned_directory(name="Model directory", path=config.model_dir, owner=user,
+                                   current=plan.probe["model"].get("parent"))
+        halo_serve.model_file(
+            name=f"Model {engine.model_host_path}", path=engine.model_host_path, source=engine.model_push_source,
+            owner=user, source_sha256=engine.model_push_sha256, current_sha256=engine.model_host_sha256,
+        )
+    if engine.flavour == "vllm":
+        halo_serve.owned_directory(name="Engine caches (HF, vLLM, Triton)", path=SERVE_CACHE, owner=user,
+                                   current=plan.probe["serve"].get("cache"))
+
+    halo_files.checked_file(
+        name="Engine environment (API key)", path=SERVE_ENV, content=engine.env, mode="0600", redact=True,
+        current_sha256=managed_sha256(plan, SERVE_ENV),
+    )
+    halo_files.checked_file(
+        name="What this host serves", path=SERVE_CONF, content=engine.conf,
+        current_sha256=managed_sha256(plan, SERVE_CONF),
+    )
+    halo_files.absent_file(
+        name="Remove the other flavour's unit", path=engine.stale_unit_path, activate=halo_serve.DAEMON_RELOAD,
+        current_sha256=managed_sha256(plan, engine.stale_unit_path),
+    )
+    halo_serve.unit_file(
+        name=f"{engine.engine} unit ({engine.flavour})", path=engine.unit_path, content=engine.unit,
+        current_sha256=managed_sha256(plan, engine.unit_path),
+    )
+    halo_serve.engine_running(
+        name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
+        enable=engine.flavour == "distro", stamp=engine.model_stamp,
+    )
+
+
+@deploy("bench")
+def bench() -> None:
+    """
+    llama-bench (pp512, tg128) for the model each llama-server host serves, stored on the host; ``halofleet bench``
+    and ``halofleet report`` show it next to the memory roofline. The engine is stopped during the run and
+    started again after it.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    engine = plan.serve
+    if engine and engine.engine == "llama-server" and engine.flavour == "distro" and engine.model_host_path:
+        halo_bench.llama_bench(
+            name=f"llama-bench {engine.model_host_path}",
+            model=engine.model_host_path,
+            user=plan.config.service_user,
+            repetitions=plan.config.bench_repetitions,
+        )
+    else:
+        # The toolbox and vLLM images carry their own tools; benchmarking inside them is not built yet.
+        logger.warning(f"{host.print_prefix}halofleet: bench skipped: it runs llama-bench for llama-server from "
+                       "the distro packages (halo_serve: llama-server, halo_llama_source: distro)")

@@ -1,0 +1,184 @@
+"""
+The host stages of a deploy, one ``@deploy`` function each: preflight, modprobe, kernel, rocm, cwsr, runtime.
+Every stage reads this host's plan (validated data + one probe, see :mod:`halofleet.deploy`) and does nothing on
+a refused host.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import apt, dnf, server, systemd
+
+from .. import policy, summary
+from ..deploy import current_plan, managed_sha256, reboot_batch
+from ..operations import halo_kernel, halo_rocm
+from ..paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
+
+
+@deploy("preflight")
+def preflight() -> None:
+    """
+    Stage 1: gather every fact in one round trip, validate host data against it, report. Changes nothing; a host
+    refused here gets no operation from any later stage.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    probe = plan.probe
+    rocm = probe["rocm"]
+    report = {
+        "distro": probe["os"].get("pretty_name", plan.distro),
+        "kernel": probe["os"].get("kernel", "?"),
+        "memory": f"{plan.gtt.visible_gib} GiB visible (MemTotal) -> GTT {plan.gtt.gtt_gib} GiB",
+        "gpu": "gfx1151" if plan.strix_halo else "no gfx1151 (allowed by halo_allow_non_strix_halo)",
+        "bootloader": probe["boot"]["kind"],
+        "rocm": rocm.get("version") or "none installed",
+        "firmware": probe.get("firmware") or "unknown",
+        "runtimes": ", ".join(sorted(probe["runtimes"])) or "none",
+        "cwsr": plan.gpu_check(plan.cwsr["supported"]),
+        "reboot needed": "yes" if plan.reboot_needed else "no",
+        "serving": (f"{plan.serve.engine} ({plan.serve.flavour}) on {plan.serve.url}, now {probe['serve']['active']}"
+                    if plan.serve else "none (halo_serve: none)"),
+    }
+    for key, value in report.items():
+        logger.info(f"{host.print_prefix}preflight {key}: {value}")
+
+
+@deploy("modprobe")
+def modprobe() -> None:
+    """
+    Stage 3: the same TTM/GTT limits as module options (a file that sorts after every other modprobe.d file), so
+    they hold whichever way the module loads; the initramfs is rebuilt only if the file changed and a configured
+    module is inside it.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    halo_kernel.modprobe_options(
+        name="amdgpu/ttm module options",
+        options=plan.modprobe,
+        current_sha256=managed_sha256(plan, MODPROBE_FILE),
+    )
+
+
+@deploy("kernel")
+def kernel() -> None:
+    """
+    Stage 2: the Strix Halo cmdline (iommu choice, TTM/GTT limits sized from MemTotal) through a GRUB drop-in or
+    grubby, then a reboot only if the live cmdline differs, in batches (one host at a time by default), each host
+    checked to be back with the new cmdline before the next batch goes down.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    if plan.probe["boot"]["kind"] == "grub":
+        configure = halo_kernel.grub_cmdline(
+            name="Strix Halo kernel cmdline (GRUB drop-in)",
+            params=plan.kernel_params,
+            current_sha256=managed_sha256(plan, GRUB_DROPIN),
+        )
+    else:
+        configure = halo_kernel.grubby_cmdline(
+            name="Strix Halo kernel cmdline (grubby)",
+            params=plan.kernel_params,
+            configured=plan.probe["boot"]["cmdline"],
+        )
+
+    if plan.config.reboot == "auto":
+        halo_kernel.reboot(
+            name="Reboot into the new kernel cmdline",
+            timeout=plan.config.reboot_timeout,
+            expect_params=plan.kernel_params,
+            _if=lambda: configure.did_change() or plan.reboot_needed,
+            _parallel=reboot_batch(),  # rolling: batches of halo_reboot_batch hosts (default 1), checked in turn
+        )
+    elif plan.reboot_needed or configure.will_change:
+        logger.warning(f"{host.print_prefix}halofleet: reboot pending (halo_reboot: never); "
+                       "the new cmdline applies at the next boot")
+
+
+@deploy("rocm")
+def rocm() -> None:
+    """
+    Stage 4: with halo_rocm_version set, add the repository, pin the release (denied releases barred) and install
+    it. With 'none', only the preflight checks of what is installed apply.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None or plan.config.rocm_version == "none":
+        return
+    version = plan.config.rocm_version
+    halo_rocm.repository(
+        name=f"ROCm {version} apt repository",
+        url=plan.config.rocm_repo_url or policy.ROCM_APT_URL_TEMPLATE.format(version=version),
+        suite=plan.config.rocm_repo_suite,
+        key_url=None if plan.config.rocm_repo_trusted else plan.config.rocm_repo_key_url,
+        current=plan.probe["files"],
+    )
+    halo_rocm.pin(
+        name=f"Pin ROCm to {version}",
+        version=version,
+        current_sha256=managed_sha256(plan, ROCM_PIN),
+    )
+    halo_rocm.release(
+        name=f"Install ROCm {version}",
+        version=version,
+        packages=plan.config.rocm_packages,
+        installed=plan.probe["rocm"].get("version"),
+    )
+
+
+@deploy("cwsr")
+def cwsr() -> None:
+    """
+    Stage 5: report whether the running kernel exports the CWSR properties ROCm engines need. The refusal itself
+    happens in preflight, before any change.
+    """
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    status = plan.gpu_check(plan.cwsr["supported"])
+    detail = f" (missing: {', '.join(plan.cwsr['missing'])})" if plan.cwsr["missing"] else ""
+    logger.info(f"{host.print_prefix}CWSR kernel support: {status}{detail}")
+
+
+@deploy("runtime")
+def runtime() -> None:
+    """Stage 6: podman (or docker where asked) and the non-root service user with GPU access (video/render)."""
+    summary.install()
+    plan = current_plan()
+    if plan is None:
+        return
+    engine = plan.config.runtime
+    packages = list(policy.RUNTIME_PACKAGES[engine])
+    if plan.uses_apt:
+        apt.packages(name=f"Install {engine}", packages=packages, no_recommends=True,
+                     extra_install_args=policy.APT_LOCK_WAIT)
+    else:
+        dnf.packages(name=f"Install {engine}", packages=packages)
+    if engine == "docker":
+        systemd.service(name="Docker daemon running", service="docker", running=True, enabled=True)
+    # Ids decided in the plan (existing ones kept), so container units can name them before the user exists.
+    ids, user = plan.ids, plan.config.service_user
+    for group, gid in ids.new_groups.items():
+        server.group(name=f"Group {group} (gid {gid})", group=group, gid=gid, system=True)
+    server.user(
+        name=f"Service user {user} with GPU access",
+        user=user,
+        uid=ids.uid if ids.new_user else None,
+        group=user if ids.new_user else None,
+        system=True,
+        home=f"/var/lib/{user}",
+        create_home=True,
+        shell="/usr/sbin/nologin",
+        groups=list(policy.GPU_GROUPS),
+    )
+    devices = plan.probe["os"].get("devices", [])
+    kfd = "/dev/kfd" in devices
+    dri = any(device.startswith("/dev/dri/") for device in devices)
+    logger.info(f"{host.print_prefix}GPU devices: /dev/kfd {plan.gpu_check(kfd)}, /dev/dri render {plan.gpu_check(dri)}")
