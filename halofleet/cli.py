@@ -1,4 +1,10 @@
-"""The ``halofleet`` command: review the memory math without a host, list the host-data contract, run the demo."""
+"""
+The ``halofleet`` command: the memory plan without a host, the host-data contract, a starter site, review, verify,
+report and bench of an inventory, and the local demo.
+
+Exit codes: 0 done; 1 a host failed, was refused or is not ok (or halofleet itself failed); 2 bad usage, inventory
+or path (nothing was done). Every error is one line; ``HALOFLEET_DEBUG=1`` shows the traceback of an internal one.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,63 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import click
 
+from . import __version__
 from . import config as config_mod
 from .config import ConfigError, HostRefused
+from .inventory import BadInput, writable_path
 from .memory import KIB_PER_GIB
-from .operations.halo_kernel import render_modprobe
-from .plan import build_plan
+
+# The packaged deploys, by dotted name: pyinfra runs them without any file of this checkout.
+FULL_DEPLOY = "halofleet.stages.full"
+BENCH_DEPLOY = "halofleet.stages.bench"
+
+EXIT_HOST_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
-# Deploy files and inventories live in the project checkout, next to which the commands are run.
-DEPLOYS = Path("deploys")
+class HalofleetGroup(click.Group):
+    """Turns every error into one line and a meaningful exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except (BadInput, ConfigError) as error:
+            _fail(str(error), EXIT_BAD_INPUT)
+        except Exception as error:  # noqa: BLE001 - the last line of defence against a traceback
+            from .testing.prereqs import MissingPrerequisite
+
+            if isinstance(error, MissingPrerequisite):
+                _fail(str(error), EXIT_BAD_INPUT)
+            if os.environ.get("HALOFLEET_DEBUG"):
+                raise
+            _fail(f"{type(error).__name__}: {error} (HALOFLEET_DEBUG=1 shows where)", EXIT_HOST_FAILED)
 
 
-def synthetic_probe(ram_gib: int) -> dict:
-    """A Debian/GRUB host that sees ``ram_gib`` GiB and has no GPU: enough for the plan's math."""
+def _fail(message: str, code: int) -> None:
+    click.echo(f"halofleet: {message.splitlines()[0] if message else 'error'}", err=True)
+    sys.exit(code)
+
+
+def _run_pyinfra(*args: str, env: dict | None = None) -> int:
+    return subprocess.run([sys.executable, "-m", "pyinfra", *args], env=env).returncode
+
+
+@click.group(cls=HalofleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="halofleet")
+def main() -> None:
+    """halofleet: Strix Halo LLM servers, provisioned with pyinfra."""
+
+
+def synthetic_probe(ram_gib: int, model_gguf: bool = True) -> dict:
+    """A Debian/GRUB host that sees ``ram_gib`` GiB, has no GPU and holds the model: enough for the plan's math."""
     return {
         "os": {"id": "debian"},
         "memtotal_kib": ram_gib * KIB_PER_GIB,
@@ -31,47 +77,130 @@ def synthetic_probe(ram_gib: int) -> dict:
         "cwsr": {"gfx1151_nodes": 0, "supported": None, "missing": []},
         "rocm": {},
         "files": {},
+        "model": {"kind": "file", "magic": "GGUF", "size": 0, "mtime": 0} if model_gguf else {"kind": "dir",
+                                                                                              "has_config": True},
     }
 
 
-@click.group()
-def main() -> None:
-    """halofleet: Strix Halo LLM servers, provisioned with pyinfra."""
+def _data_items(items: tuple[str, ...]) -> dict:
+    """``--data key=value`` pairs; a value is read as JSON where it parses (numbers, true, lists), else text."""
+    data = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("halo_"):
+            raise BadInput(f"--data {item!r}: give halo_KEY=VALUE (halofleet options lists the keys)")
+        try:
+            data[key] = json.loads(value)
+        except ValueError:
+            data[key] = value
+    return data
 
 
 @main.command()
-@click.option("--ram-gib", type=int, required=True, help="GiB of RAM Linux sees (MemTotal), e.g. 128.")
+@click.option("--ram-gib", type=click.IntRange(1, 4096), required=True,
+              help="GiB of RAM Linux sees (MemTotal), e.g. 128.")
 @click.option("--reserve-gib", type=int, default=None, help="GiB kept for the OS (halo_os_reserve_gib).")
 @click.option("--gtt-gib", type=int, default=None, help="Explicit GTT size (halo_gtt_gib).")
 @click.option("--iommu", type=click.Choice(["off", "pt"]), default="off")
 @click.option("--no-gttsize", is_flag=True, help="Leave out the deprecated amdgpu.gttsize.")
-def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str, no_gttsize: bool) -> None:
-    """Print the kernel params and modprobe file the deploy would write for a box with RAM_GIB."""
-    data = {"halo_allow_non_strix_halo": True, "halo_iommu": iommu, "halo_emit_gttsize": not no_gttsize}
-    if reserve_gib is not None:
-        data["halo_os_reserve_gib"] = reserve_gib
-    if gtt_gib is not None:
-        data["halo_gtt_gib"] = gtt_gib
+@click.option("--serve", type=click.Choice(config_mod.SERVE_ENGINES), default="none", show_default=True,
+              help="Also plan this engine (needs --model).")
+@click.option("--model", default=None, help="Model for --serve: a GGUF path on the host, or a HF id for vllm.")
+@click.option("--data", "data_items", multiple=True, metavar="halo_KEY=VALUE", help="Any other host data key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str, no_gttsize: bool, serve: str,
+         model: str | None, data_items: tuple[str, ...], as_json: bool) -> None:
+    """Print the kernel params, modprobe file (and engine unit, with --serve) for a box with RAM_GIB."""
+    from .operations.halo_kernel import render_modprobe
+    from .plan import build_plan
+
+    data = {"halo_allow_non_strix_halo": True, "halo_iommu": iommu, "halo_emit_gttsize": not no_gttsize,
+            "halo_serve": serve, "halo_model": model}
+    for key, value in (("halo_os_reserve_gib", reserve_gib), ("halo_gtt_gib", gtt_gib)):
+        if value is not None:
+            data[key] = value
+    data.update(_data_items(data_items))
+    directory_model = data.get("halo_serve") == "vllm" and not str(data.get("halo_model") or "").endswith(".gguf")
     try:
-        host_plan = build_plan("plan", data, synthetic_probe(ram_gib))
-    except (ConfigError, HostRefused) as error:
-        click.echo(f"halofleet: {error}", err=True)
-        sys.exit(2)
-    gtt = host_plan.gtt
+        host_plan = build_plan("plan", data, synthetic_probe(ram_gib, model_gguf=not directory_model))
+    except HostRefused as error:
+        raise BadInput(str(error)) from None
+    gtt, engine = host_plan.gtt, host_plan.serve
+    modprobe = render_modprobe(host_plan.modprobe)
+    if as_json:
+        result = {
+            "ram_gib": ram_gib, "reserve_gib": gtt.reserve_gib, "gtt_gib": gtt.gtt_gib,
+            "kernel_params": host_plan.kernel_params, "modprobe": modprobe, "warnings": host_plan.warnings,
+            "serve": None if engine is None else {"engine": engine.engine, "flavour": engine.flavour,
+                                                  "url": engine.url, "unit_path": engine.unit_path,
+                                                  "unit": engine.unit, "packages": engine.packages},
+        }
+        click.echo(json.dumps(result, indent=2))
+        return
     click.echo(f"# {ram_gib} GiB visible, {gtt.reserve_gib} GiB reserved for the OS -> GTT {gtt.gtt_gib} GiB")
     click.echo("kernel cmdline params:")
     click.echo("  " + " ".join(host_plan.kernel_params))
     click.echo("modprobe file:")
-    for line in render_modprobe(host_plan.modprobe).splitlines():
+    for line in modprobe.splitlines():
         click.echo("  " + line)
+    if engine is not None:
+        click.echo(f"serving: {engine.engine} ({engine.flavour}) on {engine.url}, unit {engine.unit_path}:")
+        for line in engine.unit.splitlines():
+            click.echo("  " + line)
     for warning in host_plan.warnings:
         click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
-def options() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the contract as JSON.")
+def options(as_json: bool) -> None:
     """Print the host-data contract (every halo_* key, its type, default and allowed values)."""
-    click.echo(config_mod.describe_options())
+    if as_json:
+        click.echo(json.dumps(config_mod.options_as_dicts(), indent=2))
+    else:
+        click.echo(config_mod.describe_options())
+
+
+def _starter_files() -> dict[str, str]:
+    """Relative path -> text of every file of the starter site shipped in the package."""
+    files: dict[str, str] = {}
+
+    def walk(folder, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                if entry.name != "__pycache__":
+                    walk(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith((".py", ".md")):
+                files[prefix + entry.name] = entry.read_text()
+
+    walk(resources.files("halofleet") / "starter", "")
+    return files
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Write a starter site in DIRECTORY: an inventory with groups, group_data/*.py and deploy files."""
+    target = Path(directory)
+    files = _starter_files()
+    existing = sorted(name for name in files if (target / name).exists())
+    if existing:
+        raise BadInput(f"{directory}: would overwrite {', '.join(existing)}; nothing written")
+    try:
+        for name, text in sorted(files.items()):
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    except OSError as error:
+        raise BadInput(f"cannot write the starter site in {directory!r}: {error.strerror}") from None
+    for name in sorted(files):
+        click.echo(f"wrote {target / name}")
+    click.echo(f"next: edit {target / 'inventory.py'} and group_data/, then "
+               f"`halofleet diff {target / 'inventory.py'} --deploy {target / 'deploy.py'}`")
+
+
+def _rows_exit(rows: list[dict[str, str]]) -> int:
+    return 0 if all(row["status"] == "ok" for row in rows) else EXIT_HOST_FAILED
 
 
 @main.command()
@@ -83,67 +212,85 @@ def verify(inventory: str, as_json: bool) -> None:
 
     rows = collect(inventory)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
-    sys.exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+    sys.exit(_rows_exit(rows))
 
 
 @main.command()
 @click.argument("inventory")
-@click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to review.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here (default: stdout).")
-def diff(inventory: str, deploy: str, out_path: str | None) -> None:
-    """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing)."""
+@click.option("--deploy", default=FULL_DEPLOY, show_default=True,
+              help="Deploy to review: a deploy file, or a packaged function such as halofleet.stages.kernel.")
+@click.option("--out", "out_path", help="Write the Markdown here (default: stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the review as JSON.")
+def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> None:
+    """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing);
+    exit 1 if a host is refused or unreachable."""
     from .review import review, to_markdown
 
+    target = writable_path(out_path) if out_path else None
     reviews = review(inventory, deploy)
-    text = to_markdown(reviews, inventory, deploy)
-    if out_path:
-        Path(out_path).write_text(text)
+    if as_json:
+        text = json.dumps([asdict(item) for item in reviews], indent=2)
+    else:
+        text = to_markdown(reviews, inventory, deploy)
+    if target:
+        target.write_text(text + "\n")
         click.echo(f"wrote {out_path}: " + ", ".join(f"{r.host} {r.status}" for r in reviews))
     else:
         click.echo(text)
+    sys.exit(0 if all(r.status in ("changes", "converged") for r in reviews) else EXIT_HOST_FAILED)
 
 
 @main.command()
 @click.argument("inventory")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
-@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
+@click.option("--html", "html_path", help="Write the HTML report here.")
+@click.option("--md", "md_path", help="Write the Markdown report here.")
 def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
     """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
     from .report import render_report
     from .verify import collect, format_table
 
+    targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
     rows = collect(inventory)
-    for path, fmt in ((html_path, "html"), (md_path, "md")):
-        if path:
-            Path(path).write_text(render_report(rows, fmt, title=inventory))
-            click.echo(f"wrote {path}")
-    if not (html_path or md_path):
+    for path, fmt in targets:
+        path.write_text(render_report(rows, fmt, title=inventory))
+        click.echo(f"wrote {path}")
+    if not targets:
         click.echo(format_table(rows))
-    sys.exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+    sys.exit(_rows_exit(rows))
 
 
 @main.command()
 @click.argument("inventory")
 def bench(inventory: str) -> None:
     """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+
+    from .inventory import load_inventory
     from .verify import collect
 
-    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, str(DEPLOYS / "bench.py")])
+    ctx_state.set(State())
+    load_inventory(inventory)  # a missing or empty inventory stops here, before pyinfra runs
+    returncode = _run_pyinfra("-y", inventory, BENCH_DEPLOY)
     rows = collect(inventory)
     width = max(len(row["host"]) for row in rows)
     for row in rows:
         click.echo(f"{row['host'].ljust(width)}  {row['bench']}")
-    sys.exit(result.returncode or (0 if all(row["bench"] != "-" for row in rows) else 1))
+    sys.exit(EXIT_HOST_FAILED if returncode or any(row["bench"] == "-" for row in rows) else 0)
 
 
 @main.command()
-@click.option("--keep", is_flag=True, help="Leave the VM running (inventories/vm.py then reaches it).")
-@click.option("--deploy", default=str(DEPLOYS / "full.py"), show_default=True, help="Deploy file to run.")
+@click.option("--keep", is_flag=True, help="Leave the VM running (its inventory is printed).")
+@click.option("--deploy", default=FULL_DEPLOY, show_default=True,
+              help="Deploy to run: a deploy file, or a packaged function.")
 def demo(keep: bool, deploy: str) -> None:
     """
     Boot a local QEMU VM (Debian forky, no GPU), run the full deploy on it serving a tiny generated model with
     llama-server on the CPU backend, reboot it when the kernel stage asks, and print the verification table.
     """
+    from .testing import prereqs
+
+    prereqs.check(modules=prereqs.DEMO_MODULES)  # before anything is written or started
     from .testing import vm as vm_mod
     from .testing.tinymodel import write_tiny_llama
     from .verify import collect, format_table
@@ -156,11 +303,10 @@ def demo(keep: bool, deploy: str) -> None:
     serving = {"halo_serve": "llama-server", "halo_llama_backend": "cpu", "halo_model": str(model),
                "halo_model_push": True, "halo_ctx": 512}
     description = vm_mod.write_inventory(machines, workdir / "vms.json", group_data=serving)
-    env = {**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}
-    inventory = "inventories/vm.py"
+    os.environ["HALOFLEET_VM_INVENTORY"] = str(description)
+    inventory = str(vm_mod.INVENTORY_FILE)
     try:
-        result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, deploy], env=env)
-        os.environ["HALOFLEET_VM_INVENTORY"] = str(description)
+        returncode = _run_pyinfra("-y", inventory, deploy)
         rows = collect(inventory)
         click.echo(format_table(rows))
     finally:
@@ -168,8 +314,8 @@ def demo(keep: bool, deploy: str) -> None:
             for machine in machines:
                 machine.stop()
     if keep:
-        click.echo(f"VM left running: HALOFLEET_VM_INVENTORY={description} pyinfra {inventory} ...")
-    sys.exit(0 if result.returncode == 0 and all(row["status"] == "ok" for row in rows) else 1)
+        click.echo(f"VM left running: HALOFLEET_VM_INVENTORY={description} pyinfra {inventory} {FULL_DEPLOY}")
+    sys.exit(EXIT_HOST_FAILED if returncode or _rows_exit(rows) else 0)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,16 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
         raise ConfigError(host, "halo_model", model, f"must be an absolute path on the host{hint}")
 
 
+def options_as_dicts() -> list[dict[str, Any]]:
+    """The contract as data, for ``halofleet options --json``."""
+    return [
+        {"key": key, "type": option.type, "default": option.default, "doc": option.doc,
+         "choices": list(option.choices) or None, "minimum": option.minimum, "maximum": option.maximum,
+         "nullable": option.nullable}
+        for key, option in OPTIONS.items()
+    ]
+
+
 def describe_options() -> str:
     """Markdown table of the contract, for the README and ``halofleet options``."""
     rows = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]

@@ -172,20 +172,41 @@ def install_dry_run_listing(state) -> logging.Handler:
     return handler
 
 
+def load_deploy(state, deploy: str) -> None:
+    """Prepare a deploy given as a file (``deploys/full.py``) or a packaged function (``halofleet.stages.full``)."""
+    from pyinfra_cli.util import load_deploy_file, load_func, try_import_module_attribute
+
+    from .inventory import BadInput
+
+    if deploy.endswith(".py"):
+        if not os.path.isfile(deploy):
+            raise BadInput(f"no deploy file {deploy!r}")
+        load_deploy_file(state, deploy)
+        return
+    try:
+        function = try_import_module_attribute(deploy, raise_for_none=False)
+    except Exception:  # noqa: BLE001 - pyinfra's CLI error for an unknown module
+        function = None
+    if not callable(function):
+        raise BadInput(f"no deploy {deploy!r}: give a deploy file (.py) or a function like halofleet.stages.full")
+    load_func(state, function)
+
+
 def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
     import pyinfra
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_inventory, ctx_state
-    from pyinfra_cli.inventory import make_inventory
-    from pyinfra_cli.util import load_deploy_file
+
+    from .inventory import load_inventory
 
     pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     state = State(check_for_changes=True)
     ctx_state.set(state)
-    inventory = make_inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
     state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100))
     state.cwd = os.getcwd()
@@ -197,9 +218,18 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     reviews: dict[str, HostReview] = {}
     try:
         state.set_stage(StateStage.Connect)
-        connect_all(state)
+        try:
+            connect_all(state)
+        except PyinfraError:  # no host reachable: each one's review says so
+            pass
         state.set_stage(StateStage.Prepare)
-        load_deploy_file(state, deploy_path)
+        if state.active_hosts:
+            try:
+                load_deploy(state, deploy_path)
+            except PyinfraError as error:  # every host refused: each one's review carries its reason
+                if state.active_hosts:
+                    raise
+                capture.lines.append(str(error))
         for host in inventory:
             if host not in state.activated_hosts:
                 reviews[host.name] = HostReview(host.name, "unreachable", reason="could not connect")

@@ -79,23 +79,30 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 
 def collect(inventory_path: str) -> list[dict[str, str]]:
-    """Connect to every host of a pyinfra inventory file, probe it and ask its engine, and build the rows."""
+    """
+    Connect to every host of a pyinfra inventory, probe it and ask its engine, and build the rows (a host that
+    cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
+    """
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.facts import get_fact
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
-    from pyinfra_cli.inventory import make_inventory
 
     from .config import validate
     from .facts.halo import HostProbe
+    from .inventory import load_inventory
     from .serving import probe_args
 
     state = State()
     ctx_state.set(state)
-    inventory = make_inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
-    state.init(inventory, Config())
-    connect_all(state)
+    state.init(inventory, Config(FAIL_PERCENT=100))
+    try:
+        connect_all(state)
+    except PyinfraError:  # no host reachable ("No hosts remaining!"): each one's row says unreachable
+        pass
 
     def facts_of(host) -> tuple[dict, dict, BenchFigures | None]:
         try:

@@ -54,6 +54,7 @@ EXPIRED_SUITES = {"forky", "sid"}
 SUITE_PACKAGES = {"forky": ("mount", "passwd"), "sid": ("mount", "passwd")}
 # Serving test hosts: forky packages llama-server (llama.cpp-tools); curl for health checks; busybox-static to
 # build a tiny local container image without a registry.
+INVENTORY_FILE = Path(__file__).with_name("vm_inventory.py")  # pyinfra inventory reading HALOFLEET_VM_INVENTORY
 SERVING_SUITE = "forky"
 SERVING_PACKAGES = ("llama.cpp-tools", "curl", "busybox-static")
 DISK_BYTES = 6 * 1024**3
@@ -406,7 +407,7 @@ class VM:
 def write_inventory(vms: list[VM], path: Path, host_data: dict[str, dict] | None = None,
                     group_data: dict | None = None) -> Path:
     """
-    A JSON description of the VMs (name, SSH settings, extra host data) that ``inventories/vm.py`` reads when
+    A JSON description of the VMs (name, SSH settings, extra host data) that the inventory file ``INVENTORY_FILE`` (``inventories/vm.py``) reads when
     ``HALOFLEET_VM_INVENTORY`` points at it.
     """
     host_data = host_data or {}
