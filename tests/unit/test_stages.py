@@ -4,7 +4,7 @@ from halofleet.testing.fake import probe_output, run_fake
 
 SERVES = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model": "/srv/models/tiny.gguf",
           "halo_llama_backend": "cpu"}
-PINS_ROCM = {**SERVES, "halo_rocm_version": "7.2.1"}
+PINS_ROCM = {**SERVES, "halo_rocm_version": "7.2.1", "halo_serve": "none"}
 PREPARES_ONLY = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_serve": "none"}
 
 
