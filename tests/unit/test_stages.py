@@ -12,8 +12,11 @@ def test_hosts_choosing_different_stages_deploy_in_one_run():
     # Before the stages were functions called on lines of their own, this fleet aborted with "Cycle detected in
     # operation ordering DAG" and no host got any operation.
     run = run_fake("deploys/full.py", {"rocm": (PINS_ROCM, probe_output()), "serve": (SERVES, probe_output()),
-                                       "bare": (PREPARES_ONLY, probe_output())})
+                                       "bare": (PREPARES_ONLY, probe_output()),
+                                       "both": ({**SERVES, "halo_rocm_version": "7.2.1"}, probe_output())})
     assert run.errors == [] and run.failed_hosts == set()
+    both = " ".join(run.changes("both"))
+    assert "not 7.2.1" in both and "llama.cpp-tools" in both
     rocm, serve, bare = (" ".join(run.changes(name)) for name in ("rocm", "serve", "bare"))
     assert "apt-get install" in rocm and "not 7.2.1" in rocm and "llama.cpp-tools" not in rocm
     assert "llama.cpp-tools" in serve and "halofleet-rocm" not in serve
