@@ -279,6 +279,13 @@ def bench(inventory: str) -> None:
     sys.exit(EXIT_HOST_FAILED if returncode or any(row["bench"] == "-" for row in rows) else 0)
 
 
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def pyinfra(args: tuple[str, ...]) -> None:
+    """Run the pyinfra installed beside halofleet with ARGS (uv tool and pipx installs keep it off PATH)."""
+    sys.exit(_run_pyinfra(*args))
+
+
 @main.command()
 @click.option("--keep", is_flag=True, help="Leave the VM running (its inventory is printed).")
 @click.option("--deploy", default=FULL_DEPLOY, show_default=True,
