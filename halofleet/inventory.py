@@ -28,7 +28,8 @@ def load_inventory(inventory: str):
     except SystemExit as error:  # an inventory file may stop itself with a message (inventories/vm.py does)
         raise BadInput(f"inventory {inventory!r}: {error.code}") from None
     except Exception as error:  # noqa: BLE001 - the user's own Python file: any error is theirs to fix
-        raise BadInput(f"inventory {inventory!r} failed to load: {type(error).__name__}: {error}") from None
+        cause = getattr(error, "exception", error)  # pyinfra wraps errors of the file it executes
+        raise BadInput(f"inventory {inventory!r} failed to load: {type(cause).__name__}: {cause}") from None
     if not len(loaded):
         raise BadInput(f"no hosts in inventory {inventory!r}")
     return loaded

@@ -197,7 +197,21 @@ def base_image(suite: str = "trixie", extra_packages: tuple[str, ...] = ()) -> P
     return image
 
 
+class ImageBuildError(RuntimeError):
+    """A base image could not be built: one line, with the log that says why."""
+
+
 def _build_image(suite: str, packages: tuple[str, ...], pubkey: str, image: Path) -> None:
+    log = image.with_suffix(".build.log")
+    try:
+        with open(log, "w") as output:
+            _build_image_logged(suite, packages, pubkey, image, output)
+    except subprocess.CalledProcessError as error:
+        raise ImageBuildError(f"building the {suite} VM image failed ({Path(error.cmd[0]).name} exited "
+                              f"{error.returncode}); log: {log}") from None
+
+
+def _build_image_logged(suite: str, packages: tuple[str, ...], pubkey: str, image: Path, output) -> None:
     started = time.monotonic()
     _log(f"building {suite} base image {image.name}")
     with tempfile.TemporaryDirectory(dir=image.parent, prefix="build-") as tmp:
@@ -206,7 +220,7 @@ def _build_image(suite: str, packages: tuple[str, ...], pubkey: str, image: Path
         cmd = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(packages), "--skip=cleanup/apt/lists"]
         if suite in EXPIRED_SUITES:
             cmd.append("--aptopt=Acquire::Check-Valid-Until false")
-        _run(cmd + [suite, str(root), MIRROR], stdout=subprocess.DEVNULL)
+        _run(cmd + [suite, str(root), MIRROR], stdout=output, stderr=subprocess.STDOUT)
         if suite in EXPIRED_SUITES:
             (root / "etc/apt/apt.conf.d/99halofleet-test-valid-until").write_text(
                 'Acquire::Check-Valid-Until "false";\n'
@@ -221,7 +235,7 @@ def _build_image(suite: str, packages: tuple[str, ...], pubkey: str, image: Path
         rootfs = tmpdir / "rootfs.ext4"
         _run(
             ["mke2fs", "-q", "-t", "ext4", "-L", ROOT_LABEL, "-d", str(root), str(rootfs),
-             str(part_sectors * SECTOR // 1024) + "k"],
+             str(part_sectors * SECTOR // 1024) + "k"], stdout=output, stderr=subprocess.STDOUT,
         )
         shutil.rmtree(root)
         disk = tmpdir / "disk.raw"
@@ -230,7 +244,7 @@ def _build_image(suite: str, packages: tuple[str, ...], pubkey: str, image: Path
         _write_mbr(disk, PARTITION_START_SECTOR, part_sectors)
         _run(
             ["dd", f"if={rootfs}", f"of={disk}", "bs=1M", f"seek={PARTITION_START_SECTOR * SECTOR}",
-             "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"],
+             "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"], stdout=output, stderr=subprocess.STDOUT,
         )
         rootfs.unlink()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from halofleet.testing import aptrepo
+from halofleet.testing import aptrepo, prereqs
 from halofleet.testing import vm as vm_mod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +70,15 @@ def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500,
         result = json.loads(stdout)
     print(f"pyinfra {deploy} {' '.join(args)}: exit {proc.returncode} in {seconds:.0f} s")
     return PyinfraRun(proc.returncode, result, proc.stderr, seconds)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prerequisites() -> None:
+    """Stop at once, in one line, when this machine cannot build or boot the VMs (what is missing, how to get it)."""
+    try:
+        prereqs.check(modules=prereqs.DEMO_MODULES)
+    except prereqs.MissingPrerequisite as error:
+        pytest.exit(f"halofleet VM tests: {error}", returncode=2)
 
 
 @pytest.fixture(scope="session")
