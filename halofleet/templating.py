@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jinja2
 
+from .validators import systemd_word
+
 # The checkout's templates/ first, then where `pip install .` puts them.
 TEMPLATE_DIRS = (
     Path(__file__).resolve().parent.parent / "templates",
@@ -31,6 +33,9 @@ ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=lambda name: bool(name and name.endswith(".html.j2")),  # config files must stay verbatim
 )
+
+# Unit files: every argument of an Exec line goes through this filter (specifiers, variables and quoting).
+ENVIRONMENT.filters["systemd_word"] = systemd_word
 
 
 def render(name: str, **context) -> str:
