@@ -489,9 +489,14 @@ class ContainerImage(FactBase[dict]):
 
 
 # The engine's key is read on the host and handed to curl on stdin (-K -): never on a command line or in output.
+# serve.conf is parsed, never sourced: whatever it holds is data, not a script run as root.
 SERVE_HEALTH_COMMAND = f"""
 [ -r {SERVE_CONF} ] || {{ echo @none; exit 0; }}
-. {SERVE_CONF}
+conf() {{ sed -n "s/^$1=//p" {SERVE_CONF} | head -n 1; }}
+HALO_ENGINE=$(conf HALO_ENGINE); HALO_FLAVOUR=$(conf HALO_FLAVOUR); HALO_URL=$(conf HALO_URL)
+HALO_SERVICE=$(conf HALO_SERVICE)
+case "$HALO_URL" in http://*) ;; *) echo @none; exit 0;; esac
+case "$HALO_SERVICE" in ''|-*|*[!A-Za-z0-9_.@-]*) HALO_SERVICE={SERVE_SERVICE};; esac
 echo "@engine $HALO_ENGINE $HALO_FLAVOUR"
 echo "@active $(systemctl is-active "$HALO_SERVICE" 2>/dev/null)"
 command -v curl >/dev/null 2>&1 || {{ echo @nocurl; exit 0; }}
