@@ -36,6 +36,11 @@ class ConfigError(ValueError):
         super().__init__(f"host {host!r}: {key}={shown} is invalid: {allowed}")
 
 
+# What parsing a host's facts raises when its output is beyond what the parsers expect: a bug to fix, but one that
+# refuses that host only (never an exception that aborts the fleet run).
+PARSE_FAILURES = (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError, OverflowError)
+
+
 class HostRefused(RuntimeError):
     """The host's own state (not its data) rules out the deploy."""
 
@@ -334,6 +339,12 @@ def _coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Con
     if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
         raise fail("must be an http://, https:// or file:/ URL")
     return value
+
+
+def option_value(host: str, key: str, value: Any) -> Any:
+    """One key through the contract (None: its default); ConfigError when invalid."""
+    option = OPTIONS[key]
+    return _coerce(host, key, option, option.default if value is None else value)
 
 
 def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfig:

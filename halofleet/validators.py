@@ -51,8 +51,7 @@ def check_bind(value: str) -> str | None:
     return None
 
 
-# X.Y or X.Y.Z, ASCII digits, no leading zeros, nothing around it.
-ROCM_RELEASE = re.compile(r"(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})(?:\.(0|[1-9][0-9]{0,3}))?")
+ROCM_RELEASE = policy.ROCM_RELEASE
 
 
 def check_rocm_version(value: str) -> str | None:
