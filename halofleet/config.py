@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 from . import policy, validators
 
-TRUE_WORDS = {"true", "yes", "1", "on"}
-FALSE_WORDS = {"false", "no", "0", "off"}
 
 
 HIDDEN = object()  # a value never shown: unknown keys (a misspelled secret) and arguments that may hold one
@@ -60,35 +58,6 @@ class Option:
     nullable: bool = False
     check: Callable[[Any], str | None] | None = None  # extra rule: returns the "allowed" text when it fails
     hide_value: bool = False  # refusals do not repeat the value (it may carry a secret)
-
-
-def _check_user_name(value: str) -> str | None:
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
-        return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
-    return None
-
-
-# registry[:port]/path[:tag][@sha256:digest]
-IMAGE_PATTERN = re.compile(
-    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
-)
-
-
-def _check_image(value: str) -> str | None:
-    if not IMAGE_PATTERN.fullmatch(value):
-        return "must be a fully qualified image reference like docker.io/owner/name:tag or name@sha256:<64 hex>"
-    return None
-
-
-def _check_sha256(value: str) -> str | None:
-    return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
-
-
-def _check_api_key(value: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,512}", value):
-        return "must be 16 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
-    return None
 
 
 SERVE_ENGINES = ("llama-server", "vllm", "none")
@@ -163,7 +132,7 @@ OPTIONS: dict[str, Option] = {
         "bool", False, "Accept amdgpu-dkms; the TTM params then become amdttm.* (ROCm/ROCm#5562)."
     ),
     "halo_service_user": Option(
-        "str", "halo", "Non-root system user that runs the engines (gets video/render).", check=_check_user_name
+        "str", "halo", "Non-root system user that runs the engines (gets video/render).", check=validators.check_user_name
     ),
     # -- serving (deploys/serve.py) --
     "halo_llama_source": Option(
@@ -176,7 +145,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_image": Option(
         "str", None, "Container image for the toolbox/vLLM flavours (default: the kyuz0 image for the engine and "
-        "backend); pin with @sha256:<digest>.", nullable=True, check=_check_image,
+        "backend); pin with @sha256:<digest>.", nullable=True, check=validators.check_image,
     ),
     "halo_model": Option(
         "str", None, "Model to serve: a GGUF file path on the host (llama-server), a directory on the host or a "
@@ -185,7 +154,7 @@ OPTIONS: dict[str, Option] = {
     "halo_model_push": Option("bool", False, "Copy halo_model from the control machine into halo_model_dir."),
     "halo_model_sha256": Option(
         "str", None, "Expected SHA-256 of the model file, checked on the host before serving.", nullable=True,
-        check=_check_sha256,
+        check=validators.check_sha256,
     ),
     "halo_model_dir": Option(
         "str", "/var/lib/halofleet/models", "Directory for pushed models (owned by the service user).",
@@ -196,7 +165,7 @@ OPTIONS: dict[str, Option] = {
     "halo_port": Option("int", 8080, "TCP port the engine listens on.", minimum=1024, maximum=65535),
     "halo_api_key": Option(
         "secret", None, "API key clients must send; kept in a 0600 environment file, never in diffs or logs.",
-        nullable=True, check=_check_api_key,
+        nullable=True, check=validators.check_api_key,
     ),
     "halo_allow_unauthenticated": Option(
         "bool", False, "Let the engine listen beyond loopback without an API key (otherwise refused).",
@@ -252,7 +221,6 @@ SECRET_KEYS = {key for key, option in OPTIONS.items() if option.type == "secret"
 HF_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 GGUF_MAGIC = b"GGUF"
 
-IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
 
 
 @dataclass(frozen=True)
@@ -275,69 +243,11 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
         if option.nullable:
             return None
         raise fail("must be set (null is not allowed)")
-    value = _coerce_type(key, option, value, fail)
+    value = validators.coerce_type(key, option, value, fail)
     if option.check:
         problem = option.check(value)
         if problem:
             raise fail(problem)
-    return value
-
-
-def _coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], ConfigError]) -> Any:
-    """The value as the option's type, or a ConfigError: never another exception (one host's bad data must not
-    abort the fleet)."""
-    kind = option.type
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in TRUE_WORDS | FALSE_WORDS:
-            return value.lower() in TRUE_WORDS
-        raise fail("must be true or false")
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise fail("must be a whole number")
-        if isinstance(value, str):
-            if not validators.check_int_text(value):
-                raise fail("must be a whole number")
-            value = int(value)
-        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
-            raise fail(f"must be between {option.minimum} and {option.maximum}")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise fail("must be a number")
-        try:
-            value = float(value)
-        except (ValueError, OverflowError):
-            raise fail("must be a number") from None
-        if not option.minimum <= value <= option.maximum:  # also refuses nan
-            raise fail(f"must be between {option.minimum} and {option.maximum}")
-        return value
-    if kind == "list":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
-        ):
-            raise fail("must be a non-empty list of package names")
-        return list(value)
-    if kind == "args":
-        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
-            raise fail("must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'")
-        return list(value)
-    if not isinstance(value, str):
-        raise fail(f"must be a string, not {type(value).__name__}")
-    if any(c in value for c in "\n\r\0"):
-        raise fail("must be a single line")
-    if kind == "choice":
-        if key == "halo_iommu" and value in IOMMU_REJECTED_SPELLINGS:
-            raise fail(IOMMU_REJECTED_SPELLINGS[value] + "; use 'off' (amd_iommu=off) or 'pt' (iommu=pt)")
-        if value not in option.choices:
-            hint = difflib.get_close_matches(value, option.choices, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise fail("must be one of " + ", ".join(option.choices) + extra)
-    if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
-        raise fail("must be an http://, https:// or file:/ URL")
     return value
 
 

@@ -9,8 +9,10 @@ One rule throughout: a value either fits the file's grammar as it is, or it is r
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import policy
@@ -137,6 +139,103 @@ def check_args(key: str, value: list[str]) -> str | None:
 def check_int_text(value: str) -> bool:
     """A whole number as text: ASCII digits with an optional sign, nothing else (no '--5', no '٩')."""
     return re.fullmatch(r"[+-]?[0-9]{1,12}", value) is not None
+
+
+# -- single-purpose checks of the contract ------------------------------------------------------------------
+
+def check_user_name(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
+        return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
+    return None
+
+
+# registry[:port]/path[:tag][@sha256:digest]
+IMAGE_PATTERN = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+
+
+def check_image(value: str) -> str | None:
+    if not IMAGE_PATTERN.fullmatch(value):
+        return "must be a fully qualified image reference like docker.io/owner/name:tag or name@sha256:<64 hex>"
+    return None
+
+
+def check_sha256(value: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
+
+
+def check_api_key(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,512}", value):
+        return "must be 16 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
+    return None
+
+
+
+# -- types of the contract ------------------------------------------------------------------------------------
+
+TRUE_WORDS = {"true", "yes", "1", "on"}
+FALSE_WORDS = {"false", "no", "0", "off"}
+IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
+
+
+def coerce_type(key: str, option: Any, value: Any, fail: Callable[[str], Exception]) -> Any:
+    """The value as the option's type, or a ConfigError: never another exception (one host's bad data must not
+    abort the fleet)."""
+    kind = option.type
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in TRUE_WORDS | FALSE_WORDS:
+            return value.lower() in TRUE_WORDS
+        raise fail("must be true or false")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise fail("must be a whole number")
+        if isinstance(value, str):
+            if not check_int_text(value):
+                raise fail("must be a whole number")
+            value = int(value)
+        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
+            raise fail(f"must be between {option.minimum} and {option.maximum}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise fail("must be a number")
+        try:
+            value = float(value)
+        except (ValueError, OverflowError):
+            raise fail("must be a number") from None
+        if not option.minimum <= value <= option.maximum:  # also refuses nan
+            raise fail(f"must be between {option.minimum} and {option.maximum}")
+        return value
+    if kind == "list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
+        ):
+            raise fail("must be a non-empty list of package names")
+        return list(value)
+    if kind == "args":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+            raise fail("must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'")
+        return list(value)
+    if not isinstance(value, str):
+        raise fail(f"must be a string, not {type(value).__name__}")
+    if any(c in value for c in "\n\r\0"):
+        raise fail("must be a single line")
+    if kind == "choice":
+        if key == "halo_iommu" and value in IOMMU_REJECTED_SPELLINGS:
+            raise fail(IOMMU_REJECTED_SPELLINGS[value] + "; use 'off' (amd_iommu=off) or 'pt' (iommu=pt)")
+        if value not in option.choices:
+            hint = difflib.get_close_matches(value, option.choices, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise fail("must be one of " + ", ".join(option.choices) + extra)
+    if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
+        raise fail("must be an http://, https:// or file:/ URL")
+    return value
 
 
 # -- systemd unit files ---------------------------------------------------------------------------------------
