@@ -229,14 +229,28 @@ DATA_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("data, message", DATA_ERRORS, ids=[str(d) for d, _ in DATA_ERRORS])
-def test_bad_data_reaches_no_host(data, message):
-    run = run_fake("deploys/full.py", {"bad": ({**GOOD, **data}, probe_output()), "good": (GOOD, probe_output())})
-    assert run.failed_hosts == {"bad"}
-    assert any("host '@fake/bad'" in error and message in error for error in run.errors), run.errors
-    assert run.commands["bad"] == []  # not even the probe
-    assert run.changes("good")  # the other host was deployed
+@pytest.fixture(scope="module")
+def data_errors_fleet():
+    """Every bad-data case as one host of a single fleet, beside one good host: one run, each host judged alone."""
+    hosts = {f"bad{index}": ({**GOOD, **data}, probe_output()) for index, (data, _) in enumerate(DATA_ERRORS)}
+    return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
+
+
+@pytest.mark.parametrize("index", range(len(DATA_ERRORS)), ids=[str(d) for d, _ in DATA_ERRORS])
+def test_bad_data_reaches_no_host(data_errors_fleet, index):
+    run, name, message = data_errors_fleet, f"bad{index}", DATA_ERRORS[index][1]
+    assert name in run.failed_hosts
+    assert any(f"host '@fake/{name}'" in error and message in error for error in run.errors), \
+        [error for error in run.errors if f"/{name}]" in error]
+    assert run.commands[name] == []  # not even the probe
+    assert "good" not in run.failed_hosts and run.changes("good")  # the other host was deployed
     assert not any(SECRET in error for error in run.errors)
+
+
+def test_every_bad_host_fails_alone():
+    run = run_fake("deploys/full.py", {"bad": ({**GOOD, **DATA_ERRORS[0][0]}, probe_output()),
+                                       "good": (GOOD, probe_output())})
+    assert run.failed_hosts == {"bad"} and run.commands["bad"] == [] and run.changes("good")
 
 
 HOST_ERRORS = [
@@ -300,17 +314,23 @@ PROBE_ODDITIES = [
 ]
 
 
-@pytest.mark.parametrize("data, sections, message", PROBE_ODDITIES, ids=[str(s)[:40] for _, s, _ in PROBE_ODDITIES])
-def test_odd_probe_output_refuses_or_reads_unknown_for_that_host_only(data, sections, message):
-    run = run_fake("deploys/full.py", {"odd": ({**GOOD, **data}, probe_output(sections=sections)),
-                                       "good": (GOOD, probe_output())})
-    assert run.changes("good")
+@pytest.fixture(scope="module")
+def odd_fleet():
+    hosts = {f"odd{index}": ({**GOOD, **data}, probe_output(sections=sections))
+             for index, (data, sections, _) in enumerate(PROBE_ODDITIES)}
+    return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
+
+
+@pytest.mark.parametrize("index", range(len(PROBE_ODDITIES)), ids=[str(s)[:40] for _, s, _ in PROBE_ODDITIES])
+def test_odd_probe_output_refuses_or_reads_unknown_for_that_host_only(odd_fleet, index):
+    run, name, message = odd_fleet, f"odd{index}", PROBE_ODDITIES[index][2]
+    assert "good" not in run.failed_hosts and run.changes("good")
     if message is None:
-        assert run.failed_hosts == set(), run.errors
+        assert name not in run.failed_hosts and run.changes(name), [e for e in run.errors if f"/{name}]" in e]
     else:
-        assert run.failed_hosts == {"odd"}
-        assert any("host '@fake/odd'" in error and message in error for error in run.errors), run.errors
-        assert run.changes("odd") == []
+        assert name in run.failed_hosts
+        assert any(f"host '@fake/{name}'" in error and message in error for error in run.errors), run.errors
+        assert run.changes(name) == []
 
 
 def test_a_parser_crash_refuses_that_host_only(monkeypatch):
