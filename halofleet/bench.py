@@ -42,19 +42,33 @@ def parse_bench_result(text: str) -> BenchFigures | None:
     records = stored.get("llama_bench") if isinstance(stored, dict) else None
     if not isinstance(records, list) or not records:
         return None
+    records = [record for record in records if isinstance(record, dict)]  # a stray value is skipped, not fatal
+    if not records:
+        return None
     pp = tg = None
     first: dict[str, Any] = records[0]
     for record in records:
         if record.get("n_prompt") == policy.BENCH_PROMPT_TOKENS and not record.get("n_gen"):
-            pp = float(record["avg_ts"])
+            pp = _number(record.get("avg_ts"), float)
         elif record.get("n_gen") == policy.BENCH_GEN_TOKENS and not record.get("n_prompt"):
-            tg = float(record["avg_ts"])
+            tg = _number(record.get("avg_ts"), float)
     return BenchFigures(
         model=str(stored.get("model") or first.get("model_filename") or "?"),
         # bytes read per generated token of a dense model: the whole file (llama-bench's model_size as fallback)
-        model_bytes=int(stored.get("model_file_bytes") or first.get("model_size") or 0),
+        model_bytes=_number(stored.get("model_file_bytes") or first.get("model_size"), int) or 0,
         pp_tps=pp, tg_tps=tg, backend=str(first.get("backends") or first.get("backend") or "?"),
     )
+
+
+def _number(value: Any, kind: type) -> Any:
+    """A figure from the stored JSON, or None when it is missing or not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = kind(float(value)) if kind is int else kind(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def bench_cell(figures: BenchFigures | None, theoretical_gbs: float, measured_gbs: float) -> str:

@@ -12,22 +12,31 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from . import policy
+from . import policy, validators
 
-TRUE_WORDS = {"true", "yes", "1", "on"}
-FALSE_WORDS = {"false", "no", "0", "off"}
+
+
+HIDDEN = object()  # a value never shown: unknown keys (a misspelled secret) and arguments that may hold one
 
 
 class ConfigError(ValueError):
-    """Bad inventory or host data. The message names host, key, value and what is allowed."""
+    """Bad inventory or host data. The message names host, key, value (never a secret) and what is allowed."""
 
     def __init__(self, host: str, key: str, value: Any, allowed: str):
         self.host, self.key, self.value, self.allowed = host, key, value, allowed
+        if value is HIDDEN:
+            super().__init__(f"host {host!r}: {key} is invalid: {allowed}")
+            return
         shown = "<redacted>" if key in SECRET_KEYS and value is not None else repr(value)
         super().__init__(f"host {host!r}: {key}={shown} is invalid: {allowed}")
+
+
+# What parsing a host's facts raises when its output is beyond what the parsers expect: a bug to fix, but one that
+# refuses that host only (never an exception that aborts the fleet run).
+PARSE_FAILURES = (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError, OverflowError)
 
 
 class HostRefused(RuntimeError):
@@ -48,62 +57,7 @@ class Option:
     maximum: int | float | None = None
     nullable: bool = False
     check: Callable[[Any], str | None] | None = None  # extra rule: returns the "allowed" text when it fails
-
-
-def _check_rocm_version(value: str) -> str | None:
-    if value == "none":
-        return None
-    try:
-        policy.parse_rocm_version(value)
-    except ValueError:
-        return "must be 'none' or a ROCm release like 7.2.1 (X.Y or X.Y.Z)"
-    reason = policy.rocm_denied(value)
-    if reason:
-        return f"ROCm {value} is refused: {reason}"
-    return None
-
-
-def _check_user_name(value: str) -> str | None:
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
-        return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
-    return None
-
-
-def _check_absolute_path(value: str) -> str | None:
-    if not value.startswith("/") or any(c.isspace() for c in value) or "/../" in value + "/":
-        return "must be an absolute path without spaces or '..'"
-    return None
-
-
-def _check_bind(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "must be an IP address to listen on (127.0.0.1 keeps the API on the host; 0.0.0.0 for all)"
-    return None
-
-
-# registry[:port]/path[:tag][@sha256:digest]
-IMAGE_PATTERN = re.compile(
-    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
-)
-
-
-def _check_image(value: str) -> str | None:
-    if not IMAGE_PATTERN.fullmatch(value):
-        return "must be a fully qualified image reference like docker.io/owner/name:tag or name@sha256:<64 hex>"
-    return None
-
-
-def _check_sha256(value: str) -> str | None:
-    return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
-
-
-def _check_api_key(value: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,512}", value):
-        return "must be 16 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
-    return None
+    hide_value: bool = False  # refusals do not repeat the value (it may carry a secret)
 
 
 SERVE_ENGINES = ("llama-server", "vllm", "none")
@@ -119,21 +73,27 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_rocm_version": Option(
         "version", "none", "Host ROCm release to install and pin, or 'none' (containers carry their own ROCm).",
-        check=_check_rocm_version,
+        check=validators.check_rocm_version,
     ),
     "halo_rocm_repo_url": Option(
         "url", None, "ROCm apt repository URL (default: AMD's repo for the pinned release; set for mirrors).",
-        nullable=True,
+        nullable=True, check=validators.check_url,
     ),
-    "halo_rocm_repo_suite": Option("str", policy.ROCM_APT_SUITE, "Suite of the ROCm apt repository."),
+    "halo_rocm_repo_suite": Option(
+        "str", policy.ROCM_APT_SUITE, "Suite of the ROCm apt repository.", check=validators.check_apt_suite
+    ),
     "halo_rocm_repo_key_url": Option(
         "url", "https://repo.radeon.com/rocm/rocm.gpg.key",
         "ASCII-armored signing key of the ROCm repository; null only with halo_rocm_repo_trusted.", nullable=True,
+        check=validators.check_url,
     ),
     "halo_rocm_repo_trusted": Option(
         "bool", False, "Trust the ROCm repository without a key (local test repositories only)."
     ),
-    "halo_rocm_packages": Option("list", ["rocm"], "Packages installed from the ROCm repository."),
+    "halo_rocm_packages": Option(
+        "list", ["rocm"], "Packages installed from the ROCm repository (Debian names, optionally =version).",
+        check=validators.check_packages,
+    ),
     "halo_gtt_gib": Option(
         "int", None, "GTT size in GiB (default: MemTotal minus halo_os_reserve_gib).", nullable=True, minimum=1,
         maximum=1024,
@@ -172,7 +132,7 @@ OPTIONS: dict[str, Option] = {
         "bool", False, "Accept amdgpu-dkms; the TTM params then become amdttm.* (ROCm/ROCm#5562)."
     ),
     "halo_service_user": Option(
-        "str", "halo", "Non-root system user that runs the engines (gets video/render).", check=_check_user_name
+        "str", "halo", "Non-root system user that runs the engines (gets video/render).", check=validators.check_user_name
     ),
     # -- serving (deploys/serve.py) --
     "halo_llama_source": Option(
@@ -185,7 +145,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_image": Option(
         "str", None, "Container image for the toolbox/vLLM flavours (default: the kyuz0 image for the engine and "
-        "backend); pin with @sha256:<digest>.", nullable=True, check=_check_image,
+        "backend); pin with @sha256:<digest>.", nullable=True, check=validators.check_image,
     ),
     "halo_model": Option(
         "str", None, "Model to serve: a GGUF file path on the host (llama-server), a directory on the host or a "
@@ -194,17 +154,21 @@ OPTIONS: dict[str, Option] = {
     "halo_model_push": Option("bool", False, "Copy halo_model from the control machine into halo_model_dir."),
     "halo_model_sha256": Option(
         "str", None, "Expected SHA-256 of the model file, checked on the host before serving.", nullable=True,
-        check=_check_sha256,
+        check=validators.check_sha256,
     ),
     "halo_model_dir": Option(
         "str", "/var/lib/halofleet/models", "Directory for pushed models (owned by the service user).",
-        check=_check_absolute_path,
+        check=validators.check_absolute_path,
     ),
-    "halo_bind": Option("str", "127.0.0.1", "Address the engine listens on.", check=_check_bind),
+    "halo_bind": Option("str", "127.0.0.1", "Address the engine listens on (beyond loopback: set halo_api_key).",
+                        check=validators.check_bind),
     "halo_port": Option("int", 8080, "TCP port the engine listens on.", minimum=1024, maximum=65535),
     "halo_api_key": Option(
         "secret", None, "API key clients must send; kept in a 0600 environment file, never in diffs or logs.",
-        nullable=True, check=_check_api_key,
+        nullable=True, check=validators.check_api_key,
+    ),
+    "halo_allow_unauthenticated": Option(
+        "bool", False, "Let the engine listen beyond loopback without an API key (otherwise refused).",
     ),
     "halo_ctx": Option("int", 8192, "Context length (llama-server -c, vLLM --max-model-len).", minimum=256,
                        maximum=1048576),
@@ -214,7 +178,10 @@ OPTIONS: dict[str, Option] = {
     "halo_llama_kv_type": Option(
         "choice", "f16", "KV cache type for llama-server (q8_0 halves KV memory).", choices=("f16", "q8_0")
     ),
-    "halo_llama_args": Option("args", [], "Extra llama-server arguments, appended after halofleet's."),
+    "halo_llama_args": Option(
+        "args", [], "Extra llama-server arguments, appended after halofleet's (not --host, --port, --api-key*).",
+        check=lambda value: validators.check_args("halo_llama_args", value), hide_value=True,
+    ),
     "halo_vllm_gpu_memory_utilization": Option(
         "float", 0.90, "vLLM --gpu-memory-utilization (above 0.90 swaps on unified memory).", minimum=0.05,
         maximum=policy.VLLM_MAX_GPU_MEMORY_UTILIZATION,
@@ -223,7 +190,10 @@ OPTIONS: dict[str, Option] = {
                                      maximum=1024),
     "halo_vllm_dtype": Option("choice", "auto", "vLLM --dtype.", choices=("auto", "float16", "bfloat16")),
     "halo_vllm_enforce_eager": Option("bool", False, "vLLM --enforce-eager (needed for AWQ models)."),
-    "halo_vllm_args": Option("args", [], "Extra vLLM arguments, appended after halofleet's."),
+    "halo_vllm_args": Option(
+        "args", [], "Extra vLLM arguments, appended after halofleet's (not --host, --port, --api-key).",
+        check=lambda value: validators.check_args("halo_vllm_args", value), hide_value=True,
+    ),
     "halo_memory_max_gib": Option(
         "int", None, f"systemd MemoryMax of the engine (default: RAM minus {policy.SERVE_MEMORY_HEADROOM_GIB} GiB).",
         nullable=True, minimum=1, maximum=1024,
@@ -251,7 +221,6 @@ SECRET_KEYS = {key for key, option in OPTIONS.items() if option.type == "secret"
 HF_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 GGUF_MAGIC = b"GGUF"
 
-IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
 
 
 @dataclass(frozen=True)
@@ -268,73 +237,24 @@ class HaloConfig:
 
 def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
     def fail(allowed: str) -> ConfigError:
-        return ConfigError(host, key, value, allowed)
+        return ConfigError(host, key, HIDDEN if option.hide_value else value, allowed)
 
     if value is None:
         if option.nullable:
             return None
         raise fail("must be set (null is not allowed)")
-    kind = option.type
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in TRUE_WORDS | FALSE_WORDS:
-            return value.lower() in TRUE_WORDS
-        raise fail("must be true or false")
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise fail("must be a whole number")
-        if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise fail("must be a whole number")
-            value = int(value.strip())
-        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
-            raise fail(f"must be between {option.minimum} and {option.maximum}")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise fail("must be a number")
-        try:
-            value = float(value)
-        except ValueError:
-            raise fail("must be a number") from None
-        if not option.minimum <= value <= option.maximum:
-            raise fail(f"must be between {option.minimum} and {option.maximum}")
-        return value
-    if kind == "list":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
-        ):
-            raise fail("must be a non-empty list of package names")
-        return list(value)
-    if kind == "args":
-        # Each item becomes one word of a systemd ExecStart/Exec line: no quoting, no specifiers, no variables.
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(item, str) and item and not any(c.isspace() or c in "%$\\\"';" for c in item)
-            for item in value
-        ):
-            raise fail("must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'")
-        return list(value)
-    if not isinstance(value, str):
-        raise fail(f"must be a string, not {type(value).__name__}")
-    if any(c in value for c in "\n\r\0"):
-        raise fail("must be a single line")
-    if kind == "choice":
-        if key == "halo_iommu" and value in IOMMU_REJECTED_SPELLINGS:
-            raise fail(IOMMU_REJECTED_SPELLINGS[value] + "; use 'off' (amd_iommu=off) or 'pt' (iommu=pt)")
-        if value not in option.choices:
-            hint = difflib.get_close_matches(value, option.choices, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise fail("must be one of " + ", ".join(option.choices) + extra)
-    if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
-        raise fail("must be an http://, https:// or file:/ URL")
+    value = validators.coerce_type(key, option, value, fail)
     if option.check:
         problem = option.check(value)
         if problem:
             raise fail(problem)
     return value
+
+
+def option_value(host: str, key: str, value: Any) -> Any:
+    """One key through the contract (None: its default); ConfigError when invalid."""
+    option = OPTIONS[key]
+    return _coerce(host, key, option, option.default if value is None else value)
 
 
 def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfig:
@@ -345,8 +265,9 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     for key in sorted(data):
         if key.startswith("halo_") and key not in OPTIONS:
             hint = difflib.get_close_matches(key, OPTIONS, n=1)
+            # The value is never shown: a misspelled halo_api_key is still a secret.
             raise ConfigError(
-                host, key, data[key], f"unknown key{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+                host, key, HIDDEN, f"unknown key{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
                 "see README 'Host data'",
             )
     values = {}
@@ -388,23 +309,35 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
         raise ConfigError(host, "halo_runtime", values["halo_runtime"],
                           "the toolbox and vLLM images are served by podman Quadlet units; use halo_runtime: podman "
                           "(or halo_llama_source: distro, which needs no container runtime)")
+    bind = ipaddress.ip_address(values["halo_bind"])
+    if not bind.is_loopback and values["halo_api_key"] is None and not values["halo_allow_unauthenticated"]:
+        raise ConfigError(host, "halo_bind", values["halo_bind"],
+                          "listening beyond loopback needs an API key: set halo_api_key (or "
+                          "halo_allow_unauthenticated: true to serve anyone who can reach the port)")
     if values["halo_model_push"]:
         if engine == "vllm":
             raise ConfigError(host, "halo_model_push", True,
                               "pushing is for single GGUF files (llama-server); give vLLM a host path or HF id")
-        local = Path(model).expanduser()
+        problem = validators.check_file_name(PurePosixPath(model).name)
+        if problem:
+            raise ConfigError(host, "halo_model", model, f"the pushed file's name on the host {problem}")
+        try:
+            local = Path(model).expanduser()
+        except RuntimeError:  # ~user that does not exist
+            local = Path(model)
         if not local.is_file():
             raise ConfigError(host, "halo_model", model, "no such file on the control machine (halo_model_push)")
         with open(local, "rb") as handle:
             if handle.read(4) != GGUF_MAGIC:
                 raise ConfigError(host, "halo_model", model, "not a GGUF file (it does not start with 'GGUF')")
         return
-    problem = _check_absolute_path(model)
+    problem = validators.check_absolute_path(model)
     if engine == "vllm" and problem and HF_MODEL_ID.fullmatch(model):
         return
     if problem:
         hint = " or a Hugging Face id like org/name" if engine == "vllm" else ""
-        raise ConfigError(host, "halo_model", model, f"must be an absolute path on the host{hint}")
+        raise ConfigError(host, "halo_model", model,
+                          f"must be an absolute path on the host{hint} ({problem.removeprefix('must be ')})")
 
 
 def options_as_dicts() -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from .cmdline import ParamConflict
-from .config import ConfigError, HaloConfig, HostRefused, validate
+from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
 from .facts.halo import HostProbe
 from .plan import HostPlan, build_plan
 from .serving import probe_args
@@ -27,7 +27,7 @@ def current_plan() -> HostPlan | None:
         return getattr(host, _PLAN_ATTR)
     try:
         config = validate(host.name, host.data.dict())
-        plan = build_plan(host.name, {}, host.get_fact(HostProbe, **probe_args(config)), config=config)
+        plan = build_plan(host.name, {}, read_probe(**probe_args(config)), config=config)
     except (ConfigError, HostRefused, ParamConflict) as error:
         setattr(host, _PLAN_ATTR, None)
         _refuse(error)
@@ -45,10 +45,20 @@ def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
     """
     try:
         config = validate(host.name, host.data.dict(), serving=False)
-    except ConfigError as error:
+        probe = read_probe()
+    except (ConfigError, HostRefused) as error:
         _refuse(error)
         return None
-    return config, host.get_fact(HostProbe)
+    return config, probe
+
+
+def read_probe(**kwargs) -> dict:
+    """The host's probe; output the parsers cannot read refuses this host alone, with the reason."""
+    try:
+        return host.get_fact(HostProbe, **kwargs)
+    except PARSE_FAILURES as error:
+        raise HostRefused(host.name, f"could not read the host's facts ({type(error).__name__}: {error}); "
+                                     "nothing was changed") from None
 
 
 def _refuse(error: Exception) -> None:
@@ -67,9 +77,14 @@ def managed_sha256(plan: HostPlan, path: str) -> str | None:
 
 
 def reboot_batch() -> int:
-    """Hosts rebooted together in this run: the smallest valid ``halo_reboot_batch`` of the inventory (default 1)."""
+    """
+    Hosts rebooted together in this run: the smallest ``halo_reboot_batch`` of the inventory (default 1), read
+    through the contract (``"4"`` is 4, as validation says); a host whose value is invalid is refused anyway.
+    """
     sizes = []
     for each in state.inventory:
-        value = each.data.get("halo_reboot_batch", 1)
-        sizes.append(value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1)
+        try:
+            sizes.append(option_value(each.name, "halo_reboot_batch", each.data.get("halo_reboot_batch")))
+        except ConfigError:
+            continue
     return min(sizes or [1])

@@ -7,6 +7,7 @@ Code that depends on a [U] entry says so and offers a host-data override.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -103,22 +104,30 @@ RUNTIME_PACKAGES = {
 GPU_GROUPS = ("video", "render")  # [C] what ROCm containers need
 
 
+# X.Y or X.Y.Z: ASCII digits without leading zeros, nothing around it (" 7.2.1 " and "07.2.1" are not releases).
+ROCM_RELEASE = re.compile(r"(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})(?:\.(0|[1-9][0-9]{0,3}))?")
+
+
 def parse_rocm_version(text: str) -> Version:
     """A ROCm release as X.Y or X.Y.Z; anything else raises ValueError."""
-    stripped = text.strip()
-    parts = stripped.split(".")
-    if not 2 <= len(parts) <= 3 or not all(part.isdigit() for part in parts):
+    if not isinstance(text, str) or not ROCM_RELEASE.fullmatch(text):
         raise ValueError(f"not a ROCm release (X.Y or X.Y.Z): {text!r}")
     try:
-        return Version(stripped)
-    except InvalidVersion as error:  # pragma: no cover - the digit check above is stricter
+        return Version(text)
+    except InvalidVersion as error:  # pragma: no cover - the pattern above is stricter
         raise ValueError(str(error)) from error
 
 
-def rocm_release_of_package(version: str) -> str:
-    """The ROCm release inside a Debian package version: ``7.2.1.70201-81~24.04`` -> ``7.2.1``."""
-    upstream = version.split(":", 1)[-1].split("-", 1)[0]
-    return ".".join(upstream.split(".")[:3])
+def rocm_release_of_package(version: str) -> str | None:
+    """
+    The ROCm release inside a Debian/RPM package version: ``7.2.1.70201-81~24.04`` -> ``7.2.1``; a pre-release
+    such as ``7.0.1~rc1-1`` is still 7.0.1 (and so still denied). None when no X.Y[.Z] leads the version.
+    """
+    upstream = version.strip().split(":", 1)[-1]
+    match = re.match(r"([0-9]{1,6})\.([0-9]{1,6})(?:\.([0-9]{1,6}))?", upstream)
+    if not match:
+        return None
+    return ".".join(str(int(part)) for part in match.groups() if part is not None)
 
 
 def rocm_denied(version: str) -> str | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import paths, policy
+from . import paths, policy, validators
 from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
 from .templating import render, sha256_text
 
@@ -212,6 +212,13 @@ def _vllm_args(config: HaloConfig, model: str) -> list[str]:
     return args + list(config.vllm_args)
 
 
+def _unit_safe(config: HaloConfig, key: str, value: str) -> None:
+    """Quadlet settings other than Exec= take a value verbatim: it must hold nothing a unit file interprets."""
+    problem = validators.check_unit_value(value)
+    if problem:
+        raise ConfigError(config.host, key, value, f"cannot be written into a Quadlet file: {problem}")
+
+
 def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int, ids: Ids) -> ServePlan | None:
     """The serving stage for this host, or None for ``halo_serve: none``."""
     if config.serve == "none":
@@ -228,8 +235,9 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         raise HostRefused(config.host, f"port {config.port} is already in use on {holder} by another program "
                                        "(choose another halo_port or stop that program)")
     if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:
+        # Refused in validation unless halo_allow_unauthenticated says so: then still worth a line in every run.
         warnings.append(f"the API on {config.bind}:{config.port} is reachable beyond this host without an API key "
-                        "(set halo_api_key)")
+                        "(halo_allow_unauthenticated)")
 
     model_host_path, push_source, stamp = _model(config, probe.get("model") or {})
     flavour = "vllm" if config.serve == "vllm" else config.llama_source
@@ -264,6 +272,9 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         else:
             command = ["llama-server"] + _llama_args(config, model_ref)
             environment = dict(LLAMA_NO_MMAP_ENVIRONMENT)
+        for key, value in [("halo_image", image), *(("halo_model", volume) for volume in volumes),
+                           *((f"environment {name}", f"{name}={v}") for name, v in environment.items())]:
+            _unit_safe(config, key, value)
         if "@sha256:" not in image:
             warnings.append(f"image {image} is not pinned by digest (name@sha256:...)")
         # Vulkan needs only the render node; ROCm (hip, vLLM) also /dev/kfd and an unconfined seccomp profile.

@@ -8,6 +8,8 @@ from importlib import resources
 
 import jinja2
 
+from .validators import systemd_word
+
 
 def _load_templates() -> dict[str, str]:
     """
@@ -27,6 +29,9 @@ ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=lambda name: bool(name and name.endswith(".html.j2")),  # config files must stay verbatim
 )
+
+# Unit files: every argument of an Exec line goes through this filter (specifiers, variables and quoting).
+ENVIRONMENT.filters["systemd_word"] = systemd_word
 
 
 def render(name: str, **context) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 from . import cmdline, policy
 from .bench import BenchFigures, bench_cell
-from .config import ConfigError, HostRefused
+from .cmdline import ParamConflict
+from .config import PARSE_FAILURES, ConfigError, HostRefused
 from .plan import build_plan
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "runtime", "reboot pending", "serving",
@@ -48,8 +49,11 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     row["serving"], row["completion"] = serving_cells(health)
     try:
         plan = build_plan(host, data, probe)
-    except (ConfigError, HostRefused) as error:
+    except (ConfigError, HostRefused, ParamConflict) as error:
         row["status"] = f"refused: {error}"
+        return row
+    except PARSE_FAILURES as error:  # facts this code cannot judge: this row says so, the others carry on
+        row["status"] = f"refused: host {host!r}: could not judge its facts ({type(error).__name__}: {error})"
         return row
     row["bench"] = bench_cell(bench, plan.config.mem_bandwidth_gbs, plan.config.mem_bandwidth_measured_gbs)
     live = probe.get("live_cmdline") or []
@@ -104,13 +108,16 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     except PyinfraError:  # no host reachable ("No hosts remaining!"): each one's row says unreachable
         pass
 
-    def facts_of(host) -> tuple[dict, dict, BenchFigures | None]:
+    def facts_of(host) -> tuple[dict, dict, BenchFigures | None] | str:
         try:
             args = probe_args(validate(host.name, host.data.dict()))
         except ConfigError:
             args = {}
         with ctx_host.use(host):
-            probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
+            try:
+                probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
+            except PARSE_FAILURES as error:
+                return f"refused: host {host.name!r}: could not read its facts ({type(error).__name__}: {error})"
             return probe, probe.get("health"), probe.get("bench")
 
     try:
@@ -120,6 +127,10 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         disconnect_all(state)
     rows = []
     for host in inventory:
-        probe, health, bench = results.get(host, (None, None, None))
+        result = results.get(host, (None, None, None))
+        if isinstance(result, str):
+            rows.append({**{column: "-" for column in COLUMNS}, "host": host.name, "status": result})
+            continue
+        probe, health, bench = result
         rows.append(verify_row(host.name, host.data.dict(), probe, health, bench))
     return rows

@@ -20,6 +20,13 @@ from .. import policy
 from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
+# A line a parser does not understand is skipped (or read as 'unknown'): one odd host never raises here.
+
+
+def _ascii_int(text: str) -> int | None:
+    """A whole number made of ASCII digits (str.isdigit also accepts '²' and '٩', which int() refuses)."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"-?[0-9]{1,30}", text) else None
 
 
 def parse_kfd_nodes(lines: list[str]) -> list[dict[str, Any]]:
@@ -31,13 +38,13 @@ def parse_kfd_nodes(lines: list[str]) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = []
     for line in lines:
         if line.startswith("@node "):
-            nodes.append({"node": line.split()[1].rstrip("/").rsplit("/", 1)[-1], "gfx_target_version": 0,
-                          "properties": {}})
+            path = line[len("@node "):].strip().rstrip("/")
+            nodes.append({"node": path.rsplit("/", 1)[-1] or "?", "gfx_target_version": 0, "properties": {}})
         elif nodes and line.strip():
             name, _, value = line.strip().partition(" ")
             nodes[-1]["properties"][name] = value.strip()
-            if name == "gfx_target_version" and value.strip().isdigit():
-                nodes[-1]["gfx_target_version"] = int(value)
+            if name == "gfx_target_version" and _ascii_int(value) is not None:
+                nodes[-1]["gfx_target_version"] = _ascii_int(value)
     return nodes
 
 
@@ -56,7 +63,7 @@ def cwsr_status(nodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parse_memtotal_kib(lines: list[str]) -> int | None:
     for line in lines:
-        match = re.match(r"MemTotal:\s+(\d+)\s+kB", line)
+        match = re.match(r"MemTotal:\s+([0-9]{1,15})\s+kB", line)
         if match:
             return int(match.group(1))
     return None
@@ -92,10 +99,11 @@ def parse_rocm(lines: list[str]) -> dict[str, Any]:
     if "rocm-core" in packages:
         release = policy.rocm_release_of_package(packages["rocm-core"])
     for line in lines:
-        if line.startswith("@rpm rocm-core "):
-            release = policy.rocm_release_of_package(line.split()[2])
-        if line.startswith("@info ") and release is None:
-            release = policy.rocm_release_of_package(line.split()[1])
+        words = line.split()
+        if line.startswith("@rpm rocm-core ") and len(words) > 2:
+            release = policy.rocm_release_of_package(words[2])
+        if line.startswith("@info ") and release is None and len(words) > 1:  # an empty .info/version: unknown
+            release = policy.rocm_release_of_package(words[1])
     dkms = "amdgpu-dkms" in packages or any(line.startswith("@dkms") for line in lines)
     return {"version": release, "amdgpu_dkms": dkms, "package_version": packages.get("rocm-core")}
 
@@ -115,13 +123,13 @@ def parse_gtt(lines: list[str]) -> dict[str, Any]:
                               "cards": {}}
     for line in lines:
         name, _, value = line.strip().partition(" ")
-        value = value.strip()
-        if not value.lstrip("-").isdigit():
+        number = _ascii_int(value)
+        if number is None:
             continue
         if name in ("ttm_pages_limit", "amdttm_pages_limit", "amdgpu_gttsize"):
-            result[name] = int(value)
-        elif name.startswith("/sys/class/drm/"):
-            result["cards"][name.split("/")[4]] = int(value)
+            result[name] = number
+        elif name.startswith("/sys/class/drm/") and name.split("/")[4]:
+            result["cards"][name.split("/")[4]] = number
     return result
 
 
@@ -346,10 +354,11 @@ def parse_accounts(lines: list[str]) -> dict[str, Any]:
             in_groups = True
             continue
         parts = line.split(":")
-        if in_groups and len(parts) == 2 and parts[1].isdigit():
-            groups[parts[0]] = int(parts[1])
-        elif not in_groups and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            users[parts[0]] = (int(parts[1]), int(parts[2]))
+        numbers = [_ascii_int(part) for part in parts[1:]]
+        if in_groups and len(parts) == 2 and numbers[0] is not None:
+            groups[parts[0]] = numbers[0]
+        elif not in_groups and len(parts) == 3 and None not in numbers:
+            users[parts[0]] = (numbers[0], numbers[1])
     return {"users": users, "groups": groups}
 
 
@@ -429,9 +438,12 @@ def parse_model(lines: list[str]) -> dict[str, Any]:
         tag, _, rest = line.strip().partition(" ")
         if tag == "@file":
             size, mtime, owner = (rest.split() + ["", "", ""])[:3]
-            model.update(kind="file", size=int(size or 0), mtime=int(mtime or 0), owner=owner)
+            model.update(kind="file", size=_ascii_int(size) or 0, mtime=_ascii_int(mtime) or 0, owner=owner)
         elif tag == "@magic":
-            model["magic"] = bytes.fromhex(rest.strip()).decode("latin-1") if rest.strip() else ""
+            try:
+                model["magic"] = bytes.fromhex(rest.strip()).decode("latin-1")
+            except ValueError:
+                model["magic"] = ""
         elif tag == "@sha256":
             model["sha256"] = rest.split()[0] if rest.split() else None
         elif tag == "@dir":
@@ -489,9 +501,14 @@ class ContainerImage(FactBase[dict]):
 
 
 # The engine's key is read on the host and handed to curl on stdin (-K -): never on a command line or in output.
+# serve.conf is parsed, never sourced: whatever it holds is data, not a script run as root.
 SERVE_HEALTH_COMMAND = f"""
 [ -r {SERVE_CONF} ] || {{ echo @none; exit 0; }}
-. {SERVE_CONF}
+conf() {{ sed -n "s/^$1=//p" {SERVE_CONF} | head -n 1; }}
+HALO_ENGINE=$(conf HALO_ENGINE); HALO_FLAVOUR=$(conf HALO_FLAVOUR); HALO_URL=$(conf HALO_URL)
+HALO_SERVICE=$(conf HALO_SERVICE)
+case "$HALO_URL" in http://*) ;; *) echo @none; exit 0;; esac
+case "$HALO_SERVICE" in ''|-*|*[!A-Za-z0-9_.@-]*) HALO_SERVICE={SERVE_SERVICE};; esac
 echo "@engine $HALO_ENGINE $HALO_FLAVOUR"
 echo "@active $(systemctl is-active "$HALO_SERVICE" 2>/dev/null)"
 command -v curl >/dev/null 2>&1 || {{ echo @nocurl; exit 0; }}
@@ -510,7 +527,8 @@ echo "@tokens $(printf '%s' "$r" | grep -o '"completion_tokens" *: *[0-9]*' | he
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.strip().isdigit() else None
+    number = _ascii_int(text)
+    return number if number is not None and number >= 0 else None
 
 
 def parse_serve_health(lines: list[str]) -> dict[str, Any]:
@@ -533,10 +551,8 @@ def parse_serve_health(lines: list[str]) -> dict[str, Any]:
         elif tag == "@completion":
             code, _, seconds = rest.partition(" ")
             health["completion"] = _int(code)
-            try:
+            with contextlib.suppress(ValueError, OverflowError):
                 health["latency_s"] = float(seconds)
-            except ValueError:
-                pass
         elif tag == "@tokens":
             health["tokens"] = _int(rest)
     health["healthy"] = bool(

@@ -25,8 +25,8 @@ def bench_script(model: str, user: str, repetitions: int) -> str:
         "out=$(mktemp) && chmod 644 $out",
         f"was=$(systemctl is-active {paths.SERVE_SERVICE} 2>/dev/null)",
         f'[ "$was" = active ] && systemctl stop {paths.SERVE_SERVICE}',
-        f"runuser -u {user} -- llama-bench -m {model_q} -ngl 999 $fa $nommap "
-        f"-p {policy.BENCH_PROMPT_TOKENS} -n {policy.BENCH_GEN_TOKENS} -r {repetitions} -o json > $out",
+        f"runuser -u {shlex.quote(user)} -- llama-bench -m {model_q} -ngl 999 $fa $nommap "
+        f"-p {policy.BENCH_PROMPT_TOKENS} -n {policy.BENCH_GEN_TOKENS} -r {int(repetitions)} -o json > $out",
         "rc=$?",
         f'[ "$was" = active ] && systemctl start {paths.SERVE_SERVICE}',
         'if [ $rc != 0 ]; then rm -f $out; echo "halofleet: llama-bench failed" >&2; exit $rc; fi',

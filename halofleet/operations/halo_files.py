@@ -13,6 +13,7 @@ from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCo
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
+from .. import validators
 from ..templating import sha256_text
 
 BACKUP_DIR = "/var/backups/halofleet"
@@ -27,18 +28,20 @@ def _raw(command: StringCommand | str) -> str:
     return command if isinstance(command, str) else command.get_raw_value()
 
 
-def log_diff(path: str, content: str | None, redact: bool = False) -> None:
-    """What files.put prints under --diff, for our own operations (``content`` None: removal)."""
+def log_diff(path: str, content: str | None, redact: bool = False, exists: bool | None = None) -> None:
+    """What files.put prints under --diff, for our own operations (``content`` None: removal; ``exists`` from a
+    known digest)."""
     if not state.config.DIFF:
+        return
+    if redact:  # before any read: a secret file's old content must not even reach pyinfra's -vvv output
+        host.log(f"Will {'modify' if exists else 'create' if exists is False else 'write'} {path}", logger.info)
+        logger.info("  (content withheld: it holds a secret)")
         return
     current = host.get_fact(FileContents, path=path) or []
     current_lines = [line + "\n" for line in current]
     desired_lines = content.splitlines(keepends=True) if content is not None else []
     verb = "remove" if content is None else ("modify" if current else "create")
     host.log(f"Will {verb} {path}", logger.info)
-    if redact:
-        logger.info("  (content withheld: it holds a secret)")
-        return
     for line in generate_color_diff(current_lines, desired_lines):
         logger.info("  %s", line)
     logger.info("")
@@ -77,15 +80,15 @@ def checked_file(
             check=StringCommand("modprobe", "-C", "$HALO_CANDIDATE", "--showconfig", ">/dev/null"),
         )
     """
-    if not path.startswith("/") or any(c.isspace() for c in path):
-        raise OperationError(f"checked_file needs an absolute path without spaces, got {path!r}")
+    if validators.check_absolute_path(path):  # the path goes unquoted into the shell script below
+        raise OperationError(f"checked_file needs an absolute path without spaces or shell syntax, got {path!r}")
     if current_sha256 == UNKNOWN:
         current_sha256 = host.get_fact(Sha256File, path=path)
     if current_sha256 == sha256_text(content):
         host.noop(f"{path} is up to date")
         return
 
-    log_diff(path, content, redact=redact)
+    log_diff(path, content, redact=redact, exists=current_sha256 is not None)
     directory, name = path.rsplit("/", 1)
     candidate = f"{directory or ''}/.{name}.halofleet-new"
     backup = backup_path(path)

@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import Sha256File
 
-from .. import policy
+from .. import policy, validators
 from ..paths import ROCM_KEY, ROCM_PIN, ROCM_SOURCES
 from ..templating import render
 from . import halo_files
@@ -67,17 +67,23 @@ def repository(
         repository(name="ROCm repo", url="https://repo.radeon.com/rocm/apt/7.2.1", suite="noble",
                    key_url="https://repo.radeon.com/rocm/rocm.gpg.key")
     """
+    for value, what in ((url, "URL"), (key_url, "key URL")):
+        if value is not None and validators.check_url(value):
+            raise OperationError(f"refusing ROCm repository {what} {value!r}: {validators.check_url(value)}")
+    if validators.check_apt_suite(suite):
+        raise OperationError(f"refusing ROCm repository suite {suite!r}: {validators.check_apt_suite(suite)}")
     if key_url:
         key_sha = current.get(key_path) if current is not None else host.get_fact(Sha256File, path=key_path)
         if key_sha is None:
+            failure = shlex.quote(f"halofleet: could not fetch the ROCm signing key from {key_url}")
             yield StringCommand("mkdir", "-p", "/etc/apt/keyrings")
             yield StringCommand(
                 "sh", "-c",
                 QuoteString(
-                    f"tmp={key_path}.halofleet-new; "
+                    f"tmp={shlex.quote(key_path + '.halofleet-new')}; "
                     f"(curl -fsSL {shlex.quote(key_url)} || wget -qO- {shlex.quote(key_url)}) > $tmp && "
-                    f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' $tmp && chmod 0644 $tmp && mv -f $tmp {key_path} || "
-                    f"{{ rm -f $tmp; echo 'halofleet: could not fetch the ROCm signing key from {key_url}' >&2; exit 1; }}"
+                    f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' $tmp && chmod 0644 $tmp && mv -f $tmp {shlex.quote(key_path)} || "
+                    f"{{ rm -f $tmp; echo {failure} >&2; exit 1; }}"
                 ),
             )
     yield from halo_files.checked_file._inner(
@@ -130,12 +136,17 @@ def release(version: str, packages: list[str], installed: str | None):
 
         release(name="Install ROCm 7.2.1", version="7.2.1", packages=["rocm"], installed="6.4.4")
     """
+    if not validators.ROCM_RELEASE.fullmatch(version):
+        raise OperationError(f"refusing ROCm release {version!r}: X.Y or X.Y.Z expected")
+    problem = validators.check_packages(packages)
+    if problem:
+        raise OperationError(f"refusing ROCm packages: {problem}")
     if installed and (installed == version or installed.startswith(version + ".")):
         host.noop(f"ROCm {version} is installed")
         return
     yield StringCommand(
         APT_ENV, "apt-get", "install", "-y", "--allow-downgrades", "--no-install-recommends", policy.APT_LOCK_WAIT,
-        "rocm-core", *[QuoteString(package) for package in packages],
+        "--", "rocm-core", *[QuoteString(package) for package in packages],  # "--": no name is read as an option
     )
     # The pin decides what apt picks: prove it picked the release we asked for.
     yield StringCommand(

@@ -88,12 +88,15 @@ def model_file(path: str, source: str, owner: str, source_sha256: str, current_s
         return
     directory, name = path.rsplit("/", 1)
     candidate = f"{directory}/.{name}.halofleet-new"
+    # Every value is quoted for the inner shell; QuoteString quotes the whole script for the outer one.
+    owned, new, final = shlex.quote(f"{owner}:{owner}"), shlex.quote(candidate), shlex.quote(path)
+    check_line = shlex.quote(f"{source_sha256}  {candidate}")
     yield StringCommand("mkdir", "-p", QuoteString(directory))
     yield FileUploadCommand(source, candidate)
     yield StringCommand(
         "sh", "-c", QuoteString(
-            f"set -e; chown {owner}:{owner} {candidate}; chmod 0640 {candidate}; "
-            f"echo '{source_sha256}  {candidate}' | sha256sum -c --quiet - ; mv -f {candidate} {path}"
+            f"set -e; chown {owned} {new}; chmod 0640 {new}; "
+            f"echo {check_line} | sha256sum -c --quiet - ; mv -f {new} {final}"
         ),
     )
 
@@ -143,7 +146,8 @@ def owned_directory(path: str, owner: str, mode: str = "0750", current: str | No
     if current == f"{owner} {mode.lstrip('0')}":
         host.noop(f"{path} exists, owned by {owner}")
         return
-    yield StringCommand("install", "-d", "-o", owner, "-g", owner, "-m", mode, QuoteString(path))
+    yield StringCommand("install", "-d", "-o", QuoteString(owner), "-g", QuoteString(owner), "-m",
+                        QuoteString(mode), QuoteString(path))
 
 
 @operation()

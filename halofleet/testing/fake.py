@@ -49,11 +49,13 @@ def probe_output(
     model: list[str] | None = None,
     listeners: list[str] | None = None,
     serve_active: str = "inactive",
+    sections: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """The stdout HostProbe would print for a host with these properties (``gfx1151``: None = no GPU,
     True = node with CWSR properties, False = node without them). ``model`` defaults to a small GGUF file;
-    ``listeners`` are /proc/net/tcp local addresses (``0100007F:1F90`` is 127.0.0.1:8080)."""
-    sections: dict[str, list[str]] = {
+    ``listeners`` are /proc/net/tcp local addresses (``0100007F:1F90`` is 127.0.0.1:8080); ``sections``
+    replaces whole parts of the output verbatim (odd or hostile output for the parsers)."""
+    built: dict[str, list[str]] = {
         "os": (os_release or DEBIAN_TRIXIE_OS_RELEASE) + ["@kernel 6.12.117+deb13-amd64"],
         "memtotal_kib": [f"MemTotal:       {memtotal_kib} kB"],
         "live_cmdline": [cmdline],
@@ -71,11 +73,12 @@ def probe_output(
                                                    "@magic 47475546"],
     }
     if rocm_core:
-        sections["rocm"].append(f"rocm-core installed {rocm_core}")
+        built["rocm"].append(f"rocm-core installed {rocm_core}")
     if amdgpu_dkms:
-        sections["rocm"].append("amdgpu-dkms installed 1:6.12.12-2194681.24.04")
+        built["rocm"].append("amdgpu-dkms installed 1:6.12.12-2194681.24.04")
+    parts = {**built, **(sections or {})}
     lines = []
-    for name, body in sections.items():
+    for name, body in parts.items():
         lines.append(PROBE_MARK + name)
         lines += body
     return lines
@@ -92,7 +95,7 @@ class FakeRun:
         return [command for command in self.commands[host] if PROBE_MARK not in command]
 
 
-def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]]) -> FakeRun:
+def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]], diff: bool = False) -> FakeRun:
     """
     Run ``deploy_file`` against fake hosts: ``{name: (host data, probe output lines)}``. Returns every command
     each host received; a host refused by halofleet is in ``failed_hosts`` with its error in ``errors``.
@@ -128,7 +131,7 @@ def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]
     pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     try:
         with ctx_state.use(state), ctx_inventory.use(inventory):
-            state.init(inventory, Config(FAIL_PERCENT=100))
+            state.init(inventory, Config(FAIL_PERCENT=100, DIFF=diff))
             state.set_stage(StateStage.Connect)
             connect_all(state)
             try:

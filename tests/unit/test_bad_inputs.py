@@ -6,6 +6,7 @@ errors that need the host's facts let only the read-only probe through.
 Runs the real deploys/full.py through pyinfra's @fake connector.
 """
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,26 @@ GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model":
         "halo_llama_backend": "cpu"}
 SECRET = "sk-halofleet-test-0123456789abcdef"
 NOT_GGUF = Path(__file__).resolve()  # exists on the control machine, but is no model
+PUSH_DIR = Path(tempfile.mkdtemp(prefix="halofleet-hostile-"))
+
+
+def pushed(name: str) -> dict:
+    """Push a real GGUF file with this (hostile) name from the control machine."""
+    (PUSH_DIR / name).write_bytes(b"GGUF" + bytes(12))
+    return {"halo_model": str(PUSH_DIR / name), "halo_model_push": True}
+
+
+TOOLBOX = {"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}
+VLLM = {"halo_serve": "vllm", "halo_cwsr_policy": "warn"}
+PATH_RULE = "must be an absolute path of components made of"
+NAME_RULE = "the pushed file's name on the host must be a file name made of"
+URL_RULE = "must be an http://, https:// or file:/ URL (letters, digits"
+PKG_RULE = "is not a Debian package name ([a-z0-9][a-z0-9+.-]+, optionally =version); apt options are not accepted"
+SUITE_RULE = "must be one apt suite name like noble or debian/13"
+RELEASE_RULE = "must be 'none' or a ROCm release like 7.2.1 (X.Y or X.Y.Z); digits only, no leading zeros or spaces"
+BIND_RULE = "must be an IP address to listen on, without a zone id"
+EXPOSED = "listening beyond loopback needs an API key: set halo_api_key (or halo_allow_unauthenticated: true"
+ARGS_RULE = "must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'"
 
 DATA_ERRORS = [
     ({"halo_serve": "ollama"}, "halo_serve='ollama' is invalid: must be one of llama-server, vllm, none"),
@@ -34,7 +55,7 @@ DATA_ERRORS = [
     ({"halo_cwsr_policy": "strict"}, "halo_cwsr_policy='strict' is invalid: must be one of enforce, warn"),
     ({"halo_reboot": "sometimes"}, "halo_reboot='sometimes' is invalid: must be one of auto, never"),
     ({"halo_emit_gttsize": "maybe"}, "halo_emit_gttsize='maybe' is invalid: must be true or false"),
-    ({"halo_rocm_verison": "7.2.1"}, "halo_rocm_verison='7.2.1' is invalid: unknown key (did you mean 'halo_rocm_version'?)"),
+    ({"halo_rocm_verison": "7.2.1"}, "halo_rocm_verison is invalid: unknown key (did you mean 'halo_rocm_version'?)"),
     ({"halo_runtime": "lxc"}, "halo_runtime='lxc' is invalid: must be one of podman, docker"),
     ({"halo_service_user": "root"}, "halo_service_user='root' is invalid: must be a non-root system user name"),
     ({"halo_rocm_packages": []}, "halo_rocm_packages=[] is invalid: must be a non-empty list of package names"),
@@ -62,31 +83,174 @@ DATA_ERRORS = [
     ({"halo_vllm_gpu_memory_utilization": 0.95}, "halo_vllm_gpu_memory_utilization=0.95 is invalid: must be between 0.05 and 0.9"),
     ({"halo_vllm_gpu_memory_utilization": "most"}, "halo_vllm_gpu_memory_utilization='most' is invalid: must be a number"),
     ({"halo_llama_ubatch": 4096}, "halo_llama_ubatch=4096 is invalid: must not exceed halo_llama_batch (2048)"),
-    ({"halo_llama_args": ["--threads 4"]}, "halo_llama_args=['--threads 4'] is invalid: must be a list of arguments"),
-    ({"halo_vllm_args": "--enforce-eager"}, "halo_vllm_args='--enforce-eager' is invalid: must be a list of arguments"),
+    ({"halo_llama_args": ["--threads 4"]}, "halo_llama_args is invalid: must be a list of arguments"),
+    ({"halo_vllm_args": "--enforce-eager"}, "halo_vllm_args is invalid: must be a list of arguments"),
     ({"halo_model_sha256": "abc"}, "halo_model_sha256='abc' is invalid: must be 64 lower-case hex digits"),
     ({"halo_llama_source": "toolbox"}, "halo_image=None is invalid: the toolbox images are built for vulkan or hip"),
     ({"halo_llama_source": "docker"}, "halo_llama_source='docker' is invalid: must be one of distro, toolbox"),
     ({"halo_ctx": 0}, "halo_ctx=0 is invalid: must be between 256 and 1048576"),
     ({"halo_memory_max_gib": 0}, "halo_memory_max_gib=0 is invalid: must be between 1 and 1024"),
     ({"halo_start_timeout": 3}, "halo_start_timeout=3 is invalid: must be between 30 and 7200"),
-    ({"halo_modle": "/m.gguf"}, "halo_modle='/m.gguf' is invalid: unknown key (did you mean 'halo_model'?)"),
+    ({"halo_modle": "/m.gguf"}, "halo_modle is invalid: unknown key (did you mean 'halo_model'?)"),
     ({"halo_model_push": "sometimes"}, "halo_model_push='sometimes' is invalid: must be true or false"),
     ({"halo_serve": "vllm", "halo_model": "/srv/m.gguf", "halo_model_push": True},
      "halo_model_push=True is invalid: pushing is for single GGUF files"),
     ({"halo_serve": "vllm", "halo_model": "org/m", "halo_runtime": "docker"},
      "halo_runtime='docker' is invalid: the toolbox and vLLM images are served by podman Quadlet units"),
+    # -- hostile input (issue 13): root shell injection -------------------------------------------------------
+    (pushed("evil $(touch PWNED);x.gguf"), f"halo_model='{PUSH_DIR}/evil $(touch PWNED);x.gguf' is invalid: {NAME_RULE}"),
+    (pushed("x';reboot;'.gguf"), NAME_RULE),
+    (pushed("`reboot`.gguf"), NAME_RULE),
+    (pushed("-rf.gguf"), "not starting with '-'"),
+    (pushed("a%n.gguf"), NAME_RULE),
+    (pushed("a$HOME.gguf"), NAME_RULE),
+    (pushed("My Model Q4 --host 0.0.0.0.gguf"), NAME_RULE),
+    (pushed("a:b.gguf"), NAME_RULE),
+    (pushed("a\\b.gguf"), NAME_RULE),
+    ({"halo_model_dir": "/var/lib/$(touch PWNED)"}, f"halo_model_dir='/var/lib/$(touch PWNED)' is invalid: {PATH_RULE}"),
+    ({"halo_model_dir": "/var/lib/models;reboot"}, f"halo_model_dir='/var/lib/models;reboot' is invalid: {PATH_RULE}"),
+    ({"halo_model_dir": "/var/lib/`id`"}, PATH_RULE),
+    ({"halo_model_dir": "/var/lib/../etc"}, "(no spaces, quotes, '$', '%', ':', '..' or empty components)"),
+    ({"halo_model_dir": "/var/lib/halo models"}, PATH_RULE),
+    ({"halo_model_dir": "var/lib/models"}, PATH_RULE),
+    ({"halo_model_dir": "/var/lib/a:b"}, PATH_RULE),
+    ({"halo_model_dir": "/var/lib/%h"}, PATH_RULE),
+    ({"halo_model_dir": "/var/lib/models/"}, PATH_RULE),
+    ({"halo_model_dir": "/var//lib"}, PATH_RULE),
+    ({"halo_model_dir": "/"}, PATH_RULE),
+    ({"halo_bind": "fe80::1%x$(touch PWNED)"}, f"halo_bind='fe80::1%x$(touch PWNED)' is invalid: {BIND_RULE}"),
+    ({"halo_bind": "fe80::1%eth0", "halo_api_key": SECRET}, f"halo_bind='fe80::1%eth0' is invalid: {BIND_RULE}"),
+    ({"halo_bind": "127.0.0.1 "}, BIND_RULE),
+    ({"halo_bind": "127.0.0.1;reboot"}, BIND_RULE),
+    ({"halo_bind": "127.0.0.1\nExecStartPre=/bin/sh"}, "halo_bind='127.0.0.1\\nExecStartPre=/bin/sh' is invalid: must be a single line"),
+    ({"halo_bind": "::ffff:127.0.0.1'"}, BIND_RULE),
+    ({"halo_rocm_repo_key_url": "https://x/'$(touch PWNED)'"}, f"halo_rocm_repo_key_url=\"https://x/'$(touch PWNED)'\" is invalid: {URL_RULE}"),
+    ({"halo_rocm_repo_key_url": "https://x/k.asc; reboot"}, URL_RULE),
+    ({"halo_rocm_repo_key_url": "https://x/k.asc`reboot`"}, URL_RULE),
+    ({"halo_rocm_repo_key_url": "https://x/$HOME"}, URL_RULE),
+    ({"halo_rocm_repo_key_url": "https://user:pw@mirror/k.asc"}, "must not carry credentials (user:password@)"),
+    ({"halo_rocm_repo_key_url": "https:///k.asc"}, URL_RULE),
+    ({"halo_rocm_repo_url": "https://mirror/rocm $(reboot)"}, URL_RULE),
+    ({"halo_rocm_repo_url": "https://mirror:99999/rocm"}, URL_RULE),
+    ({"halo_rocm_repo_url": "https://mirror/rocm\tnoble"}, URL_RULE),
+    ({"halo_rocm_repo_url": "javascript:alert(1)"}, "must be an http://, https:// or file:/ URL"),
+    ({"halo_rocm_packages": ["-oDPkg::Pre-Invoke::=touch${IFS}/PWNED"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["-oAPT::Get::AllowUnauthenticated=1"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["--allow-unauthenticated"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["rocm;reboot"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["rocm", "$(reboot)"]}, "'$(reboot)' is not a Debian package name"),
+    ({"halo_rocm_packages": ["ROCm"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["r"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["rocm=7.2.1=x"]}, PKG_RULE),
+    ({"halo_rocm_packages": ["rocm/noble"]}, PKG_RULE),
+    ({"halo_rocm_packages": "-o"}, PKG_RULE),
+    ({"halo_service_user": "halo;reboot"}, "halo_service_user='halo;reboot' is invalid: must be a non-root system user name"),
+    ({"halo_service_user": "$(id)"}, "must be a non-root system user name"),
+    # -- systemd / Quadlet injection -------------------------------------------------------------------------
+    ({"halo_model": "/srv/models/%n.gguf"}, f"halo_model='/srv/models/%n.gguf' is invalid: must be an absolute path on the host (an absolute path"),
+    ({"halo_model": "/srv/models/%%h.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/$MODEL.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/${HOME}.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/My Model Q4 --host 0.0.0.0.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/etc:/models:rw/x.gguf", **TOOLBOX}, "halo_model='/etc:/models:rw/x.gguf' is invalid: must be an absolute path on the host"),
+    ({"halo_model": "/etc:/models:rw/x", **VLLM}, "must be an absolute path on the host or a Hugging Face id"),
+    ({"halo_model": "/srv/models/x\"y.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/x\\y.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/x\ty.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/../etc/shadow"}, "must be an absolute path on the host"),
+    ({"halo_model": "/srv/models/x;y.gguf"}, "must be an absolute path on the host"),
+    ({"halo_model": "org/name with space", **VLLM}, "must be an absolute path on the host or a Hugging Face id"),
+    ({"halo_model": "org/%n", **VLLM}, "must be an absolute path on the host or a Hugging Face id"),
+    ({"halo_rocm_repo_suite": "noble evil-suite"}, f"halo_rocm_repo_suite='noble evil-suite' is invalid: {SUITE_RULE}"),
+    ({"halo_rocm_repo_suite": "noble\tx"}, SUITE_RULE),
+    ({"halo_rocm_repo_suite": "../../x"}, SUITE_RULE),
+    ({"halo_rocm_repo_suite": ""}, SUITE_RULE),
+    ({"halo_rocm_repo_suite": "noble#x"}, SUITE_RULE),
+    ({"halo_rocm_version": " 7.2.1 "}, f"halo_rocm_version=' 7.2.1 ' is invalid: {RELEASE_RULE}"),
+    ({"halo_rocm_version": "07.2.1"}, f"halo_rocm_version='07.2.1' is invalid: {RELEASE_RULE}"),
+    ({"halo_rocm_version": "7.0.1~rc1-1"}, f"halo_rocm_version='7.0.1~rc1-1' is invalid: {RELEASE_RULE}"),
+    ({"halo_rocm_version": "7.2.01"}, RELEASE_RULE),
+    ({"halo_rocm_version": "\u0667.2.1"}, RELEASE_RULE),
+    ({"halo_rocm_version": "7.2.1.1"}, RELEASE_RULE),
+    ({"halo_rocm_version": "-7.2"}, RELEASE_RULE),
+    ({"halo_rocm_version": "7.0.1"}, "ROCm 7.0.1 is refused"),
+    ({"halo_image": "docker.io/x/y:%n"}, "halo_image='docker.io/x/y:%n' is invalid: must be a fully qualified image"),
+    ({"halo_image": "docker.io/x/y:tag;reboot"}, "must be a fully qualified image reference"),
+    # -- secrets ---------------------------------------------------------------------------------------------
+    ({"halo_api_keys": SECRET}, "halo_api_keys is invalid: unknown key (did you mean 'halo_api_key'?)"),
+    ({"halo_apikey": SECRET}, "halo_apikey is invalid: unknown key (did you mean 'halo_api_key'?)"),
+    ({"halo_API_KEY": SECRET}, "halo_API_KEY is invalid: unknown key"),
+    ({"halo_llama_args": ["--api-key", SECRET]}, "halo_llama_args is invalid: --api-key is set by halo_api_key, not in the extra arguments"),
+    ({"halo_llama_args": [f"--api-key={SECRET}"]}, "--api-key is set by halo_api_key"),
+    ({"halo_llama_args": ["--api-key-file", "/etc/key"]}, "--api-key-file is set by halo_api_key"),
+    ({"halo_llama_args": ["-fa", "off", "--host", "0.0.0.0"]}, "halo_llama_args is invalid: --host is set by halo_bind"),
+    ({"halo_llama_args": ["--host=0.0.0.0"]}, "--host is set by halo_bind, not in the extra arguments (found '--host')"),
+    ({"halo_llama_args": ["--port", "9000"]}, "--port is set by halo_port"),
+    ({"halo_llama_args": ["--port=9000"]}, "--port is set by halo_port"),
+    ({"halo_vllm_args": ["--host", "0.0.0.0"], "halo_model": "org/m", **VLLM}, "halo_vllm_args is invalid: --host is set by halo_bind"),
+    ({"halo_vllm_args": ["--ho=0.0.0.0"], "halo_model": "org/m", **VLLM}, "--host is set by halo_bind, not in the extra arguments (found '--ho')"),
+    ({"halo_vllm_args": ["--api-key", SECRET], "halo_model": "org/m", **VLLM}, "--api-key is set by halo_api_key"),
+    ({"halo_vllm_args": [f"--api-k={SECRET}"], "halo_model": "org/m", **VLLM}, "--api-key is set by halo_api_key"),
+    ({"halo_vllm_args": ["--port=1"], "halo_model": "org/m", **VLLM}, "--port is set by halo_port"),
+    ({"halo_llama_args": ["-c", "%h"]}, ARGS_RULE),
+    ({"halo_llama_args": ["$HOME"]}, ARGS_RULE),
+    ({"halo_llama_args": ["x;reboot"]}, ARGS_RULE),
+    ({"halo_llama_args": ["a`b`"]}, ARGS_RULE),
+    ({"halo_llama_args": ["a\x1b[2J"]}, ARGS_RULE),
+    ({"halo_llama_args": [""]}, ARGS_RULE),
+    ({"halo_api_key": SECRET + "$(id)"}, "halo_api_key=<redacted> is invalid: must be 16 to 512 characters"),
+    ({"halo_api_key": SECRET + "'"}, "halo_api_key=<redacted> is invalid"),
+    ({"halo_bind": "0.0.0.0"}, f"halo_bind='0.0.0.0' is invalid: {EXPOSED}"),
+    ({"halo_bind": "::"}, f"halo_bind='::' is invalid: {EXPOSED}"),
+    ({"halo_bind": "192.168.1.5"}, EXPOSED),
+    ({"halo_bind": "0.0.0.0", "halo_allow_unauthenticated": "perhaps"}, "halo_allow_unauthenticated='perhaps' is invalid: must be true or false"),
+    # -- one host must not break the fleet -------------------------------------------------------------------
+    ({"halo_gtt_gib": "--96"}, "halo_gtt_gib='--96' is invalid: must be a whole number"),
+    ({"halo_gtt_gib": "\u0669\u0666"}, "must be a whole number"),
+    ({"halo_gtt_gib": " 96"}, "halo_gtt_gib=' 96' is invalid: must be a whole number"),
+    ({"halo_gtt_gib": "9" * 40}, "must be a whole number"),
+    ({"halo_gtt_gib": 10**30}, "must be between 1 and 1024"),
+    ({"halo_gtt_gib": 96.5}, "halo_gtt_gib=96.5 is invalid: must be a whole number"),
+    ({"halo_port": "8080.0"}, "halo_port='8080.0' is invalid: must be a whole number"),
+    ({"halo_vllm_gpu_memory_utilization": "nan"}, "must be between 0.05 and 0.9"),
+    ({"halo_vllm_gpu_memory_utilization": "inf"}, "must be between 0.05 and 0.9"),
+    ({"halo_vllm_gpu_memory_utilization": 10**400}, "must be a number"),
+    ({"halo_vllm_gpu_memory_utilization": [0.5]}, "must be a number"),
+    ({"halo_reboot_batch": "0"}, "halo_reboot_batch='0' is invalid: must be between 1 and 10000"),
+    ({"halo_reboot_batch": "four"}, "halo_reboot_batch='four' is invalid: must be a whole number"),
+    ({"halo_reboot_timeout": "-5"}, "must be between 30 and 7200"),
+    ({"halo_ctx": []}, "halo_ctx=[] is invalid: must be a whole number"),
+    ({"halo_model": {"path": "/m.gguf"}}, "must be a string, not dict"),
+    ({"halo_serve": None}, "halo_serve=None is invalid: must be set (null is not allowed)"),
+    ({"halo_model_sha256": "A" * 64}, "must be 64 lower-case hex digits"),
+    ({"halo_memory_max_gib": "1e3"}, "must be a whole number"),
+    ({"halo_llama_args": [["--nested"]]}, ARGS_RULE),
+    ({"halo_rocm_packages": [7]}, "must be a non-empty list of package names"),
 ]
 
 
-@pytest.mark.parametrize("data, message", DATA_ERRORS, ids=[str(d) for d, _ in DATA_ERRORS])
-def test_bad_data_reaches_no_host(data, message):
-    run = run_fake("deploys/full.py", {"bad": ({**GOOD, **data}, probe_output()), "good": (GOOD, probe_output())})
-    assert run.failed_hosts == {"bad"}
-    assert any("host '@fake/bad'" in error and message in error for error in run.errors), run.errors
-    assert run.commands["bad"] == []  # not even the probe
-    assert run.changes("good")  # the other host was deployed
+@pytest.fixture(scope="module")
+def data_errors_fleet():
+    """Every bad-data case as one host of a single fleet, beside one good host: one run, each host judged alone."""
+    hosts = {f"bad{index}": ({**GOOD, **data}, probe_output()) for index, (data, _) in enumerate(DATA_ERRORS)}
+    return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
+
+
+@pytest.mark.parametrize("index", range(len(DATA_ERRORS)), ids=[str(d) for d, _ in DATA_ERRORS])
+def test_bad_data_reaches_no_host(data_errors_fleet, index):
+    run, name, message = data_errors_fleet, f"bad{index}", DATA_ERRORS[index][1]
+    assert name in run.failed_hosts
+    assert any(f"host '@fake/{name}'" in error and message in error for error in run.errors), \
+        [error for error in run.errors if f"/{name}]" in error]
+    assert run.commands[name] == []  # not even the probe
+    assert "good" not in run.failed_hosts and run.changes("good")  # the other host was deployed
     assert not any(SECRET in error for error in run.errors)
+
+
+def test_every_bad_host_fails_alone():
+    run = run_fake("deploys/full.py", {"bad": ({**GOOD, **DATA_ERRORS[0][0]}, probe_output()),
+                                       "good": (GOOD, probe_output())})
+    assert run.failed_hosts == {"bad"} and run.commands["bad"] == [] and run.changes("good")
 
 
 HOST_ERRORS = [
@@ -110,7 +274,8 @@ HOST_ERRORS = [
     ({"halo_model_sha256": "0" * 64}, {"model": ["@file 10 1 root", "@magic 47475546", "@sha256 " + "1" * 64]},
      "not halo_model_sha256: corrupt or replaced"),
     ({}, {"listeners": ["0100007F:1F90"]}, "port 8080 is already in use on 127.0.0.1 by another program"),
-    ({"halo_bind": "0.0.0.0"}, {"listeners": ["0100007F:1F90"]}, "port 8080 is already in use on 127.0.0.1"),
+    ({"halo_bind": "0.0.0.0", "halo_api_key": SECRET}, {"listeners": ["0100007F:1F90"]},
+     "port 8080 is already in use on 127.0.0.1"),
     ({"halo_memory_max_gib": 20}, {}, "halo_memory_max_gib=20 is invalid: must be below the 15 GiB of RAM"),
 ]
 
@@ -121,6 +286,100 @@ def test_refused_host_gets_only_the_probe(data, probe, message):
     assert run.failed_hosts == {"bad"}
     assert any(message in error for error in run.errors), run.errors
     assert len(run.commands["bad"]) == 1 and run.changes("bad") == []
+
+
+# Odd or hostile probe output: a clear refusal of that host (message) or a host read as 'unknown' that carries on
+# (None), never a traceback, and never a change to another host.
+PROBE_ODDITIES = [
+    ({}, {"rocm": ["@info "]}, None),  # an empty /opt/rocm/.info/version
+    ({}, {"rocm": ["@info"]}, None),
+    ({}, {"rocm": ["@info 7.0.1~rc1"]}, "ROCm 7.0.1 is installed and refused"),
+    ({}, {"rocm": ["rocm-core installed 7.0.1~rc1-1"]}, "ROCm 7.0.1 is installed and refused"),
+    ({}, {"rocm": ["@rpm rocm-core"]}, None),
+    ({}, {"rocm": ["rocm-core installed garbage"]}, None),
+    ({}, {"kfd_nodes": ["@node ", "gfx_target_version \u00b2"]}, None),
+    ({}, {"kfd_nodes": ["gfx_target_version 110501", "@node /x/", "gfx_target_version --1"]}, None),
+    ({}, {"memtotal_kib": ["MemTotal: \u0669 kB"]}, "could not read MemTotal from /proc/meminfo"),
+    ({}, {"memtotal_kib": []}, "could not read MemTotal from /proc/meminfo"),
+    ({}, {"model": ["@file x y root", "@magic zz"]}, "is not a GGUF file"),
+    ({}, {"model": ["@file", "@magic"]}, "is not a GGUF file"),
+    ({}, {"accounts": ["halo:x:y", "@group", "video:\u00b2", "render"]}, None),
+    ({}, {"gtt": ["ttm_pages_limit --5", "/sys/class/drm/ 12", "amdgpu_gttsize"]}, None),
+    ({}, {"serve": ["@url http://[::1", "@listen zz:zz", "@listen 0100007F:ZZZZ", "@active"]}, None),
+    ({}, {"boot": []}, "bootloader 'unknown' is not supported"),
+    ({}, {"os": []}, "unsupported distribution 'unknown'"),
+    ({}, {"firmware": ["firmware-amd-graphics installed \u0662\u0660\u0662\u0665"]}, None),
+    ({}, {"files": ["garbage", "  /etc/x", "z" * 64 + "  "]}, None),
+    ({}, {"live_cmdline": ['"unterminated quote']}, None),
+]
+
+
+@pytest.fixture(scope="module")
+def odd_fleet():
+    hosts = {f"odd{index}": ({**GOOD, **data}, probe_output(sections=sections))
+             for index, (data, sections, _) in enumerate(PROBE_ODDITIES)}
+    return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
+
+
+@pytest.mark.parametrize("index", range(len(PROBE_ODDITIES)), ids=[str(s)[:40] for _, s, _ in PROBE_ODDITIES])
+def test_odd_probe_output_refuses_or_reads_unknown_for_that_host_only(odd_fleet, index):
+    run, name, message = odd_fleet, f"odd{index}", PROBE_ODDITIES[index][2]
+    assert "good" not in run.failed_hosts and run.changes("good")
+    if message is None:
+        assert name not in run.failed_hosts and run.changes(name), [e for e in run.errors if f"/{name}]" in e]
+    else:
+        assert name in run.failed_hosts
+        assert any(f"host '@fake/{name}'" in error and message in error for error in run.errors), run.errors
+        assert run.changes(name) == []
+
+
+def test_a_parser_crash_refuses_that_host_only(monkeypatch):
+    from halofleet.facts import halo
+
+    def broken(lines):
+        if any("1835008" in line for line in lines):
+            raise ValueError("unexpected line")
+        return {"ttm_pages_limit": None, "amdttm_pages_limit": None, "amdgpu_gttsize": None, "cards": {}}
+
+    monkeypatch.setattr(halo, "parse_gtt", broken)
+    run = run_fake("deploys/full.py", {"odd": (GOOD, probe_output()),
+                                       "good": (GOOD, probe_output(sections={"gtt": []}))})
+    assert run.failed_hosts == {"odd"}
+    assert any("host '@fake/odd': could not read the host's facts (ValueError: unexpected line); nothing was "
+               "changed" in error for error in run.errors), run.errors
+    assert run.changes("odd") == [] and run.changes("good")
+
+
+def test_reboot_batch_reads_the_contract(monkeypatch):
+    from types import SimpleNamespace
+
+    from halofleet import deploy
+
+    def inventory(*values):
+        return SimpleNamespace(inventory=[SimpleNamespace(name=f"h{i}", data={"halo_reboot_batch": v} if v else {})
+                                          for i, v in enumerate(values)])
+
+    monkeypatch.setattr(deploy, "state", inventory("4", "6"))
+    assert deploy.reboot_batch() == 4
+    monkeypatch.setattr(deploy, "state", inventory("4", "--2", None))
+    assert deploy.reboot_batch() == 1  # the invalid host is refused; the one without a value has the default
+    monkeypatch.setattr(deploy, "state", inventory("4", "--2"))
+    assert deploy.reboot_batch() == 4
+
+
+def test_dry_diff_never_reads_the_secret_file():
+    from pyinfra.facts.files import FileContents
+
+    from halofleet.paths import SERVE_ENV
+
+    old_env = f"{'0' * 64}  {SERVE_ENV}"  # the host has a serve.env already, with other content
+    run = run_fake("deploys/full.py", {"h": ({**GOOD, "halo_api_key": SECRET},
+                                             probe_output(sections={"files": [old_env]}))}, diff=True)
+    assert run.failed_hosts == set(), run.errors
+    reads = [command for command in run.changes("h") if SERVE_ENV in command and "cat " in command]
+    assert reads == [] and FileContents().command(path=SERVE_ENV) not in run.commands["h"]
+    assert any("cat " in command and "/etc/default/grub.d/zz-halofleet.cfg" in command  # other files are read
+               for command in run.commands["h"])
 
 
 def test_cwsr_warn_policy_lets_vllm_through_with_a_warning():
@@ -143,9 +402,10 @@ def test_api_key_never_reaches_a_command_or_log():
 
 
 def test_counts(capsys):
-    """The corpus stays at least as large as the issues ask (25 bad inputs), and says how large it is."""
-    assert len(DATA_ERRORS) >= 15
-    assert len(DATA_ERRORS) + len(HOST_ERRORS) >= 25
+    """The corpus stays at least as large as the issues ask (150 bad inputs since issue 13), and says how large."""
+    total = len(DATA_ERRORS) + len(HOST_ERRORS) + len(PROBE_ODDITIES)
+    assert len(DATA_ERRORS) >= 150
+    assert total >= 150
     with capsys.disabled():
-        print(f"\nbad-input corpus: {len(DATA_ERRORS)} data errors + {len(HOST_ERRORS)} host refusals = "
-              f"{len(DATA_ERRORS) + len(HOST_ERRORS)} bad inputs tried, each with 0 changes leaked")
+        print(f"\nbad-input corpus: {len(DATA_ERRORS)} data errors + {len(HOST_ERRORS)} host refusals + "
+              f"{len(PROBE_ODDITIES)} odd probe outputs = {total} bad inputs tried, each with 0 changes leaked")

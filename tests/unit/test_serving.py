@@ -105,8 +105,10 @@ def test_api_key_goes_to_the_environment_file_only():
     assert plan.url == "http://127.0.0.1:8080" and plan.warnings == []
 
 
-def test_listening_beyond_loopback_without_a_key_is_a_warning():
-    plan = plan_for({"halo_bind": "::"})
+def test_listening_beyond_loopback_without_a_key_is_refused_unless_allowed():
+    with pytest.raises(ConfigError, match="listening beyond loopback needs an API key"):
+        plan_for({"halo_bind": "::"})
+    plan = plan_for({"halo_bind": "::", "halo_allow_unauthenticated": True})
     assert plan.url == "http://[::1]:8080"
     assert any("without an API key" in warning for warning in plan.warnings)
 

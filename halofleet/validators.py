@@ -1,0 +1,267 @@
+"""
+The grammars host data must fit before it is written into a shell command, a systemd unit, a Quadlet file, an
+env file, a GRUB drop-in or an apt source. Each ``check_*`` returns None or the "allowed" text of the refusal
+(the contract in :mod:`halofleet.config` names host and key); the ``systemd_*`` helpers quote for unit files.
+
+One rule throughout: a value either fits the file's grammar as it is, or it is refused. Quoting on top of that
+(``shlex.quote``, :func:`systemd_word`) is the second line of defence, not the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from . import policy
+
+# Path components: letters, digits and . _ + @ , = - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
+# ':' is excluded because Quadlet's Volume= splits on it (/etc:/models:rw would bind /etc read-write).
+PATH_CHARS = "A-Za-z0-9._+@,=-"
+PATH_COMPONENT = re.compile(rf"[{PATH_CHARS}]{{1,255}}")
+PATH_ALLOWED = f"an absolute path of components made of {PATH_CHARS.replace('A-Za-z0-9', 'A-Z a-z 0-9 ')} " \
+               "(no spaces, quotes, '$', '%', ':', '..' or empty components)"
+
+
+def check_absolute_path(value: str) -> str | None:
+    if not value.startswith("/") or len(value) > 4096:
+        return f"must be {PATH_ALLOWED}"
+    parts = value[1:].split("/")
+    if value == "/" or not all(PATH_COMPONENT.fullmatch(part) and part not in (".", "..") for part in parts):
+        return f"must be {PATH_ALLOWED}"
+    return None
+
+
+def check_file_name(value: str) -> str | None:
+    """One path component (a pushed model's name on the host)."""
+    if not PATH_COMPONENT.fullmatch(value) or value in (".", "..") or value.startswith("-"):
+        return f"must be a file name made of {PATH_CHARS.replace('A-Za-z0-9', 'A-Z a-z 0-9 ')} not starting with '-'"
+    return None
+
+
+def check_bind(value: str) -> str | None:
+    # ipaddress accepts IPv6 zone ids with any text after '%' (fe80::1%x$(cmd)); '%' is also a systemd specifier.
+    if not re.fullmatch(r"[0-9A-Fa-f.:]{2,45}", value):
+        return ("must be an IP address to listen on, without a zone id (127.0.0.1 keeps the API on the host; "
+                "0.0.0.0 for all)")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address to listen on (127.0.0.1 keeps the API on the host; 0.0.0.0 for all)"
+    return None
+
+
+ROCM_RELEASE = policy.ROCM_RELEASE
+
+
+def check_rocm_version(value: str) -> str | None:
+    if value == "none":
+        return None
+    if not ROCM_RELEASE.fullmatch(value):
+        return "must be 'none' or a ROCm release like 7.2.1 (X.Y or X.Y.Z); digits only, no leading zeros or spaces"
+    reason = policy.rocm_denied(value)
+    if reason:
+        return f"ROCm {value} is refused: {reason}"
+    return None
+
+
+# Debian policy 5.6.1: package names are [a-z0-9][a-z0-9+.-]+; 5.6.12: [epoch:]upstream[-revision].
+DEB_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}(?:=(?:[0-9]{1,9}:)?[0-9][A-Za-z0-9.+~-]{0,99})?")
+
+
+def check_packages(value: list[str]) -> str | None:
+    for item in value:
+        if not DEB_PACKAGE.fullmatch(item):
+            return (f"{item!r} is not a Debian package name ([a-z0-9][a-z0-9+.-]+, optionally =version); "
+                    "apt options are not accepted here")
+    return None
+
+
+# Suites: a name, or a path below dists/ (no whitespace: deb822 separates suites with it).
+APT_SUITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}(?:/[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}){0,3}")
+
+
+def check_apt_suite(value: str) -> str | None:
+    if not APT_SUITE.fullmatch(value):
+        return "must be one apt suite name like noble or debian/13 (letters, digits, . _ + ~ - and '/', no spaces)"
+    return None
+
+
+# RFC 3986 characters minus the ones a shell or a deb822 field would treat specially (' " ` $ \ space).
+URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]{1,2048}")
+URL_ALLOWED = ("must be an http://, https:// or file:/ URL (letters, digits and -._~:/?#[]@!&()*+,;=%; "
+               "no spaces, quotes, '$' or backslashes)")
+
+
+def check_url(value: str) -> str | None:
+    if not value.startswith(("http://", "https://", "file:/")) or not URL_CHARS.fullmatch(value):
+        return URL_ALLOWED
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return URL_ALLOWED
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        return URL_ALLOWED
+    if parts.username or parts.password:
+        return "must not carry credentials (user:password@): they would be shown in logs and written to files"
+    return None
+
+
+# Options that have their own keys (halo_bind, halo_port, halo_api_key) and must not be overridden in the extra
+# arguments: llama-server --host --port --api-key --api-key-file; vllm serve --host --port --api-key.
+RESERVED_ARGS = {
+    "halo_llama_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key",
+                        "--api-key-file": "halo_api_key"},
+    "halo_vllm_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key"},
+}
+# vLLM parses with argparse, which accepts any unambiguous prefix of a long option (--ho for --host).
+PREFIX_MATCHING_KEYS = {"halo_vllm_args"}
+ARG_FORBIDDEN = "%$\\\"';`"
+
+
+def check_args(key: str, value: list[str]) -> str | None:
+    """Extra engine arguments: one word each for a systemd Exec line, none of the options with their own key."""
+    for item in value:
+        if any(c.isspace() or c in ARG_FORBIDDEN or not c.isprintable() for c in item):
+            return "must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'"
+        name = item.split("=", 1)[0]
+        for option, own_key in RESERVED_ARGS.get(key, {}).items():
+            prefix = key in PREFIX_MATCHING_KEYS and len(name) > 2 and name.startswith("--") \
+                and option.startswith(name)
+            if name == option or prefix:
+                return f"{option} is set by {own_key}, not in the extra arguments (found {name!r})"
+    return None
+
+
+def check_int_text(value: str) -> bool:
+    """A whole number as text: ASCII digits with an optional sign, nothing else (no '--5', no '٩')."""
+    return re.fullmatch(r"[+-]?[0-9]{1,12}", value) is not None
+
+
+# -- single-purpose checks of the contract ------------------------------------------------------------------
+
+def check_user_name(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
+        return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
+    return None
+
+
+# registry[:port]/path[:tag][@sha256:digest]
+IMAGE_PATTERN = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+
+
+def check_image(value: str) -> str | None:
+    if not IMAGE_PATTERN.fullmatch(value):
+        return "must be a fully qualified image reference like docker.io/owner/name:tag or name@sha256:<64 hex>"
+    return None
+
+
+def check_sha256(value: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
+
+
+def check_api_key(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,512}", value):
+        return "must be 16 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
+    return None
+
+
+
+# -- types of the contract ------------------------------------------------------------------------------------
+
+TRUE_WORDS = {"true", "yes", "1", "on"}
+FALSE_WORDS = {"false", "no", "0", "off"}
+IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
+
+
+def coerce_type(key: str, option: Any, value: Any, fail: Callable[[str], Exception]) -> Any:
+    """The value as the option's type, or a ConfigError: never another exception (one host's bad data must not
+    abort the fleet)."""
+    kind = option.type
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in TRUE_WORDS | FALSE_WORDS:
+            return value.lower() in TRUE_WORDS
+        raise fail("must be true or false")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise fail("must be a whole number")
+        if isinstance(value, str):
+            if not check_int_text(value):
+                raise fail("must be a whole number")
+            value = int(value)
+        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
+            raise fail(f"must be between {option.minimum} and {option.maximum}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise fail("must be a number")
+        try:
+            value = float(value)
+        except (ValueError, OverflowError):
+            raise fail("must be a number") from None
+        if not option.minimum <= value <= option.maximum:  # also refuses nan
+            raise fail(f"must be between {option.minimum} and {option.maximum}")
+        return value
+    if kind == "list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
+        ):
+            raise fail("must be a non-empty list of package names")
+        return list(value)
+    if kind == "args":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+            raise fail("must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'")
+        return list(value)
+    if not isinstance(value, str):
+        raise fail(f"must be a string, not {type(value).__name__}")
+    if any(c in value for c in "\n\r\0"):
+        raise fail("must be a single line")
+    if kind == "choice":
+        if key == "halo_iommu" and value in IOMMU_REJECTED_SPELLINGS:
+            raise fail(IOMMU_REJECTED_SPELLINGS[value] + "; use 'off' (amd_iommu=off) or 'pt' (iommu=pt)")
+        if value not in option.choices:
+            hint = difflib.get_close_matches(value, option.choices, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise fail("must be one of " + ", ".join(option.choices) + extra)
+    if kind == "url" and not value.startswith(("http://", "https://", "file:/")):
+        raise fail("must be an http://, https:// or file:/ URL")
+    return value
+
+
+# -- systemd unit files ---------------------------------------------------------------------------------------
+
+SYSTEMD_PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]+")
+
+
+def systemd_word(value: str) -> str:
+    """
+    One argument of an ``ExecStart=``/Quadlet ``Exec=`` line, exactly as given: ``%`` and ``$`` doubled (no
+    specifier or variable expansion), and double-quoted with C escapes when it holds anything but plain chars.
+    """
+    if "\n" in value or "\0" in value:
+        raise ValueError(f"a systemd argument cannot hold a newline or NUL: {value!r}")
+    escaped = value.replace("%", "%%").replace("$", "$$")
+    if SYSTEMD_PLAIN.fullmatch(value) and value != ";":
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def systemd_command_line(words: list[str]) -> str:
+    return " ".join(systemd_word(word) for word in words)
+
+
+def check_unit_value(value: str) -> str | None:
+    """A value for a unit setting that takes no quoting (Image=, Volume=, Environment= parts)."""
+    if not re.fullmatch(r"[A-Za-z0-9_./:@+,=-]+", value):
+        return f"{value!r} holds characters a unit file would interpret"
+    return None
