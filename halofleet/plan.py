@@ -129,15 +129,25 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         if verdict is policy.Verdict.WARN:
             warnings.append(f"installed {rocm_message}")
 
-    if config.serve == "vllm" and has_cwsr_fix is False:
+    engine = rocm_engine(config)
+    if engine and has_cwsr_fix is False:
         message = (
-            "vLLM on ROCm needs a kernel exporting the CWSR properties "
-            f"({', '.join(cwsr['missing'])} missing on the gfx1151 KFD node); update the kernel "
-            "(generic >= 6.18.4, or a vendor kernel with the backport)"
+            f"{engine} needs a kernel exporting the CWSR properties "
+            f"({', '.join(cwsr['missing'])} missing on the gfx1151 KFD node), or it crashes on the wrong VGPR "
+            "count (ROCm/TheRock#2991); update the kernel (generic >= 6.18.4, or a vendor kernel with the "
+            "backport), or serve with halo_llama_backend: vulkan, which does not need it"
         )
         if config.cwsr_policy == "enforce":
             raise HostRefused(host, message)
         warnings.append(message)
+    if strix_halo and config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip":
+        raise ConfigError(
+            host, "halo_llama_backend", "hip",
+            "the distribution's libggml0-backend-hip has no gfx1151 code objects (gfx803-gfx1102 only) and links "
+            "the distribution's ROCm 6, so it cannot use this GPU; use halo_llama_backend: vulkan (the distro "
+            "path for Strix Halo), or halo_llama_source: toolbox for llama.cpp on ROCm",
+        )
+    warnings += _gpu_firmware_and_carveout(host, probe.get("amdgpu") or {}, strix_halo)
 
     boot = probe.get("boot") or {"kind": "unknown", "cmdline": []}
     if boot["kind"] not in ("grub", "grubby"):
@@ -182,6 +192,36 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         serve=serve,
         warnings=warnings,
     )
+
+
+def rocm_engine(config: HaloConfig) -> str | None:
+    """The engine's name when it runs on ROCm (these need the CWSR kernel fix); None for Vulkan, CPU or none."""
+    if config.serve == "vllm":
+        return "vLLM on ROCm"
+    if config.serve == "llama-server" and config.llama_backend == "hip":
+        return f"llama-server on HIP/ROCm ({config.llama_source})"
+    return None
+
+
+def _gpu_firmware_and_carveout(host: str, amdgpu: dict[str, Any], strix_halo: bool) -> list[str]:
+    """Refuse a denied MES firmware; warn about a large BIOS carve-out. Only on a gfx1151 host."""
+    if not strix_halo:
+        return []
+    for version in amdgpu.get("mes") or []:
+        reason = policy.MES_FIRMWARE_DENYLIST.get(version)
+        if reason:
+            raise HostRefused(host, f"MES firmware {version:#x} is refused: {reason}")
+    warnings = []
+    if amdgpu.get("firmware_info") != "read":
+        warnings.append("MES firmware version unknown (debugfs amdgpu_firmware_info not readable; mount debugfs "
+                        "at /sys/kernel/debug to have it checked against the denylist)")
+    for card, size in sorted((amdgpu.get("vram") or {}).items()):
+        if size > policy.VRAM_CARVEOUT_WARN_GIB * 2**30:
+            warnings.append(
+                f"{card}: the BIOS carve-out (mem_info_vram_total) is {size / 2**30:g} GiB: memory the GTT budget "
+                "(sized from MemTotal) cannot use; set the BIOS UMA frame buffer to its minimum (0.5-1 GB)"
+            )
+    return warnings
 
 
 def _is_release(version: str) -> bool:

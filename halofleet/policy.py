@@ -70,6 +70,19 @@ FIRMWARE_DENYLIST: dict[str, str] = {
     "downgrade to 20251111 and rebuild the initramfs",
 }
 
+# [C: ROCm/ROCm#5724; captures/strix-halo.md §2a, §2f, §5d-5f] MES firmware versions (amdgpu_firmware_info
+# "MES feature version: N, firmware version: 0x...") with hangs and gfxhub page faults on Strix Halo.
+MES_FIRMWARE_DENYLIST: dict[int, str] = {
+    0x83: "MES firmware 0x83 (shipped with linux-firmware 20251125) hangs and page-faults on Strix Halo "
+    "(ROCm/ROCm#5724); update linux-firmware and rebuild the initramfs",
+}
+
+# BIOS UMA carve-out (mem_info_vram_total) above which halofleet warns. [U] The threshold is ours: GTT is sized
+# from MemTotal, which the carve-out already shrinks (captures §3c: 120.9 GB visible at 8 GB vs 128.1 GB at 1 GB),
+# and ROCm/llama.cpp on this APU allocate from GTT, so a large carve-out is memory models cannot use. One 128 GB box
+# reads 4 GiB at its BIOS minimum (captures §3a), so only more than that is worth a warning.
+VRAM_CARVEOUT_WARN_GIB = 4
+
 # Kernel params: the names halofleet manages. Misspelled params are silently ignored by the kernel
 # [C: ROCm/ROCm#5595], so every name we emit is checked against this set.
 IOMMU_PARAMS = {"off": "amd_iommu=off", "pt": "iommu=pt"}  # amd_iommu=pt is invalid [C: AMD-Vi "Unknown option"]
@@ -170,7 +183,10 @@ LLAMA_TOOLBOX_IMAGES = {
     "vulkan": "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv",  # fastest tg on Strix Halo in kyuz0's data
     "hip": "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-7.14",
 }
-VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:stable"
+# [C: DOMAIN.md "Containers"] tags stable, latest, dev; :stable has fallen behind upstream, so :latest. A floating
+# tag is not reproducible across a fleet: pin with halo_image: ...@sha256:<digest> (the plan warns until then), and
+# `halofleet verify` shows the digest each host actually runs. [U] which tag the maintainer keeps current.
+VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:latest"
 
 # Debian forky/sid (and recent Ubuntu) package llama-server; the ggml GPU backends are separate packages.
 LLAMA_DISTRO_PACKAGE = "llama.cpp-tools"

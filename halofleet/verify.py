@@ -13,8 +13,8 @@ from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HostRefused
 from .plan import build_plan
 
-COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "runtime", "reboot pending", "serving",
-           "completion", "bench", "status")
+COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
+           "reboot pending", "serving", "image", "completion", "bench", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -47,6 +47,11 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     row["rocm"] = (probe.get("rocm") or {}).get("version") or "none"
     row["runtime"] = ", ".join(sorted(probe.get("runtimes") or {})) or "none"
     row["serving"], row["completion"] = serving_cells(health)
+    faults = probe.get("faults") or {}
+    row["gpu faults"] = "unknown" if faults.get("count") is None else str(faults["count"])
+    image = probe.get("running_image")
+    # name@digest prefix: enough to see which hosts of a fleet run another build of the same tag
+    row["image"] = f"{image['name'].rsplit('/', 1)[-1]}@{image['digest'][len('sha256:'):][:12]}" if image else "-"
     try:
         plan = build_plan(host, data, probe)
     except (ConfigError, HostRefused, ParamConflict) as error:
@@ -60,12 +65,18 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     live_ok = cmdline.satisfies(live, plan.kernel_params)
     row["cmdline"] = "ok" if live_ok else "differs"
     row["cwsr"] = plan.gpu_check(plan.cwsr["supported"])
+    mes = (probe.get("amdgpu") or {}).get("mes") or []
+    row["mes"] = ", ".join(f"{version:#x}" for version in mes) or ("unknown" if plan.strix_halo else "skipped")
     row["reboot pending"] = "yes" if plan.reboot_needed else "no"
     # Without a GPU driver ttm may not be loaded at all (forky's VM kernel: no ttm user): nothing to compare there.
     pages_ok = pages == plan.gtt.pages_limit or (pages is None and not plan.strix_halo)
+    # What the driver maps, per card, must be the planned GTT too (a carve-out or a stale module param shows here).
+    gtt_ok = not plan.strix_halo or bool(cards) and all(size == plan.gtt.gtt_gib * 2**30 for size in cards.values())
     serving_ok = plan.serve is None or bool(health and health.get("healthy"))
-    if not (live_ok and pages_ok):
+    if not (live_ok and pages_ok and gtt_ok):
         row["status"] = "not converged"
+    elif faults.get("count"):
+        row["status"] = "gpu faults"
     elif not serving_ok:
         row["status"] = "unhealthy"
     else:

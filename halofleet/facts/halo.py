@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pyinfra.api import FactBase
 
 from .. import cmdline as cmdline_mod
+from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .. import policy
 from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
@@ -596,6 +597,7 @@ class BenchResult(FactBase):
 
 PROBE_PARTS: dict[str, type[FactBase]] = {
     "os": HostOs,
+    "amdgpu": AmdgpuState,
     "memtotal_kib": MemTotal,
     "live_cmdline": LiveCmdline,
     "boot": BootConfig,
@@ -612,6 +614,8 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
 LIVE_PARTS: dict[str, type[FactBase]] = {
     "health": ServeHealth,
     "bench": BenchResult,
+    "faults": AmdgpuFaults,
+    "running_image": RunningImage,
 }
 # Parts present in the probe's output only when asked for (``image=``, ``live=True``).
 OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, **LIVE_PARTS}

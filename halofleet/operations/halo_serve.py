@@ -115,7 +115,7 @@ def image_pulled(image: str, present: bool):
 
     .. code:: python
 
-        image_pulled(name="vLLM image", image="docker.io/kyuz0/vllm-therock-gfx1151:stable", present=False)
+        image_pulled(name="vLLM image", image="docker.io/kyuz0/vllm-therock-gfx1151:latest", present=False)
     """
     if present:
         host.noop(f"image {image} is present")

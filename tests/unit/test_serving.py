@@ -141,10 +141,10 @@ def test_moving_to_a_port_another_program_holds_is_refused_while_our_engine_runs
 def test_container_engines_have_their_image_probed_and_pulled_only_when_missing():
     vllm = {"halo_serve": "vllm", "halo_model": "org/m"}
     config = validate("h", {**vllm})
-    assert serving.probe_args(config)["image"] == "docker.io/kyuz0/vllm-therock-gfx1151:stable"
+    assert serving.probe_args(config)["image"] == "docker.io/kyuz0/vllm-therock-gfx1151:latest"
     assert "image" not in serving.probe_args(validate("h", {"halo_model": "/srv/models/tiny.gguf"}))
     absent = plan_for(vllm)
-    assert absent.image == "docker.io/kyuz0/vllm-therock-gfx1151:stable" and not absent.image_present
+    assert absent.image == "docker.io/kyuz0/vllm-therock-gfx1151:latest" and not absent.image_present
     assert plan_for(vllm, probe={"image": {"runtime": True, "present": True}}).image_present
     toolbox = plan_for({"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"})
     assert toolbox.image == "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv"
