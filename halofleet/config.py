@@ -31,6 +31,7 @@ class ConfigError(ValueError):
             super().__init__(f"host {host!r}: {key} is invalid: {allowed}")
             return
         shown = "<redacted>" if key in SECRET_KEYS and value is not None else repr(value)
+        shown = re.sub(r"://[^/@\s]*@", "://<redacted>@", shown)  # credentials in a URL are secrets too
         super().__init__(f"host {host!r}: {key}={shown} is invalid: {allowed}")
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from . import policy
+
+if TYPE_CHECKING:
+    from .config import Option
 
 # Path components: letters, digits and . _ + @ , = - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
 # ':' is excluded because Quadlet's Volume= splits on it (/etc:/models:rw would bind /etc read-write).
@@ -180,7 +183,7 @@ FALSE_WORDS = {"false", "no", "0", "off"}
 IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
 
 
-def coerce_type(key: str, option: Any, value: Any, fail: Callable[[str], Exception]) -> Any:
+def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exception]) -> Any:
     """The value as the option's type, or a ConfigError: never another exception (one host's bad data must not
     abort the fleet)."""
     kind = option.type
