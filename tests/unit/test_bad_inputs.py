@@ -384,6 +384,18 @@ def test_dry_diff_never_reads_the_secret_file():
                for command in run.commands["h"])
 
 
+def test_rollback_with_diff_never_reads_the_secret_file():
+    from pyinfra.facts.files import FileContents
+
+    from halofleet.paths import SERVE_ENV
+
+    run = run_fake("deploys/rollback.py", {"h": (GOOD, probe_output(sections={"files": [f"{'0' * 64}  {SERVE_ENV}"]}))},
+                   diff=True)
+    assert run.failed_hosts == set(), run.errors
+    assert any(SERVE_ENV in command for command in run.changes("h"))  # it is removed (kept in the backups)
+    assert FileContents().command(path=SERVE_ENV) not in run.commands["h"]
+
+
 def test_cwsr_warn_policy_lets_vllm_through_with_a_warning():
     run = run_fake("deploys/full.py", {"h": ({**GOOD, "halo_serve": "vllm", "halo_cwsr_policy": "warn"},
                                              probe_output(gfx1151=False))})
