@@ -200,7 +200,8 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
             if not check_int_text(value):
                 raise fail("must be a whole number")
             value = int(value)
-        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
+        too_small = option.minimum is not None and value < option.minimum
+        if too_small or option.maximum is not None and value > option.maximum:
             raise fail(f"must be between {option.minimum} and {option.maximum}")
         return value
     if kind == "float":
