@@ -175,7 +175,6 @@ def check_api_key(value: str) -> str | None:
     return None
 
 
-
 # -- types of the contract ------------------------------------------------------------------------------------
 
 TRUE_WORDS = {"true", "yes", "1", "on"}
@@ -252,20 +251,16 @@ def systemd_word(value: str) -> str:
     One argument of an ``ExecStart=``/Quadlet ``Exec=`` line, exactly as given: ``%`` and ``$`` doubled (no
     specifier or variable expansion), and double-quoted with C escapes when it holds anything but plain chars.
     """
-    if "\n" in value or "\0" in value:
-        raise ValueError(f"a systemd argument cannot hold a newline or NUL: {value!r}")
+    if any(c in value for c in "\n\r\0"):  # a line break ends the setting: no quoting can carry it
+        raise ValueError(f"a systemd argument cannot hold a line break or NUL: {value!r}")
     escaped = value.replace("%", "%%").replace("$", "$$")
-    if SYSTEMD_PLAIN.fullmatch(value) and value != ";":
+    if SYSTEMD_PLAIN.fullmatch(value):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def systemd_command_line(words: list[str]) -> str:
-    return " ".join(systemd_word(word) for word in words)
-
-
 def check_unit_value(value: str) -> str | None:
     """A value for a unit setting that takes no quoting (Image=, Volume=, Environment= parts)."""
-    if not re.fullmatch(r"[A-Za-z0-9_./:@+,=-]+", value):
+    if not SYSTEMD_PLAIN.fullmatch(value):
         return f"{value!r} holds characters a unit file would interpret"
     return None
