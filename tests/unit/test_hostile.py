@@ -221,3 +221,12 @@ def test_cmdline_merge_keeps_the_users_params_and_each_of_ours_once(existing, io
 def test_the_probe_parser_never_raises(lines):
     probe = parse_probe(lines)
     assert set(probe) >= {"os", "rocm", "model", "cwsr"}
+
+
+def test_verify_cells_survive_a_health_answer_without_latency():
+    from halofleet.facts.halo import parse_serve_health
+    from halofleet.verify import serving_cells
+
+    health = parse_serve_health(["@engine llama-server distro", "@active active", "@health 200", "@models 200",
+                                 "@completion 200", "@tokens 2"])
+    assert serving_cells(health) == ("llama-server active, /health 200", "2 tokens")
