@@ -6,6 +6,8 @@ errors that need the host's facts let only the read-only probe through.
 Runs the real deploys/full.py through pyinfra's @fake connector.
 """
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,8 @@ GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model":
         "halo_llama_backend": "cpu"}
 SECRET = "sk-halofleet-test-0123456789abcdef"
 NOT_GGUF = Path(__file__).resolve()  # exists on the control machine, but is no model
-PUSH_DIR = Path(tempfile.mkdtemp(prefix="halofleet-hostile-"))
+PUSH_DIR = Path(tempfile.mkdtemp(prefix="halofleet-hostile-"))  # files named as the cases need, built at import
+atexit.register(shutil.rmtree, PUSH_DIR, True)
 
 
 def pushed(name: str) -> dict:
@@ -251,7 +254,8 @@ def data_errors_fleet():
     return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
 
 
-@pytest.mark.parametrize("index", range(len(DATA_ERRORS)), ids=[str(d) for d, _ in DATA_ERRORS])
+@pytest.mark.parametrize("index", range(len(DATA_ERRORS)),
+                         ids=[str(d).replace(str(PUSH_DIR), "<push>") for d, _ in DATA_ERRORS])
 def test_bad_data_reaches_no_host(data_errors_fleet, index):
     run, name, message = data_errors_fleet, f"bad{index}", DATA_ERRORS[index][1]
     assert name in run.failed_hosts
