@@ -20,9 +20,10 @@ from . import policy
 if TYPE_CHECKING:
     from .config import Option
 
-# Path components: letters, digits and . _ + @ , = - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
-# ':' is excluded because Quadlet's Volume= splits on it (/etc:/models:rw would bind /etc read-write).
-PATH_CHARS = "A-Za-z0-9._+@,=-"
+# Path components: letters, digits and . _ + @ - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
+# ":" and "," are excluded: Quadlet's Volume= splits on ":" (/etc:/models:rw would bind /etc read-write) and
+# podman reads "," as an option separator in mount specifications.
+PATH_CHARS = "A-Za-z0-9._+@-"
 PATH_COMPONENT = re.compile(rf"[{PATH_CHARS}]{{1,255}}")
 PATH_ALLOWED = f"an absolute path of components made of {PATH_CHARS.replace('A-Za-z0-9', 'A-Z a-z 0-9 ')} " \
                "(no spaces, quotes, '$', '%', ':', '..' or empty components)"

@@ -123,6 +123,8 @@ DATA_ERRORS = [
     ({"halo_model_dir": "/var/lib/models/"}, PATH_RULE),
     ({"halo_model_dir": "/var//lib"}, PATH_RULE),
     ({"halo_model_dir": "/"}, PATH_RULE),
+    ({"halo_model_dir": "/srv/models,ro"}, PATH_RULE),
+    ({"halo_model": "/srv/v2,type=bind/m.gguf", **TOOLBOX}, "must be an absolute path on the host"),
     ({"halo_bind": "fe80::1%x$(touch PWNED)"}, f"halo_bind='fe80::1%x$(touch PWNED)' is invalid: {BIND_RULE}"),
     ({"halo_bind": "fe80::1%eth0", "halo_api_key": SECRET}, f"halo_bind='fe80::1%eth0' is invalid: {BIND_RULE}"),
     ({"halo_bind": "127.0.0.1 "}, BIND_RULE),

@@ -230,3 +230,22 @@ def test_verify_cells_survive_a_health_answer_without_latency():
     health = parse_serve_health(["@engine llama-server distro", "@active active", "@health 200", "@models 200",
                                  "@completion 200", "@tokens 2"])
     assert serving_cells(health) == ("llama-server active, /health 200", "2 tokens")
+
+
+@pytest.mark.parametrize("extra", [{}, {"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}])
+def test_unusual_but_valid_values_render_as_given(extra):
+    from halofleet import serving
+    from halofleet.config import validate
+
+    model = "/srv/models/v2.q-4/Qwen3+8B@Q4_K_M.gguf"
+    config = validate("h", {"halo_model": model, "halo_llama_backend": "cpu", "halo_llama_args": ["--alias=a@b,c"],
+                            **extra})
+    probe = {"model": {"kind": "file", "size": 1, "mtime": 1, "magic": "GGUF"}, "serve": {}, "files": {},
+             "accounts": {"users": {}, "groups": {"video": 44, "render": 993}}}
+    plan = serving.build_serve_plan(config, probe, 15, serving.allocate_ids(config, probe["accounts"]))
+    exec_line = next(line for line in plan.unit.splitlines() if line.startswith(("ExecStart=", "Exec=")))
+    words = systemd_words(exec_line.split("=", 1)[1])
+    assert words[words.index("--model") + 1] in (model, "/models/Qwen3+8B@Q4_K_M.gguf")
+    assert words[-1] == "--alias=a@b,c"
+    if extra:
+        assert "Volume=/srv/models/v2.q-4:/models:ro" in plan.unit.splitlines()
