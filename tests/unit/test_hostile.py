@@ -249,3 +249,23 @@ def test_unusual_but_valid_values_render_as_given(extra):
     assert words[-1] == "--alias=a@b,c"
     if extra:
         assert "Volume=/srv/models/v2.q-4:/models:ro" in plan.unit.splitlines()
+
+
+@pytest.mark.parametrize("text", [
+    '{"model": "/m.gguf", "llama_bench": [{"n_prompt": 512, "n_gen": 0}]}',  # no avg_ts
+    '{"model": "/m.gguf", "model_file_bytes": "lots", "llama_bench": [{"n_gen": 128, "avg_ts": "fast"}]}',
+    '{"llama_bench": [7, null, {"n_gen": 128, "avg_ts": 1e999}]}',
+    '{"llama_bench": [{"n_prompt": 512, "avg_ts": [1]}], "model_file_bytes": -5}',
+    '{"llama_bench": "x"}', "[]", "", "{",
+])
+def test_a_bench_file_without_its_fields_reads_as_unknown(text):
+    from halofleet.bench import bench_cell, parse_bench_result
+
+    figures = parse_bench_result(text)
+    assert bench_cell(figures, 256, 215).startswith(("pp512", "-"))
+
+
+def test_the_live_probe_parts_survive_garbage():
+    probe = parse_probe(["@@halofleet-probe health", "@completion 200 x", "@tokens \u00b2", "@health",
+                         "@@halofleet-probe bench", '{"llama_bench": [{"n_gen": 128}]}'])
+    assert probe["health"]["healthy"] is False and probe["bench"].tg_tps is None
