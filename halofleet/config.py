@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 from . import policy, validators
 
-
-
 HIDDEN = object()  # a value never shown: unknown keys (a misspelled secret) and arguments that may hold one
 
 
@@ -31,6 +29,7 @@ class ConfigError(ValueError):
             super().__init__(f"host {host!r}: {key} is invalid: {allowed}")
             return
         shown = "<redacted>" if key in SECRET_KEYS and value is not None else repr(value)
+        shown = re.sub(r"://[^/@\s]*@", "://<redacted>@", shown)  # credentials in a URL are secrets too
         super().__init__(f"host {host!r}: {key}={shown} is invalid: {allowed}")
 
 
@@ -132,7 +131,8 @@ OPTIONS: dict[str, Option] = {
         "bool", False, "Accept amdgpu-dkms; the TTM params then become amdttm.* (ROCm/ROCm#5562)."
     ),
     "halo_service_user": Option(
-        "str", "halo", "Non-root system user that runs the engines (gets video/render).", check=validators.check_user_name
+        "str", "halo", "Non-root system user that runs the engines (gets video/render).",
+        check=validators.check_user_name,
     ),
     # -- serving (deploys/serve.py) --
     "halo_llama_source": Option(
@@ -220,7 +220,6 @@ OPTIONS: dict[str, Option] = {
 SECRET_KEYS = {key for key, option in OPTIONS.items() if option.type == "secret"}
 HF_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 GGUF_MAGIC = b"GGUF"
-
 
 
 @dataclass(frozen=True)

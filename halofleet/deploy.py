@@ -27,7 +27,12 @@ def current_plan() -> HostPlan | None:
         return getattr(host, _PLAN_ATTR)
     try:
         config = validate(host.name, host.data.dict())
-        plan = build_plan(host.name, {}, read_probe(**probe_args(config)), config=config)
+        probe = read_probe(**probe_args(config))
+        try:
+            plan = build_plan(host.name, {}, probe, config=config)
+        except PARSE_FAILURES as error:  # facts the plan cannot judge: this host only, never the whole run
+            raise HostRefused(host.name, f"could not plan from the host's facts ({type(error).__name__}: {error}); "
+                                         "nothing was changed") from None
     except (ConfigError, HostRefused, ParamConflict) as error:
         setattr(host, _PLAN_ATTR, None)
         _refuse(error)

@@ -12,14 +12,18 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from . import policy
 
-# Path components: letters, digits and . _ + @ , = - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
-# ':' is excluded because Quadlet's Volume= splits on it (/etc:/models:rw would bind /etc read-write).
-PATH_CHARS = "A-Za-z0-9._+@,=-"
+if TYPE_CHECKING:
+    from .config import Option
+
+# Path components: letters, digits and . _ + @ - (no space, quote, '$', '%', ':', '\\', glob or shell syntax).
+# ":" and "," are excluded: Quadlet's Volume= splits on ":" (/etc:/models:rw would bind /etc read-write) and
+# podman reads "," as an option separator in mount specifications.
+PATH_CHARS = "A-Za-z0-9._+@-"
 PATH_COMPONENT = re.compile(rf"[{PATH_CHARS}]{{1,255}}")
 PATH_ALLOWED = f"an absolute path of components made of {PATH_CHARS.replace('A-Za-z0-9', 'A-Z a-z 0-9 ')} " \
                "(no spaces, quotes, '$', '%', ':', '..' or empty components)"
@@ -172,7 +176,6 @@ def check_api_key(value: str) -> str | None:
     return None
 
 
-
 # -- types of the contract ------------------------------------------------------------------------------------
 
 TRUE_WORDS = {"true", "yes", "1", "on"}
@@ -180,7 +183,7 @@ FALSE_WORDS = {"false", "no", "0", "off"}
 IOMMU_REJECTED_SPELLINGS = {"amd_iommu=pt": "amd_iommu=pt is not a valid kernel option (AMD-Vi: Unknown option - 'pt')"}
 
 
-def coerce_type(key: str, option: Any, value: Any, fail: Callable[[str], Exception]) -> Any:
+def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exception]) -> Any:
     """The value as the option's type, or a ConfigError: never another exception (one host's bad data must not
     abort the fleet)."""
     kind = option.type
@@ -197,7 +200,8 @@ def coerce_type(key: str, option: Any, value: Any, fail: Callable[[str], Excepti
             if not check_int_text(value):
                 raise fail("must be a whole number")
             value = int(value)
-        if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
+        too_small = option.minimum is not None and value < option.minimum
+        if too_small or option.maximum is not None and value > option.maximum:
             raise fail(f"must be between {option.minimum} and {option.maximum}")
         return value
     if kind == "float":
@@ -248,20 +252,16 @@ def systemd_word(value: str) -> str:
     One argument of an ``ExecStart=``/Quadlet ``Exec=`` line, exactly as given: ``%`` and ``$`` doubled (no
     specifier or variable expansion), and double-quoted with C escapes when it holds anything but plain chars.
     """
-    if "\n" in value or "\0" in value:
-        raise ValueError(f"a systemd argument cannot hold a newline or NUL: {value!r}")
+    if any(c in value for c in "\n\r\0"):  # a line break ends the setting: no quoting can carry it
+        raise ValueError(f"a systemd argument cannot hold a line break or NUL: {value!r}")
     escaped = value.replace("%", "%%").replace("$", "$$")
-    if SYSTEMD_PLAIN.fullmatch(value) and value != ";":
+    if SYSTEMD_PLAIN.fullmatch(value):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def systemd_command_line(words: list[str]) -> str:
-    return " ".join(systemd_word(word) for word in words)
-
-
 def check_unit_value(value: str) -> str | None:
     """A value for a unit setting that takes no quoting (Image=, Volume=, Environment= parts)."""
-    if not re.fullmatch(r"[A-Za-z0-9_./:@+,=-]+", value):
+    if not SYSTEMD_PLAIN.fullmatch(value):
         return f"{value!r} holds characters a unit file would interpret"
     return None

@@ -23,11 +23,12 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
         return "none", "-"
     if health.get("error"):
         return health["error"], "-"
-    serving = f"{health['engine']} {health['active']}, /health {health['health'] or 'no answer'}"
-    if health["completion"] == 200 and health.get("tokens"):
-        completion = f"{health['tokens']} tokens in {health['latency_s']:.2f} s"
+    serving = f"{health.get('engine')} {health.get('active')}, /health {health.get('health') or 'no answer'}"
+    if health.get("completion") == 200 and health.get("tokens"):
+        latency = health.get("latency_s")
+        completion = f"{health['tokens']} tokens" + (f" in {latency:.2f} s" if latency is not None else "")
     else:
-        completion = f"failed (HTTP {health['completion'] or 'no answer'})"
+        completion = f"failed (HTTP {health.get('completion') or 'no answer'})"
     return serving, completion
 
 

@@ -14,6 +14,7 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
 from .. import validators
+from ..paths import SECRET_FILES
 from ..templating import sha256_text
 
 BACKUP_DIR = "/var/backups/halofleet"
@@ -33,7 +34,8 @@ def log_diff(path: str, content: str | None, redact: bool = False, exists: bool 
     known digest)."""
     if not state.config.DIFF:
         return
-    if redact:  # before any read: a secret file's old content must not even reach pyinfra's -vvv output
+    # Before any read: a secret file's old content must not even reach pyinfra's -vvv output.
+    if redact or path in SECRET_FILES:
         host.log(f"Will {'modify' if exists else 'create' if exists is False else 'write'} {path}", logger.info)
         logger.info("  (content withheld: it holds a secret)")
         return

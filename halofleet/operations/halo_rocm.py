@@ -82,7 +82,8 @@ def repository(
                 QuoteString(
                     f"tmp={shlex.quote(key_path + '.halofleet-new')}; "
                     f"(curl -fsSL {shlex.quote(key_url)} || wget -qO- {shlex.quote(key_url)}) > $tmp && "
-                    f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' $tmp && chmod 0644 $tmp && mv -f $tmp {shlex.quote(key_path)} || "
+                    "grep -q 'BEGIN PGP PUBLIC KEY BLOCK' $tmp && chmod 0644 $tmp && "
+                    f"mv -f $tmp {shlex.quote(key_path)} || "
                     f"{{ rm -f $tmp; echo {failure} >&2; exit 1; }}"
                 ),
             )

@@ -6,6 +6,8 @@ errors that need the host's facts let only the read-only probe through.
 Runs the real deploys/full.py through pyinfra's @fake connector.
 """
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,8 @@ GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model":
         "halo_llama_backend": "cpu"}
 SECRET = "sk-halofleet-test-0123456789abcdef"
 NOT_GGUF = Path(__file__).resolve()  # exists on the control machine, but is no model
-PUSH_DIR = Path(tempfile.mkdtemp(prefix="halofleet-hostile-"))
+PUSH_DIR = Path(tempfile.mkdtemp(prefix="halofleet-hostile-"))  # files named as the cases need, built at import
+atexit.register(shutil.rmtree, PUSH_DIR, True)
 
 
 def pushed(name: str) -> dict:
@@ -98,7 +101,8 @@ DATA_ERRORS = [
     ({"halo_serve": "vllm", "halo_model": "org/m", "halo_runtime": "docker"},
      "halo_runtime='docker' is invalid: the toolbox and vLLM images are served by podman Quadlet units"),
     # -- hostile input (issue 13): root shell injection -------------------------------------------------------
-    (pushed("evil $(touch PWNED);x.gguf"), f"halo_model='{PUSH_DIR}/evil $(touch PWNED);x.gguf' is invalid: {NAME_RULE}"),
+    (pushed("evil $(touch PWNED);x.gguf"),
+     f"halo_model='{PUSH_DIR}/evil $(touch PWNED);x.gguf' is invalid: {NAME_RULE}"),
     (pushed("x';reboot;'.gguf"), NAME_RULE),
     (pushed("`reboot`.gguf"), NAME_RULE),
     (pushed("-rf.gguf"), "not starting with '-'"),
@@ -107,7 +111,8 @@ DATA_ERRORS = [
     (pushed("My Model Q4 --host 0.0.0.0.gguf"), NAME_RULE),
     (pushed("a:b.gguf"), NAME_RULE),
     (pushed("a\\b.gguf"), NAME_RULE),
-    ({"halo_model_dir": "/var/lib/$(touch PWNED)"}, f"halo_model_dir='/var/lib/$(touch PWNED)' is invalid: {PATH_RULE}"),
+    ({"halo_model_dir": "/var/lib/$(touch PWNED)"},
+     f"halo_model_dir='/var/lib/$(touch PWNED)' is invalid: {PATH_RULE}"),
     ({"halo_model_dir": "/var/lib/models;reboot"}, f"halo_model_dir='/var/lib/models;reboot' is invalid: {PATH_RULE}"),
     ({"halo_model_dir": "/var/lib/`id`"}, PATH_RULE),
     ({"halo_model_dir": "/var/lib/../etc"}, "(no spaces, quotes, '$', '%', ':', '..' or empty components)"),
@@ -118,17 +123,23 @@ DATA_ERRORS = [
     ({"halo_model_dir": "/var/lib/models/"}, PATH_RULE),
     ({"halo_model_dir": "/var//lib"}, PATH_RULE),
     ({"halo_model_dir": "/"}, PATH_RULE),
+    ({"halo_model_dir": "/srv/models,ro"}, PATH_RULE),
+    ({"halo_model": "/srv/v2,type=bind/m.gguf", **TOOLBOX}, "must be an absolute path on the host"),
     ({"halo_bind": "fe80::1%x$(touch PWNED)"}, f"halo_bind='fe80::1%x$(touch PWNED)' is invalid: {BIND_RULE}"),
     ({"halo_bind": "fe80::1%eth0", "halo_api_key": SECRET}, f"halo_bind='fe80::1%eth0' is invalid: {BIND_RULE}"),
     ({"halo_bind": "127.0.0.1 "}, BIND_RULE),
     ({"halo_bind": "127.0.0.1;reboot"}, BIND_RULE),
-    ({"halo_bind": "127.0.0.1\nExecStartPre=/bin/sh"}, "halo_bind='127.0.0.1\\nExecStartPre=/bin/sh' is invalid: must be a single line"),
+    ({"halo_bind": "127.0.0.1\nExecStartPre=/bin/sh"},
+     "halo_bind='127.0.0.1\\nExecStartPre=/bin/sh' is invalid: must be a single line"),
     ({"halo_bind": "::ffff:127.0.0.1'"}, BIND_RULE),
-    ({"halo_rocm_repo_key_url": "https://x/'$(touch PWNED)'"}, f"halo_rocm_repo_key_url=\"https://x/'$(touch PWNED)'\" is invalid: {URL_RULE}"),
+    ({"halo_rocm_repo_key_url": "https://x/'$(touch PWNED)'"},
+     f"halo_rocm_repo_key_url=\"https://x/'$(touch PWNED)'\" is invalid: {URL_RULE}"),
     ({"halo_rocm_repo_key_url": "https://x/k.asc; reboot"}, URL_RULE),
     ({"halo_rocm_repo_key_url": "https://x/k.asc`reboot`"}, URL_RULE),
     ({"halo_rocm_repo_key_url": "https://x/$HOME"}, URL_RULE),
-    ({"halo_rocm_repo_key_url": "https://user:pw@mirror/k.asc"}, "must not carry credentials (user:password@)"),
+    ({"halo_rocm_repo_key_url": f"https://user:{SECRET}@mirror/k.asc"},
+     "halo_rocm_repo_key_url='https://<redacted>@mirror/k.asc' is invalid: must not carry credentials"),
+    ({"halo_rocm_repo_url": f"https://{SECRET}@mirror/rocm"}, "halo_rocm_repo_url='https://<redacted>@mirror/rocm'"),
     ({"halo_rocm_repo_key_url": "https:///k.asc"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror/rocm $(reboot)"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror:99999/rocm"}, URL_RULE),
@@ -144,15 +155,18 @@ DATA_ERRORS = [
     ({"halo_rocm_packages": ["rocm=7.2.1=x"]}, PKG_RULE),
     ({"halo_rocm_packages": ["rocm/noble"]}, PKG_RULE),
     ({"halo_rocm_packages": "-o"}, PKG_RULE),
-    ({"halo_service_user": "halo;reboot"}, "halo_service_user='halo;reboot' is invalid: must be a non-root system user name"),
+    ({"halo_service_user": "halo;reboot"},
+     "halo_service_user='halo;reboot' is invalid: must be a non-root system user name"),
     ({"halo_service_user": "$(id)"}, "must be a non-root system user name"),
     # -- systemd / Quadlet injection -------------------------------------------------------------------------
-    ({"halo_model": "/srv/models/%n.gguf"}, f"halo_model='/srv/models/%n.gguf' is invalid: must be an absolute path on the host (an absolute path"),
+    ({"halo_model": "/srv/models/%n.gguf"},
+     f"halo_model='/srv/models/%n.gguf' is invalid: must be an absolute path on the host (an absolute path"),
     ({"halo_model": "/srv/models/%%h.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/$MODEL.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/${HOME}.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/My Model Q4 --host 0.0.0.0.gguf"}, "must be an absolute path on the host"),
-    ({"halo_model": "/etc:/models:rw/x.gguf", **TOOLBOX}, "halo_model='/etc:/models:rw/x.gguf' is invalid: must be an absolute path on the host"),
+    ({"halo_model": "/etc:/models:rw/x.gguf", **TOOLBOX},
+     "halo_model='/etc:/models:rw/x.gguf' is invalid: must be an absolute path on the host"),
     ({"halo_model": "/etc:/models:rw/x", **VLLM}, "must be an absolute path on the host or a Hugging Face id"),
     ({"halo_model": "/srv/models/x\"y.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/x\\y.gguf"}, "must be an absolute path on the host"),
@@ -180,15 +194,20 @@ DATA_ERRORS = [
     ({"halo_api_keys": SECRET}, "halo_api_keys is invalid: unknown key (did you mean 'halo_api_key'?)"),
     ({"halo_apikey": SECRET}, "halo_apikey is invalid: unknown key (did you mean 'halo_api_key'?)"),
     ({"halo_API_KEY": SECRET}, "halo_API_KEY is invalid: unknown key"),
-    ({"halo_llama_args": ["--api-key", SECRET]}, "halo_llama_args is invalid: --api-key is set by halo_api_key, not in the extra arguments"),
+    ({"halo_llama_args": ["--api-key", SECRET]},
+     "halo_llama_args is invalid: --api-key is set by halo_api_key, not in the extra arguments"),
     ({"halo_llama_args": [f"--api-key={SECRET}"]}, "--api-key is set by halo_api_key"),
     ({"halo_llama_args": ["--api-key-file", "/etc/key"]}, "--api-key-file is set by halo_api_key"),
-    ({"halo_llama_args": ["-fa", "off", "--host", "0.0.0.0"]}, "halo_llama_args is invalid: --host is set by halo_bind"),
-    ({"halo_llama_args": ["--host=0.0.0.0"]}, "--host is set by halo_bind, not in the extra arguments (found '--host')"),
+    ({"halo_llama_args": ["-fa", "off", "--host", "0.0.0.0"]},
+     "halo_llama_args is invalid: --host is set by halo_bind"),
+    ({"halo_llama_args": ["--host=0.0.0.0"]},
+     "--host is set by halo_bind, not in the extra arguments (found '--host')"),
     ({"halo_llama_args": ["--port", "9000"]}, "--port is set by halo_port"),
     ({"halo_llama_args": ["--port=9000"]}, "--port is set by halo_port"),
-    ({"halo_vllm_args": ["--host", "0.0.0.0"], "halo_model": "org/m", **VLLM}, "halo_vllm_args is invalid: --host is set by halo_bind"),
-    ({"halo_vllm_args": ["--ho=0.0.0.0"], "halo_model": "org/m", **VLLM}, "--host is set by halo_bind, not in the extra arguments (found '--ho')"),
+    ({"halo_vllm_args": ["--host", "0.0.0.0"], "halo_model": "org/m", **VLLM},
+     "halo_vllm_args is invalid: --host is set by halo_bind"),
+    ({"halo_vllm_args": ["--ho=0.0.0.0"], "halo_model": "org/m", **VLLM},
+     "--host is set by halo_bind, not in the extra arguments (found '--ho')"),
     ({"halo_vllm_args": ["--api-key", SECRET], "halo_model": "org/m", **VLLM}, "--api-key is set by halo_api_key"),
     ({"halo_vllm_args": [f"--api-k={SECRET}"], "halo_model": "org/m", **VLLM}, "--api-key is set by halo_api_key"),
     ({"halo_vllm_args": ["--port=1"], "halo_model": "org/m", **VLLM}, "--port is set by halo_port"),
@@ -203,7 +222,8 @@ DATA_ERRORS = [
     ({"halo_bind": "0.0.0.0"}, f"halo_bind='0.0.0.0' is invalid: {EXPOSED}"),
     ({"halo_bind": "::"}, f"halo_bind='::' is invalid: {EXPOSED}"),
     ({"halo_bind": "192.168.1.5"}, EXPOSED),
-    ({"halo_bind": "0.0.0.0", "halo_allow_unauthenticated": "perhaps"}, "halo_allow_unauthenticated='perhaps' is invalid: must be true or false"),
+    ({"halo_bind": "0.0.0.0", "halo_allow_unauthenticated": "perhaps"},
+     "halo_allow_unauthenticated='perhaps' is invalid: must be true or false"),
     # -- one host must not break the fleet -------------------------------------------------------------------
     ({"halo_gtt_gib": "--96"}, "halo_gtt_gib='--96' is invalid: must be a whole number"),
     ({"halo_gtt_gib": "\u0669\u0666"}, "must be a whole number"),
@@ -236,7 +256,8 @@ def data_errors_fleet():
     return run_fake("deploys/full.py", {**hosts, "good": (GOOD, probe_output())})
 
 
-@pytest.mark.parametrize("index", range(len(DATA_ERRORS)), ids=[str(d) for d, _ in DATA_ERRORS])
+@pytest.mark.parametrize("index", range(len(DATA_ERRORS)),
+                         ids=[str(d).replace(str(PUSH_DIR), "<push>") for d, _ in DATA_ERRORS])
 def test_bad_data_reaches_no_host(data_errors_fleet, index):
     run, name, message = data_errors_fleet, f"bad{index}", DATA_ERRORS[index][1]
     assert name in run.failed_hosts
@@ -368,8 +389,6 @@ def test_reboot_batch_reads_the_contract(monkeypatch):
 
 
 def test_dry_diff_never_reads_the_secret_file():
-    from pyinfra.facts.files import FileContents
-
     from halofleet.paths import SERVE_ENV
 
     old_env = f"{'0' * 64}  {SERVE_ENV}"  # the host has a serve.env already, with other content
@@ -377,9 +396,19 @@ def test_dry_diff_never_reads_the_secret_file():
                                              probe_output(sections={"files": [old_env]}))}, diff=True)
     assert run.failed_hosts == set(), run.errors
     reads = [command for command in run.changes("h") if SERVE_ENV in command and "cat " in command]
-    assert reads == [] and FileContents().command(path=SERVE_ENV) not in run.commands["h"]
+    assert reads == []
     assert any("cat " in command and "/etc/default/grub.d/zz-halofleet.cfg" in command  # other files are read
                for command in run.commands["h"])
+
+
+def test_rollback_with_diff_never_reads_the_secret_file():
+    from halofleet.paths import SERVE_ENV
+
+    run = run_fake("deploys/rollback.py", {"h": (GOOD, probe_output(sections={"files": [f"{'0' * 64}  {SERVE_ENV}"]}))},
+                   diff=True)
+    assert run.failed_hosts == set(), run.errors
+    assert any(SERVE_ENV in command for command in run.changes("h"))  # it is removed (kept in the backups)
+    assert [command for command in run.changes("h") if SERVE_ENV in command and "cat " in command] == []
 
 
 def test_cwsr_warn_policy_lets_vllm_through_with_a_warning():

@@ -221,3 +221,51 @@ def test_cmdline_merge_keeps_the_users_params_and_each_of_ours_once(existing, io
 def test_the_probe_parser_never_raises(lines):
     probe = parse_probe(lines)
     assert set(probe) >= {"os", "rocm", "model", "cwsr"}
+
+
+def test_verify_cells_survive_a_health_answer_without_latency():
+    from halofleet.facts.halo import parse_serve_health
+    from halofleet.verify import serving_cells
+
+    health = parse_serve_health(["@engine llama-server distro", "@active active", "@health 200", "@models 200",
+                                 "@completion 200", "@tokens 2"])
+    assert serving_cells(health) == ("llama-server active, /health 200", "2 tokens")
+
+
+@pytest.mark.parametrize("extra", [{}, {"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}])
+def test_unusual_but_valid_values_render_as_given(extra):
+    from halofleet import serving
+    from halofleet.config import validate
+
+    model = "/srv/models/v2.q-4/Qwen3+8B@Q4_K_M.gguf"
+    config = validate("h", {"halo_model": model, "halo_llama_backend": "cpu", "halo_llama_args": ["--alias=a@b,c"],
+                            **extra})
+    probe = {"model": {"kind": "file", "size": 1, "mtime": 1, "magic": "GGUF"}, "serve": {}, "files": {},
+             "accounts": {"users": {}, "groups": {"video": 44, "render": 993}}}
+    plan = serving.build_serve_plan(config, probe, 15, serving.allocate_ids(config, probe["accounts"]))
+    exec_line = next(line for line in plan.unit.splitlines() if line.startswith(("ExecStart=", "Exec=")))
+    words = systemd_words(exec_line.split("=", 1)[1])
+    assert words[words.index("--model") + 1] in (model, "/models/Qwen3+8B@Q4_K_M.gguf")
+    assert words[-1] == "--alias=a@b,c"
+    if extra:
+        assert "Volume=/srv/models/v2.q-4:/models:ro" in plan.unit.splitlines()
+
+
+@pytest.mark.parametrize("text", [
+    '{"model": "/m.gguf", "llama_bench": [{"n_prompt": 512, "n_gen": 0}]}',  # no avg_ts
+    '{"model": "/m.gguf", "model_file_bytes": "lots", "llama_bench": [{"n_gen": 128, "avg_ts": "fast"}]}',
+    '{"llama_bench": [7, null, {"n_gen": 128, "avg_ts": 1e999}]}',
+    '{"llama_bench": [{"n_prompt": 512, "avg_ts": [1]}], "model_file_bytes": -5}',
+    '{"llama_bench": "x"}', "[]", "", "{",
+])
+def test_a_bench_file_without_its_fields_reads_as_unknown(text):
+    from halofleet.bench import bench_cell, parse_bench_result
+
+    figures = parse_bench_result(text)
+    assert bench_cell(figures, 256, 215).startswith(("pp512", "-"))
+
+
+def test_the_live_probe_parts_survive_garbage():
+    probe = parse_probe(["@@halofleet-probe health", "@completion 200 x", "@tokens \u00b2", "@health",
+                         "@@halofleet-probe bench", '{"llama_bench": [{"n_gen": 128}]}'])
+    assert probe["health"]["healthy"] is False and probe["bench"].tg_tps is None

@@ -24,10 +24,15 @@ def write_inventory(tmp_path, hosts: dict) -> str:
 def test_review_lists_changes_without_the_secret(tmp_path):
     good = {"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu", "halo_api_key": SECRET,
             "halo_reboot": "never"}
+    typo = {key: value for key, value in good.items() if key != "halo_api_key"}
     inventory = write_inventory(tmp_path, {"fresh": (good, probe_output()),
-                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output())})
+                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output()),
+                                           "typo": ({**typo, "halo_api_keys": SECRET}, probe_output())})
     reviews = {item.host: item for item in review(inventory, "deploys/full.py")}
     assert reviews["@fake/broken"].status == "refused" and "7.0.1" in reviews["@fake/broken"].reason
+    # A misspelled secret is refused by name, its value never shown (it is no known secret key to mask).
+    assert reviews["@fake/typo"].status == "refused"
+    assert "halo_api_keys is invalid: unknown key (did you mean 'halo_api_key'?)" in reviews["@fake/typo"].reason
     fresh = reviews["@fake/fresh"]
     assert fresh.status == "changes"
     names = [change.name for change in fresh.operations]
@@ -53,7 +58,9 @@ def test_pyinfra_dry_diff_lists_every_command_with_the_secret_masked(tmp_path):
     good = {"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu", "halo_api_key": SECRET,
             "halo_reboot": "never"}
     inventory = write_inventory(tmp_path, {"fresh": (good, probe_output()),
-                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output())})
+                                           "broken": ({**good, "halo_rocm_version": "7.0.1"}, probe_output()),
+                                           "typo": ({"halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu",
+                                                     "halo_reboot": "never", "halo_apikey": SECRET}, probe_output())})
     # -y skips pyinfra's change detection and with it its diffs: halofleet's listing carries both.
     text = dry_run(inventory, "-y")
     listing = text.split("--> Commands a run would execute (dry run, secrets masked):", 1)[1]
@@ -61,6 +68,7 @@ def test_pyinfra_dry_diff_lists_every_command_with_the_secret_masked(tmp_path):
     assert "Will create /etc/default/grub.d/zz-halofleet.cfg" in listing
     assert "$ DEBIAN_FRONTEND=noninteractive apt-get" in listing and "systemctl restart halo-serve.service" in listing
     assert "@fake/broken" not in listing  # refused: nothing would run there
+    assert "halo_apikey is invalid: unknown key" in text  # the misspelled key is named, its value is not
     assert SECRET not in text
 
 
