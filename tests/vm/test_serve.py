@@ -10,6 +10,10 @@ srv2: the Quadlet flavours (llama.cpp toolbox, then vLLM) with a small image the
 (`podman import`, no registry): the generated service starts the container as the service user with the GPU
 groups, the devices and the vLLM settings applied.
 
+srv3: a host that is only prepared, in one fleet run with srv1 serving and srv2 pinning ROCm; then a fake gfx1151
+GPU (overlayfs on /sys/class, a tmpfs debugfs) for the checks that need one: CWSR for every ROCm engine, the distro
+HIP backend, the BIOS carve-out, a denied MES firmware.
+
 The tests share the booted VMs and run in file order.
 """
 
@@ -18,16 +22,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
+from halofleet.testing import fakesysfs
 from halofleet.testing import vm as vm_mod
 from halofleet.testing.tinymodel import write_tiny_llama
 
-from .conftest import ROOT, run_pyinfra
+from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra
 
 pytestmark = pytest.mark.vm
 
@@ -75,6 +81,11 @@ class Servers:
     def description(self, name: str, **data) -> object:
         return vm_mod.write_inventory([self.vms[name]], self.workdir / f"{name}.json", {name: {**COMMON, **data}})
 
+    def fleet(self, path_name: str, **host_data: dict) -> object:
+        """Several of the VMs in one inventory, each with its own data."""
+        return vm_mod.write_inventory([self.vms[name] for name in host_data], self.workdir / f"{path_name}.json",
+                                      {name: {**COMMON, **data} for name, data in host_data.items()})
+
     def sh(self, name: str, command: str, check: bool = True) -> str:
         return self.vms[name].ssh(command, check=check).stdout.strip()
 
@@ -86,7 +97,7 @@ class Servers:
 @pytest.fixture(scope="module")
 def servers(serving_image, vm_workdir, tmp_path_factory):
     model = write_tiny_llama(tmp_path_factory.mktemp("model") / "tiny-llama.gguf")
-    vms = vm_mod.boot_vms(["srv1", "srv2"], serving_image, vm_workdir)
+    vms = vm_mod.boot_vms(["srv1", "srv2", "srv3"], serving_image, vm_workdir)
     try:
         yield Servers(vms, vm_workdir, model)
     finally:
@@ -297,6 +308,88 @@ def test_image_that_cannot_be_pulled_is_a_clear_error_and_the_running_engine_sta
     assert "halofleet: could not pull localhost/halo-absent-engine:1" in run.stderr
     assert servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container") == before
     assert servers.sh("srv2", "systemctl is-active halo-serve.service") == "active"
+
+
+def test_fleet_whose_hosts_take_different_stages_deploys_in_one_run(servers, rocm_repo):
+    """srv1 serves, srv2 pins ROCm (and serves nothing new), srv3 is only prepared: one run, one inventory."""
+    servers.vms["srv2"].copy_dir(rocm_repo, REPO_IN_VM)
+    description = servers.fleet("mixed", srv1=servers.srv1_data(), srv2=rocm_group_data("7.2.1"),
+                                srv3={"halo_serve": "none"})
+    run = run_pyinfra(description, "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.failed_hosts == []
+    assert servers.sh("srv2", "dpkg-query -W -f='${Version}' rocm-core").startswith("7.2.1")
+    assert servers.sh("srv3", "test -e /etc/default/grub.d/zz-halofleet.cfg && id -u halo >/dev/null && echo ok") == "ok"
+    assert servers.sh("srv3", "ls /etc/systemd/system/halo-serve.service 2>&1 | grep -c 'No such'") == "1"
+    assert servers.sh("srv1", "systemctl is-active halo-serve.service") == "active"
+    again = run_pyinfra(description, "deploys/full.py")
+    assert again.returncode == 0 and again.changed_ops == [], again.changed_ops
+
+
+def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(servers, tmp_path):
+    hostile = tmp_path / "evil $(touch PWNED);x.gguf"
+    shutil.copy(servers.model, hostile)
+    unit = "sha256sum /etc/systemd/system/halo-serve.service"
+    before = servers.sh("srv1", unit)
+    description = servers.fleet("hostile", srv1=servers.srv1_data(halo_model=str(hostile)), srv3={"halo_serve": "none"})
+    run = run_pyinfra(description, "deploys/full.py")
+    assert run.returncode == 1
+    assert "[srv1] halofleet refuses this host: host 'srv1': halo_model=" in run.stderr
+    assert run.failed_hosts == ["srv1"] and run.changed_ops == []  # srv3 carries on, converged
+    assert servers.sh("srv1", unit) == before and servers.sh("srv1", "systemctl is-active halo-serve.service") == "active"
+    for name in servers.vms:
+        assert servers.sh(name, "find / -xdev -name 'PWNED*' 2>/dev/null; true") == "", name
+    assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.glob("PWNED*"))
+
+
+TOOLBOX_HIP = {"halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
+               "halo_model": "/srv/models/tiny.gguf", "halo_devices_optional": True}
+
+
+def fake_gpu(servers, **kwargs) -> None:
+    servers.sh("srv3", fakesysfs.install_script(**kwargs))
+    assert servers.sh("srv3", "grep -c 110501 /sys/class/kfd/kfd/topology/nodes/*/properties") == "1"
+
+
+def dry_run(servers, **data):
+    return run_pyinfra(servers.description("srv3", **data), "deploys/full.py", review=True)
+
+
+def test_on_a_fake_gfx1151_every_rocm_engine_needs_cwsr_and_vulkan_does_not(servers):
+    servers.sh("srv3", "mkdir -p /srv/models && printf 'GGUF-test' > /srv/models/tiny.gguf")
+    try:
+        fake_gpu(servers, cwsr=False)
+        hip = dry_run(servers, **TOOLBOX_HIP)
+        assert hip.returncode == 1
+        assert "llama-server on HIP/ROCm (toolbox) needs a kernel exporting the CWSR properties" in hip.stderr
+        vulkan = dry_run(servers, **{**TOOLBOX_HIP, "halo_llama_backend": "vulkan"})
+        assert vulkan.returncode == 0, vulkan.stderr[-3000:]
+        assert "[srv3] halofleet | serve | llama-server unit (toolbox)" in vulkan.stderr
+        distro_hip = dry_run(servers, halo_llama_backend="hip", halo_model="/srv/models/tiny.gguf")
+        assert distro_hip.returncode == 1 and "has no gfx1151 code objects" in distro_hip.stderr
+
+        fake_gpu(servers, cwsr=True)
+        accepted = dry_run(servers, **TOOLBOX_HIP)
+        assert accepted.returncode == 0, accepted.stderr[-3000:]
+        assert "CWSR kernel support: ok" in accepted.stderr
+    finally:
+        servers.sh("srv3", fakesysfs.REMOVE_SCRIPT)
+
+
+def test_on_a_fake_gfx1151_a_large_carve_out_is_warned_and_a_denied_mes_firmware_refused(servers):
+    vulkan = {**TOOLBOX_HIP, "halo_llama_backend": "vulkan"}
+    try:
+        fake_gpu(servers, cwsr=True, vram_bytes=8 * 2**30, mes_version=0x86)
+        warned = dry_run(servers, **vulkan)
+        assert warned.returncode == 0, warned.stderr[-3000:]
+        assert f"{fakesysfs.CARD}: the BIOS carve-out (mem_info_vram_total) is 8 GiB" in warned.stderr
+        assert "MES firmware version unknown" not in warned.stderr
+        fake_gpu(servers, cwsr=True, mes_version=0x83)
+        refused = dry_run(servers, **vulkan)
+        assert refused.returncode == 1 and "MES firmware 0x83 is refused" in refused.stderr
+    finally:
+        servers.sh("srv3", fakesysfs.REMOVE_SCRIPT)
+    assert servers.sh("srv3", "ls /sys/class/kfd 2>&1 | grep -c 'No such'") == "1"  # the VM's own sysfs again
 
 
 def test_rollback_of_a_serving_host_removes_the_engine_and_keeps_the_key_private(servers):
