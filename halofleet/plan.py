@@ -140,7 +140,8 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         if config.cwsr_policy == "enforce":
             raise HostRefused(host, message)
         warnings.append(message)
-    if strix_halo and config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip":
+    distro_hip = config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip"
+    if strix_halo and distro_hip:
         raise ConfigError(
             host, "halo_llama_backend", "hip",
             "the distribution's libggml0-backend-hip has no gfx1151 code objects (gfx803-gfx1102 only) and links "

@@ -421,7 +421,8 @@ class VM:
 def write_inventory(vms: list[VM], path: Path, host_data: dict[str, dict] | None = None,
                     group_data: dict | None = None) -> Path:
     """
-    A JSON description of the VMs (name, SSH settings, extra host data) that the inventory file ``INVENTORY_FILE`` (``inventories/vm.py``) reads when
+    A JSON description of the VMs (name, SSH settings, extra host data) that the inventory file ``INVENTORY_FILE``
+    (``inventories/vm.py``) reads when
     ``HALOFLEET_VM_INVENTORY`` points at it.
     """
     host_data = host_data or {}

@@ -112,8 +112,8 @@ def test_vulkan_needs_no_cwsr(source):
 
 
 def test_distro_hip_backend_is_refused_on_gfx1151_with_the_vulkan_way_out():
-    with pytest.raises(ConfigError, match="halo_llama_backend='hip' is invalid: the distribution's "
-                                          "libggml0-backend-hip has no gfx1151 code objects.*halo_llama_backend: vulkan"):
+    with pytest.raises(ConfigError, match="halo_llama_backend='hip' is invalid: the distribution's libggml0-backend-hip "
+                                          "has no gfx1151 code objects.*halo_llama_backend: vulkan"):
         plan({"halo_llama_backend": "hip"})
     # a test host without the GPU may still use it (nothing to run it on either way)
     assert plan({"halo_llama_backend": "hip", "halo_allow_non_strix_halo": True}, gfx1151=None).serve

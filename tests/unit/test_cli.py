@@ -54,7 +54,8 @@ def run(command: str | list[str], cwd: Path, env: dict | None = None, isolate: b
         args = [str(BIN / args[0])] + args[1:]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     env.pop("HALO_API_KEY", None)
-    return subprocess.run((isolated_network() if isolate else []) + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run((isolated_network() if isolate else []) + args, cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=120)
 
 
 def test_readme_has_the_commands_this_test_runs():
