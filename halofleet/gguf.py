@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 MAGIC = b"GGUF"
 MAX_KEY_BYTES = 65535          # gguf.md: keys are at most 2^16 - 1 bytes
@@ -26,6 +26,8 @@ MAX_KV = 1 << 20
 MAX_TENSORS = 1 << 20          # large models have a few thousand tensors
 MAX_DIMS = 4                   # GGML_MAX_DIMS (ggml.h)
 MAX_ARRAY_DEPTH = 4
+FIRST_READ = 4 << 20          # most headers fit; gpt-oss's (o200k vocabulary and merges) is ~11 MB [U: estimate]
+MAX_HEADER_READ = 64 << 20     # the largest tokenizers in use are a fraction of this
 KEPT_ARRAY_ITEMS = 256         # small numeric arrays (per-layer values) are kept; vocabularies are only skipped
 
 # GGUF metadata value types -> struct code of the scalars (gguf.md: gguf_metadata_value_type)
@@ -251,6 +253,29 @@ def read_header(data: bytes) -> GGUFHeader:
     return GGUFHeader(version, metadata, tuple(tensors), reader.pos, order)
 
 
+def read_header_in_chunks(read: Callable[[int, int], bytes | None], first: int = FIRST_READ,
+                          limit: int = MAX_HEADER_READ) -> GGUFHeader:
+    """
+    Read a header through ``read(offset, length)`` (the file's bytes there, fewer at its end; None: unreadable),
+    doubling what is read until the header parses: a few round trips, never more than ``limit`` bytes.
+    """
+    data, want = b"", min(first, limit)
+    while True:
+        chunk = read(len(data), want - len(data))
+        if chunk is None:
+            raise GGUFError("model file not readable")
+        asked = want - len(data)
+        data += chunk
+        try:
+            return read_header(data)
+        except Truncated as error:
+            if len(chunk) < asked:
+                raise GGUFError(f"file ends inside its GGUF header ({len(data)} bytes): {error}") from None
+            if want >= limit:
+                raise GGUFError(f"GGUF header longer than {limit} bytes read") from None
+            want = min(want * 2, limit)
+
+
 @dataclass(frozen=True)
 class TokenCost:
     """
@@ -267,6 +292,13 @@ class TokenCost:
     @property
     def moe(self) -> bool:
         return self.expert_count is not None
+
+    @property
+    def experts(self) -> tuple[int, int] | None:
+        """(used, count) experts per token of an MoE model whose estimate is known."""
+        if self.expert_count is None or self.expert_used_count is None or self.bytes_per_token is None:
+            return None
+        return self.expert_used_count, self.expert_count
 
 
 def _is_expert_tensor(tensor: TensorInfo, expert_count: int | None) -> bool:
