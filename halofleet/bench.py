@@ -59,12 +59,14 @@ def parse_bench_result(text: str) -> BenchFigures | None:
             pp = float(record["avg_ts"])
         elif record.get("n_gen") == policy.BENCH_GEN_TOKENS and not record.get("n_prompt"):
             tg = float(record["avg_ts"])
+    per_token = _positive_int(stored.get("bytes_per_token"))
     return BenchFigures(
         model=str(stored.get("model") or first.get("model_filename") or "?"),
         # the file size (llama-bench's model_size as fallback): the roofline's bytes when the header was not read
         model_bytes=int(stored.get("model_file_bytes") or first.get("model_size") or 0),
         pp_tps=pp, tg_tps=tg, backend=str(first.get("backends") or first.get("backend") or "?"),
-        bytes_per_token=_positive_int(stored.get("bytes_per_token")), experts=_experts(stored.get("experts")),
+        # the MoE note only beside the figure it explains
+        bytes_per_token=per_token, experts=_experts(stored.get("experts")) if per_token else None,
     )
 
 
