@@ -308,6 +308,24 @@ def _is_expert_tensor(tensor: TensorInfo, expert_count: int | None) -> bool:
         and tensor.dims[-1] == expert_count
 
 
+def _layout_mismatch(header: GGUFHeader) -> str:
+    """
+    The file checks the type table: llama.cpp's loader (gguf.cpp) requires each tensor's offset to be the sum of
+    the earlier tensors' ggml_nbytes, each padded to ``general.alignment`` (default 32). A wrong block size shows
+    here as a wrong offset ("" when consistent; the last tensor's size is checked by nothing but the file's end).
+    """
+    alignment = header.metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+        return f"general.alignment {alignment!r} is not a positive integer"
+    expected = 0
+    for tensor in header.tensors:
+        if tensor.offset != expected:
+            return (f"tensor {tensor.name} is at data offset {tensor.offset} but the sizes before it add up to "
+                    f"{expected}")
+        expected += -(-(tensor.nbytes() or 0) // alignment) * alignment
+    return ""
+
+
 def token_cost(header: GGUFHeader) -> TokenCost:
     """
     Bytes read per generated token (batch of one): every tensor once, except that
@@ -341,6 +359,9 @@ def token_cost(header: GGUFHeader) -> TokenCost:
     if unknown:
         return TokenCost(None, None, expert_count if moe else None, used, blocks,
                          f"{len(unknown)} tensors of unknown ggml type, e.g. {unknown[0]}")
+    layout = _layout_mismatch(header)
+    if layout:
+        return TokenCost(None, None, expert_count if moe else None, used, blocks, layout)
     if not moe:
         return TokenCost(dense, total, block_count=blocks)
     if not experts:

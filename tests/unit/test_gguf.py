@@ -222,3 +222,17 @@ def test_row_not_a_multiple_of_the_block_is_refused(tmp_path):
     struct.pack_into("<I", data, header.header_bytes - 12, Q.Q4_0)  # 48 is not a multiple of 32
     with pytest.raises(GGUFError, match="not a multiple"):
         token_cost(read_header(bytes(data)))
+
+
+def test_a_wrong_size_shows_in_the_next_tensors_offset(tmp_path):
+    # the offsets the writer laid out follow ggml's sizes; claim Q5_K (176 B/block) for blk.0.ffn_down's Q4_K
+    # (144): the next tensor's offset no longer adds up, so the estimate is unknown rather than wrong
+    data = bytearray(write_header(tmp_path / "d.gguf", "llama", dense_tensors(), DENSE_KV))
+    at = bytes(data).index(b"blk.0.ffn_down.weight") + len("blk.0.ffn_down.weight") + 4 + 2 * 8
+    assert struct.unpack_from("<I", data, at)[0] == Q.Q4_K
+    struct.pack_into("<I", data, at, Q.Q5_K)
+    cost = token_cost(read_header(bytes(data)))
+    assert cost.bytes_per_token is None
+    # token_embd 144000 + block 0 501760 = 645760; with 176-byte blocks ffn_down is 352 * 256 = 90112, 16384 more
+    assert cost.reason == ("tensor blk.1.attn_norm.weight is at data offset 645760 but the sizes before it add up "
+                           "to 662144")
