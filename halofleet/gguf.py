@@ -301,6 +301,13 @@ class TokenCost:
         return self.expert_used_count, self.expert_count
 
 
+def _block_index(name: str) -> int | None:
+    """N of a ``blk.N.`` tensor name, else None."""
+    parts = name.split(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[0] == "blk" and parts[1].isascii() \
+        and parts[1].isdigit() else None
+
+
 def _is_expert_tensor(tensor: TensorInfo, expert_count: int | None) -> bool:
     # llama.cpp names the stacked expert weights blk.N.ffn_{gate,up,down}_exps.weight (gpt-oss also has
     # ..._exps.bias), experts as the last dim; shared experts (_shexp) and the router (ffn_gate_inp) are always read.
@@ -333,10 +340,13 @@ def token_cost(header: GGUFHeader) -> TokenCost:
     - the token embedding ``token_embd.weight`` is a row lookup (ggml_get_rows): one row, unless there is no
       ``output.weight`` (tied embeddings), where it is also the output matrix and is read whole;
     - stacked expert tensors are read for ``expert_used_count`` of ``expert_count`` experts per layer, and the
-      experts of one tensor are equal slices, so those bytes scale by used/count exactly.
+      experts of one tensor are equal slices, so those bytes scale by used/count exactly;
+    - the last ``{arch}.nextn_predict_layers`` blocks (GLM-4.5, DeepSeek-style multi-token-prediction layers)
+      are not read at all: llama.cpp loads them with TENSOR_SKIP unless MTP drafting is asked for.
     """
     expert_count, used = header.arch_int("expert_count"), header.arch_int("expert_used_count")
     blocks = header.arch_int("block_count")
+    first_skipped = blocks - (header.arch_int("nextn_predict_layers") or 0) if blocks is not None else None
     moe = expert_count is not None and expert_count > 1
     names = {tensor.name for tensor in header.tensors}
     dense = experts = total = 0
@@ -347,6 +357,9 @@ def token_cost(header: GGUFHeader) -> TokenCost:
             unknown.append(f"{tensor.name} ({tensor.type_name})")
             continue
         total += size
+        block = _block_index(tensor.name)
+        if block is not None and first_skipped is not None and block >= first_skipped:
+            continue
         if tensor.name == "token_embd.weight" and "output.weight" in names:
             dense += tensor.row_bytes() or 0
         elif moe and _is_expert_tensor(tensor, expert_count):

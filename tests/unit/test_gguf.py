@@ -236,3 +236,12 @@ def test_a_wrong_size_shows_in_the_next_tensors_offset(tmp_path):
     # token_embd 144000 + block 0 501760 = 645760; with 176-byte blocks ffn_down is 352 * 256 = 90112, 16384 more
     assert cost.reason == ("tensor blk.1.attn_norm.weight is at data offset 645760 but the sizes before it add up "
                            "to 662144")
+
+
+def test_multi_token_prediction_layers_are_not_read(tmp_path):
+    # GLM-4.5 style: block_count 3 includes 1 nextn layer (blk.2), which llama.cpp does not load
+    tensors = moe_tensors() + [(f"blk.2.{name}", dims, qtype, size) for name, dims, qtype, size in MOE_BLOCK]
+    kv = {**MOE_KV, "testmoe.block_count": ("uint32", 3), "testmoe.nextn_predict_layers": ("uint32", 1)}
+    cost = token_cost(read_header(write_header(tmp_path / "m.gguf", "testmoe", tensors, kv)))
+    assert cost.tensor_bytes == 4_499_152 + 156_672 + 1_851_392
+    assert cost.bytes_per_token == 1_450_336  # as without blk.2
