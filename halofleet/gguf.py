@@ -170,11 +170,21 @@ class _Reader:
         except UnicodeDecodeError as error:
             raise GGUFError(f"GGUF {what} at byte {self.pos - length} is not UTF-8") from error
 
-    def skip_string(self, what: str) -> None:
-        length = self.scalar("Q", what)
-        if length > MAX_STRING_BYTES:
-            raise GGUFError(f"GGUF {what} at byte {self.pos - 8} claims {length} bytes (limit {MAX_STRING_BYTES})")
-        self.take(length, what)
+    def skip_strings(self, count: int, what: str) -> None:
+        """Step over ``count`` strings (vocabularies, merges: ~10^5 of them, so a tight loop)."""
+        unpack, data, pos, end = struct.Struct(self.order + "Q").unpack_from, self.data, self.pos, len(self.data)
+        for _ in range(count):
+            if pos + 8 > end:
+                self.pos = pos
+                self.take(8, what)  # raises Truncated with the position
+            (length,) = unpack(data, pos)
+            if length > MAX_STRING_BYTES:
+                raise GGUFError(f"GGUF {what} at byte {pos} claims {length} bytes (limit {MAX_STRING_BYTES})")
+            pos += 8 + length
+            if pos > end:
+                self.pos = pos - length
+                self.take(length, what)
+        self.pos = pos
 
     def value(self, value_type: int, what: str, depth: int = 0) -> Any:
         if value_type in _SCALARS:
@@ -201,8 +211,7 @@ class _Reader:
             values = list(struct.unpack(f"{self.order}{count}{_SCALARS[item_type]}", raw))
             return [bool(v) for v in values] if item_type == 7 else values
         if item_type == _STRING:
-            for _ in range(count):
-                self.skip_string(what)
+            self.skip_strings(count, what)
             return SkippedArray(item_type, count)
         if item_type == _ARRAY:
             for _ in range(count):

@@ -245,3 +245,16 @@ def test_multi_token_prediction_layers_are_not_read(tmp_path):
     cost = token_cost(read_header(write_header(tmp_path / "m.gguf", "testmoe", tensors, kv)))
     assert cost.tensor_bytes == 4_499_152 + 156_672 + 1_851_392
     assert cost.bytes_per_token == 1_450_336  # as without blk.2
+
+
+def test_truncation_inside_a_vocabulary_and_a_hostile_token_length(tmp_path):
+    vocab = {"tokenizer.ggml.tokens": ("array", ["a", "bb", "ccc"] * 100)}
+    data = write_header(tmp_path / "v.gguf", "llama", dense_tensors(), {**DENSE_KV, **vocab})
+    start = data.index(b"tokenizer.ggml.tokens") + len("tokenizer.ggml.tokens") + 4 + 4 + 8  # first token's length
+    for cut in range(start, start + 40):
+        with pytest.raises(Truncated, match="tokenizer.ggml.tokens"):
+            read_header(data[:cut])
+    hostile = bytearray(data)
+    struct.pack_into("<Q", hostile, start + 8 + 1, 2**63)  # the second token claims 8 EiB
+    with pytest.raises(GGUFError, match="claims 9223372036854775808 bytes"):
+        read_header(bytes(hostile))
