@@ -355,6 +355,9 @@ def token_cost(header: GGUFHeader) -> TokenCost:
     """
     expert_count, used = header.arch_int("expert_count"), header.arch_int("expert_used_count")
     blocks = header.arch_int("block_count")
+    shards = header.metadata.get("split.count")
+    if isinstance(shards, int) and shards > 1:  # each shard's header lists only its own tensors
+        return TokenCost(None, None, reason=f"split GGUF ({shards} files): this header lists one file's tensors")
     first_skipped = blocks - (header.arch_int("nextn_predict_layers") or 0) if blocks is not None else None
     moe = expert_count is not None and expert_count > 1
     names = {tensor.name for tensor in header.tensors}

@@ -258,3 +258,9 @@ def test_truncation_inside_a_vocabulary_and_a_hostile_token_length(tmp_path):
     struct.pack_into("<Q", hostile, start + 8 + 1, 2**63)  # the second token claims 8 EiB
     with pytest.raises(GGUFError, match="claims 9223372036854775808 bytes"):
         read_header(bytes(hostile))
+
+
+def test_a_split_gguf_shard_is_unknown_not_a_fraction(tmp_path):
+    kv = {**DENSE_KV, "split.no": ("uint16", 0), "split.count": ("uint16", 3)}
+    cost = token_cost(read_header(write_header(tmp_path / "s.gguf", "llama", dense_tensors(), kv)))
+    assert cost.bytes_per_token is None and cost.reason.startswith("split GGUF (3 files)")
