@@ -23,10 +23,9 @@ def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int |
     model_q = shlex.quote(model)
     header = ""  # controller-computed ints only, so they can go into the printf format as they are
     if bytes_per_token:
-        header += f'\"bytes_per_token\": {int(bytes_per_token)}, '
+        header += f'"bytes_per_token": {int(bytes_per_token)}, '
     if experts:
-        header += f'\"experts\": [{int(experts[0])}, {int(experts[1])}], '
-
+        header += f'"experts": [{int(experts[0])}, {int(experts[1])}], '
     return "\n".join([
         "help=$(llama-bench --help 2>&1)",
         'case "$help" in *--load-mode*) nommap="-lm none";; *) nommap="-mmp 0";; esac',
