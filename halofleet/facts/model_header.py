@@ -17,7 +17,7 @@ from ..gguf import GGUFError, TokenCost, read_header_in_chunks, token_cost
 DATA_MARK = "@data"
 
 
-class ModelBytes(FactBase):
+class ModelBytes(FactBase[bytes | None]):
     """
     ``length`` bytes of the file at ``path`` from ``offset`` (fewer at its end), or None when it is not a
     readable regular file. ``tail -c +N`` seeks on a regular file, so a later slice does not reread the first.
