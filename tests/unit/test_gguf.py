@@ -264,3 +264,11 @@ def test_a_split_gguf_shard_is_unknown_not_a_fraction(tmp_path):
     kv = {**DENSE_KV, "split.no": ("uint16", 0), "split.count": ("uint16", 3)}
     cost = token_cost(read_header(write_header(tmp_path / "s.gguf", "llama", dense_tensors(), kv)))
     assert cost.bytes_per_token is None and cost.reason.startswith("split GGUF (3 files)")
+
+
+def test_experts_stored_one_tensor_each_are_not_recognised_so_unknown(tmp_path):
+    # early Mixtral GGUFs: blk.N.ffn_gate.E.weight per expert; counting them all would be 4x too many bytes
+    tensors = [("token_embd.weight", (256, 1000), Q.Q8_0, 272_000)]
+    tensors += [(f"blk.0.ffn_gate.{e}.weight", (256, 512), Q.Q4_K, 144 * 512) for e in range(8)]
+    cost = token_cost(read_header(write_header(tmp_path / "x.gguf", "testmoe", tensors, MOE_KV)))
+    assert cost.bytes_per_token is None and "no expert tensors" in cost.reason
