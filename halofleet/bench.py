@@ -1,6 +1,8 @@
 """
-llama-bench results against the memory roofline: generating one token of a dense model reads every weight once,
-so tg tokens/s <= bandwidth / model bytes. Pure functions; the deploy stores llama-bench's JSON on the host.
+llama-bench results against the memory roofline: generating one token reads every weight once (of an MoE model,
+only the experts in use), so tg tokens/s <= bandwidth / bytes read per token. The bytes per token come from the
+model's GGUF header (:func:`halofleet.gguf.token_cost`) when the bench stage could read it, else the file size.
+Pure functions; the deploy stores llama-bench's JSON on the host.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ class BenchFigures:
     pp_tps: float | None  # prompt processing, tokens/s
     tg_tps: float | None  # token generation, tokens/s
     backend: str
+    bytes_per_token: int | None = None  # from the GGUF header; None: not read (older bench.json, not GGUF)
+    experts: tuple[int, int] | None = None  # MoE: (used, count) experts per token
+
+    @property
+    def read_per_token(self) -> int:
+        """Bytes one generated token reads: the header's figure, else the whole file (right for dense models)."""
+        return self.bytes_per_token or self.model_bytes
 
     def roofline_tps(self, bandwidth_gbs: float) -> float:
-        """Upper bound on tg tokens/s for a dense model: bytes per second / bytes read per token."""
-        return bandwidth_gbs * 1e9 / self.model_bytes
+        """Upper bound on tg tokens/s: bytes per second / bytes read per token."""
+        return bandwidth_gbs * 1e9 / self.read_per_token
 
     def percent_of_roofline(self, bandwidth_gbs: float) -> float | None:
-        if self.tg_tps is None or self.model_bytes <= 0:
+        if self.tg_tps is None or self.read_per_token <= 0:
             return None
         return 100.0 * self.tg_tps / self.roofline_tps(bandwidth_gbs)
 
@@ -33,7 +42,8 @@ class BenchFigures:
 def parse_bench_result(text: str) -> BenchFigures | None:
     """
     The file the bench stage stores: ``{"model": path, "model_file_bytes": n, "llama_bench": [records]}``, where
-    the records are llama-bench's ``-o json`` output -> the pp512 and tg128 averages.
+    the records are llama-bench's ``-o json`` output -> the pp512 and tg128 averages; with ``"bytes_per_token"``
+    and, for an MoE model, ``"experts": [used, count]`` when the model's GGUF header was read.
     """
     try:
         stored = json.loads(text)
@@ -52,11 +62,14 @@ def parse_bench_result(text: str) -> BenchFigures | None:
             pp = _number(record.get("avg_ts"), float)
         elif record.get("n_gen") == policy.BENCH_GEN_TOKENS and not record.get("n_prompt"):
             tg = _number(record.get("avg_ts"), float)
+    per_token = _positive_int(stored.get("bytes_per_token"))
     return BenchFigures(
         model=str(stored.get("model") or first.get("model_filename") or "?"),
-        # bytes read per generated token of a dense model: the whole file (llama-bench's model_size as fallback)
+        # the file size (llama-bench's model_size as fallback): the roofline's bytes when the header was not read
         model_bytes=_number(stored.get("model_file_bytes") or first.get("model_size"), int) or 0,
         pp_tps=pp, tg_tps=tg, backend=str(first.get("backends") or first.get("backend") or "?"),
+        # the MoE note only beside the figure it explains
+        bytes_per_token=per_token, experts=_experts(stored.get("experts")) if per_token else None,
     )
 
 
@@ -71,6 +84,18 @@ def _number(value: Any, kind: type) -> Any:
     return number if number == number and abs(number) != float("inf") else None
 
 
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _experts(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2:
+        used, count = (_positive_int(item) for item in value)
+        if used and count and used <= count:
+            return used, count
+    return None
+
+
 def bench_cell(figures: BenchFigures | None, theoretical_gbs: float, measured_gbs: float) -> str:
     """The report's 'bench' cell: pp/tg tokens/s and tg as % of the roofline (theoretical and measured)."""
     if figures is None:
@@ -81,4 +106,5 @@ def bench_cell(figures: BenchFigures | None, theoretical_gbs: float, measured_gb
     measured = figures.percent_of_roofline(measured_gbs)
     roof = (f", tg {theoretical:.0f}% of {theoretical_gbs:g} GB/s roofline ({measured:.0f}% of {measured_gbs:g})"
             if theoretical is not None else "")
-    return f"pp512 {pp} t/s, tg128 {tg} t/s{roof}"
+    moe = f", MoE: {figures.experts[0]} of {figures.experts[1]} experts active" if figures.experts else ""
+    return f"pp512 {pp} t/s, tg128 {tg} t/s{roof}{moe}"

@@ -12,12 +12,20 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from .. import paths, policy
 
 
-def bench_script(model: str, user: str, repetitions: int) -> str:
+def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int | None = None,
+                 experts: tuple[int, int] | None = None) -> str:
     """
     The flags of DOMAIN.md's reference runs (all layers on the GPU, flash attention on, no mmap), in the spelling
     of the installed llama-bench: newer builds replaced ``-mmp 0`` by ``-lm none`` and ``-fa 1`` by ``-fa on``.
+    ``bytes_per_token`` and ``experts`` (used, count), read from the model's header by the controller, are stored
+    beside the result for the roofline.
     """
     model_q = shlex.quote(model)
+    header = ""  # controller-computed ints only, so they can go into the printf format as they are
+    if bytes_per_token:
+        header += f'"bytes_per_token": {int(bytes_per_token)}, '
+    if experts:
+        header += f'"experts": [{int(experts[0])}, {int(experts[1])}], '
     return "\n".join([
         "help=$(llama-bench --help 2>&1)",
         'case "$help" in *--load-mode*) nommap="-lm none";; *) nommap="-mmp 0";; esac',
@@ -32,7 +40,7 @@ def bench_script(model: str, user: str, repetitions: int) -> str:
         'if [ $rc != 0 ]; then rm -f $out; echo "halofleet: llama-bench failed" >&2; exit $rc; fi',
         f"size=$(stat -L -c %s {model_q})",
         f"mkdir -p {paths.BENCH_RESULT.rsplit('/', 1)[0]}",
-        f"{{ printf '{{\"model\": \"%s\", \"model_file_bytes\": %s, \"llama_bench\": ' {model_q} \"$size\"; "
+        f"{{ printf '{{\"model\": \"%s\", \"model_file_bytes\": %s, {header}\"llama_bench\": ' {model_q} \"$size\"; "
         f"cat $out; printf '}}\\n'; }} > {paths.BENCH_RESULT}.new && mv {paths.BENCH_RESULT}.new "
         f"{paths.BENCH_RESULT}",
         "rm -f $out",
@@ -40,13 +48,16 @@ def bench_script(model: str, user: str, repetitions: int) -> str:
 
 
 @operation(is_idempotent=False)
-def llama_bench(model: str, user: str, repetitions: int = 3):
+def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: int | None = None,
+                experts: tuple[int, int] | None = None):
     """
     Benchmark ``model`` with llama-bench (pp512, tg128) as ``user``; the result goes to /var/lib/halofleet/bench.json.
 
     + model: GGUF path on the host
     + user: the service user (the model is readable by it)
     + repetitions: llama-bench ``-r``
+    + bytes_per_token: bytes one generated token reads (from the GGUF header), stored for the roofline
+    + experts: MoE (used, count) experts per token, stored for the report
 
     **Example:**
 
@@ -54,4 +65,4 @@ def llama_bench(model: str, user: str, repetitions: int = 3):
 
         llama_bench(name="llama-bench", model="/var/lib/halofleet/models/m.gguf", user="halo")
     """
-    yield StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions)))
+    yield StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions, bytes_per_token, experts)))

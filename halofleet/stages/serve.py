@@ -11,6 +11,7 @@ from pyinfra.operations import apt, dnf
 
 from .. import policy, summary
 from ..deploy import current_plan, managed_sha256
+from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_serve
 from ..paths import SERVE_CACHE, SERVE_CONF, SERVE_ENV
 
@@ -82,11 +83,18 @@ def bench() -> None:
         return
     engine = plan.serve
     if engine and engine.engine == "llama-server" and engine.flavour == "distro" and engine.model_host_path:
+        # The roofline's bytes per token, from the model's GGUF header read on the host now (a few MB).
+        cost, why_not = host_model_token_cost(host, engine.model_host_path)
+        if cost is None:
+            logger.warning(f"{host.print_prefix}halofleet: bench roofline by file size: GGUF header of "
+                           f"{engine.model_host_path}: {why_not}")
         halo_bench.llama_bench(
             name=f"llama-bench {engine.model_host_path}",
             model=engine.model_host_path,
             user=plan.config.service_user,
             repetitions=plan.config.bench_repetitions,
+            bytes_per_token=cost.bytes_per_token if cost else None,
+            experts=cost.experts if cost else None,
         )
     else:
         # The toolbox and vLLM images carry their own tools; benchmarking inside them is not built yet.

@@ -111,9 +111,11 @@ def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]
 
     names = []
     for name, (data, probe_lines) in hosts.items():
+        # data's own fake_responses (e.g. for a fact other than the probe) are added to the probe's
+        responses = {PROBE_MARK: {"stdout": probe_lines}, "uname -s": "Linux",
+                     "command -v useradd": "/usr/sbin/useradd", **data.get("fake_responses", {})}
         names.append((f"@fake/{name}", {**data, "fake_delay": 0, "fake_delay_jitter": 0,
-                                         "fake_responses": {PROBE_MARK: {"stdout": probe_lines}, "uname -s": "Linux",
-                                                            "command -v useradd": "/usr/sbin/useradd"}}))
+                                         "fake_responses": responses}))
     inventory = Inventory((names, {}))
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()

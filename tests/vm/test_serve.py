@@ -207,6 +207,8 @@ def test_bench_runs_llama_bench_and_reports_it_against_the_roofline(servers):
     assert re.search(r"pp512 \d+\.\d t/s, tg128 \d+\.\d t/s, tg \d+% of 256 GB/s roofline \(\d+% of 215\)", line), line
     stored = json.loads(servers.sh("srv1", "cat /var/lib/halofleet/bench.json"))
     assert stored["model_file_bytes"] == servers.model.stat().st_size
+    # read from the model's header on the VM: 488704 tensor bytes less the 79872-byte embedding table, plus one row
+    assert stored["bytes_per_token"] == 409_088 and "experts" not in stored
     assert {(r["n_prompt"], r["n_gen"]) for r in stored["llama_bench"]} == {(512, 0), (0, 128)}
     # the engine was stopped for the run and is serving again
     assert servers.sh("srv1", "systemctl is-active halo-serve.service") == "active"
