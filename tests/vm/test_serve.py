@@ -352,7 +352,7 @@ TOOLBOX_HIP = {"halo_llama_source": "toolbox", "halo_llama_backend": "hip", "hal
 
 def fake_gpu(servers, **kwargs) -> None:
     servers.sh("srv3", fakesysfs.install_script(**kwargs))
-    assert servers.sh("srv3", "grep -c 110501 /sys/class/kfd/kfd/topology/nodes/*/properties") == "1"
+    assert servers.sh("srv3", "cat /sys/class/kfd/kfd/topology/nodes/*/properties | grep -c 110501") == "1"
 
 
 def dry_run(servers, **data):
