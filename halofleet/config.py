@@ -63,6 +63,12 @@ def _check_rocm_version(value: str) -> str | None:
     return None
 
 
+def _check_apt_word(value: str, what: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]{0,63}", value):
+        return f"must be {what}: lower-case letters, digits, '.', '+', '_' or '-'"
+    return None
+
+
 def _check_user_name(value: str) -> str | None:
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value) or value == "root":
         return "must be a non-root system user name ([a-z_][a-z0-9_-]*, at most 31 characters)"
@@ -122,18 +128,26 @@ OPTIONS: dict[str, Option] = {
         check=_check_rocm_version,
     ),
     "halo_rocm_repo_url": Option(
-        "url", None, "ROCm apt repository URL (default: AMD's repo for the pinned release; set for mirrors).",
-        nullable=True,
+        "url", None, "ROCm apt repository URL (default: AMD's repo for the release's stream and, for 7.14+/10.x, "
+        "the host's suite directory; set for mirrors).", nullable=True,
     ),
-    "halo_rocm_repo_suite": Option("str", policy.ROCM_APT_SUITE, "Suite of the ROCm apt repository."),
+    "halo_rocm_repo_suite": Option(
+        "str", None, "Legacy ROCm (<= 7.2.x): the apt suite (default noble). TheRock (7.14+, 10.x): AMD's directory "
+        "(ubuntu2204, ubuntu2404, ubuntu2604, debian12, debian13; default: from the host's os-release).",
+        nullable=True, check=lambda value: _check_apt_word(value, "an apt suite or directory name"),
+    ),
     "halo_rocm_repo_key_url": Option(
-        "url", "https://repo.radeon.com/rocm/rocm.gpg.key",
-        "ASCII-armored signing key of the ROCm repository; null only with halo_rocm_repo_trusted.", nullable=True,
+        "url", None, "Signing key of the ROCm repository (default: AMD's key for the stream: ASCII-armored for "
+        "legacy, a binary keyring for TheRock); unused with halo_rocm_repo_trusted.", nullable=True,
     ),
     "halo_rocm_repo_trusted": Option(
         "bool", False, "Trust the ROCm repository without a key (local test repositories only)."
     ),
-    "halo_rocm_packages": Option("list", ["rocm"], "Packages installed from the ROCm repository."),
+    "halo_rocm_packages": Option(
+        "list", None, "Packages installed from the ROCm repository (default: rocm for legacy; amdrocmX.Y-<gpu "
+        "target> for TheRock, e.g. amdrocm7.14-gfx1151; add amdrocm-core-sdkX.Y-<target> for the SDK).",
+        nullable=True,
+    ),
     "halo_gtt_gib": Option(
         "int", None, "GTT size in GiB (default: MemTotal minus halo_os_reserve_gib).", nullable=True, minimum=1,
         maximum=1024,
@@ -304,10 +318,11 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
     if kind == "list":
         if isinstance(value, str):
             value = [value]
+        # Package names reach apt's command line and a pin file: Debian policy's syntax only.
         if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
+            isinstance(item, str) and policy.DEBIAN_PACKAGE_NAME.fullmatch(item) for item in value
         ):
-            raise fail("must be a non-empty list of package names")
+            raise fail("must be a non-empty list of package names ([a-z0-9][a-z0-9+.-]+, Debian policy)")
         return list(value)
     if kind == "args":
         # Each item becomes one word of a systemd ExecStart/Exec line: no quoting, no specifiers, no variables.
@@ -352,15 +367,31 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     values = {}
     for key, option in OPTIONS.items():
         values[key] = _coerce(host, key, option, data.get(key, option.default))
-    if values["halo_rocm_version"] != "none" and values["halo_rocm_repo_key_url"] is None and not values[
-        "halo_rocm_repo_trusted"
-    ]:
-        raise ConfigError(
-            host, "halo_rocm_repo_key_url", None, "a signing key URL is needed unless halo_rocm_repo_trusted is true"
-        )
+    _validate_rocm(host, values)
     if serving:
         _validate_serving(host, values)
     return HaloConfig(host=host, values=values)
+
+
+def _validate_rocm(host: str, values: dict[str, Any]) -> None:
+    """The ROCm keys against the stream the release belongs to (TheRock: suite directory and package names)."""
+    version = values["halo_rocm_version"]
+    if version == "none" or policy.rocm_stream(version) is not policy.RocmStream.THEROCK:
+        return
+    suite_dirs = sorted(set(policy.THEROCK_SUITE_DIRS.values()))
+    suite = values["halo_rocm_repo_suite"]
+    if suite is not None and suite not in suite_dirs:
+        raise ConfigError(host, "halo_rocm_repo_suite", suite,
+                          f"ROCm {version} (TheRock) is published for {', '.join(suite_dirs)}")
+    series = policy.rocm_series(version)
+    for package in values["halo_rocm_packages"] or []:
+        match = policy.THEROCK_PACKAGE_PATTERN.fullmatch(package)
+        if not match or match.group(1) != series:
+            raise ConfigError(
+                host, "halo_rocm_packages", values["halo_rocm_packages"],
+                f"ROCm {version} installs TheRock's per-target packages of its series, like amdrocm{series}-gfx1151 "
+                f"or amdrocm-core-sdk{series}-gfx1151; {package!r} is not one",
+            )
 
 
 def _validate_serving(host: str, values: dict[str, Any]) -> None:
