@@ -229,7 +229,12 @@ def legacy_removed(legacy: str | None, version: str):
     if not legacy:
         host.noop("no legacy ROCm installed")
         return
-    policy.parse_rocm_version(version)
+    if not re.fullmatch(r"[0-9A-Za-z.+~]+", legacy):  # it reaches a message inside sh -c
+        raise OperationError(f"not a ROCm release: {legacy!r}")
+    try:
+        policy.parse_rocm_version(version)
+    except ValueError as error:
+        raise OperationError(str(error)) from None
     # apt removes the packages depending on rocm-core with it; purge drops their conffiles too.
     yield StringCommand(
         APT_ENV, "apt-get", "purge", "-y", policy.APT_LOCK_WAIT, policy.ROCM_LEGACY_CORE,
@@ -262,6 +267,12 @@ def therock_release(version: str, packages: list[str], installed: dict[str, str]
                         installed={}, pin_version="7.14.1-*")
     """
     _checked_packages(packages)
+    try:
+        policy.parse_rocm_version(version)
+    except ValueError as error:
+        raise OperationError(str(error)) from None
+    if not packages:
+        raise OperationError("no ROCm package to install")
     if not _PIN_VERSION.fullmatch(pin_version):
         raise OperationError(f"not a ROCm pin version: {pin_version!r}")
     if all(package in installed and _matches(installed[package], pin_version) for package in packages):
