@@ -321,7 +321,7 @@ def _installed_rocm(fleet, name):
     return parse_rocm(fleet.sh(name, ROCM_COMMAND).splitlines())
 
 
-def test_therock_714_replaces_legacy_and_holds_its_patch_level(fleet):
+def test_rocm_therock_714_replaces_legacy_and_holds_its_patch_level(fleet):
     fleet.sh("vm2", f"dpkg --purge rocm rocm-core >/dev/null 2>&1 || true; {LEGACY_721}")
     assert _installed_rocm(fleet, "vm2")["legacy"] == "7.2.1"
     description = _therock(fleet, "7.14.0", "packages-multi-arch/debian13")
@@ -351,7 +351,7 @@ def test_therock_714_replaces_legacy_and_holds_its_patch_level(fleet):
     assert again.returncode == 0 and again.changed_ops == [], again.changed_ops
 
 
-def test_therock_10_from_a_deb822_source_replaces_legacy(fleet):
+def test_rocm_therock_10_from_a_deb822_source_replaces_legacy(fleet):
     fleet.sh("vm2", f"dpkg --purge amdrocm7.14-gfx1151 && {LEGACY_721}")
     description = _therock(fleet, "10.0", "core/packages/debian13")
     run = run_pyinfra(description, "deploys/rocm.py")
