@@ -19,7 +19,8 @@ ROCM_COMMAND = (
     "| grep '^@rpm'; "
     "[ -r /opt/rocm/.info/version ] && echo \"@info $(cat /opt/rocm/.info/version)\"; "
     f"[ -e {policy.THEROCK_PREFIX} ] && echo \"@core $(readlink -f {policy.THEROCK_PREFIX})\"; "
-    f"[ -r {policy.THEROCK_PREFIX}/.info/version ] && echo \"@coreinfo $(head -n1 {policy.THEROCK_PREFIX}/.info/version)\"; "
+    f"[ -r {policy.THEROCK_PREFIX}/.info/version ] && "
+    f"echo \"@coreinfo $(head -n1 {policy.THEROCK_PREFIX}/.info/version)\"; "
     "ls -d /lib/modules/$(uname -r)/updates/dkms/amdttm.ko* 2>/dev/null | sed 's/^/@dkms /'; true"
 )
 

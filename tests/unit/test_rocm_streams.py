@@ -163,7 +163,8 @@ def _commands(data: dict, **probe) -> list[str]:
 def test_legacy_commands_unchanged():
     text = "\n".join(_commands({"halo_rocm_version": "7.2.1"}))
     assert "halofleet-rocm.asc" in text and "BEGIN PGP PUBLIC KEY BLOCK" in text
-    assert "apt-get install -y --allow-downgrades --no-install-recommends -o DPkg::Lock::Timeout=300 rocm-core rocm" in text
+    assert ("apt-get install -y --allow-downgrades --no-install-recommends -o DPkg::Lock::Timeout=300 "
+            "rocm-core rocm") in text
     assert "amdrocm" not in text and "purge" not in text
 
 
