@@ -70,7 +70,7 @@ def main() -> None:
 def synthetic_probe(ram_gib: int, model_gguf: bool = True) -> dict:
     """A Debian/GRUB host that sees ``ram_gib`` GiB, has no GPU and holds the model: enough for the plan's math."""
     return {
-        "os": {"id": "debian"},
+        "os": {"id": "debian", "version_id": "13"},  # trixie: also gives TheRock ROCm a suite directory
         "memtotal_kib": ram_gib * KIB_PER_GIB,
         "live_cmdline": [],
         "boot": {"kind": "grub", "cmdline": []},

@@ -75,23 +75,26 @@ OPTIONS: dict[str, Option] = {
         check=validators.check_rocm_version,
     ),
     "halo_rocm_repo_url": Option(
-        "url", None, "ROCm apt repository URL (default: AMD's repo for the pinned release; set for mirrors).",
-        nullable=True, check=validators.check_url,
+        "url", None, "ROCm apt repository URL (default: AMD's repo for the release's stream and, for 7.14+/10.x, "
+        "the host's suite directory; set for mirrors).", nullable=True, check=validators.check_url,
     ),
     "halo_rocm_repo_suite": Option(
-        "str", policy.ROCM_APT_SUITE, "Suite of the ROCm apt repository.", check=validators.check_apt_suite
+        "str", None, "Legacy ROCm (<= 7.2.x): the apt suite (default noble). TheRock (7.14+, 10.x): AMD's directory "
+        "(ubuntu2204, ubuntu2404, ubuntu2604, debian12, debian13; default: from the host's os-release).",
+        nullable=True, check=validators.check_apt_suite,
     ),
     "halo_rocm_repo_key_url": Option(
-        "url", "https://repo.radeon.com/rocm/rocm.gpg.key",
-        "ASCII-armored signing key of the ROCm repository; null only with halo_rocm_repo_trusted.", nullable=True,
+        "url", None, "Signing key of the ROCm repository (default: AMD's key for the stream: ASCII-armored for "
+        "legacy, a binary keyring for TheRock); unused with halo_rocm_repo_trusted.", nullable=True,
         check=validators.check_url,
     ),
     "halo_rocm_repo_trusted": Option(
         "bool", False, "Trust the ROCm repository without a key (local test repositories only)."
     ),
     "halo_rocm_packages": Option(
-        "list", ["rocm"], "Packages installed from the ROCm repository (Debian names, optionally =version).",
-        check=validators.check_packages,
+        "list", None, "Packages installed from the ROCm repository (default: rocm for legacy; amdrocmX.Y-<gpu "
+        "target> for TheRock, e.g. amdrocm7.14-gfx1151; add amdrocm-core-sdkX.Y-<target> for the SDK; Debian "
+        "names, optionally =version).", nullable=True, check=validators.check_packages,
     ),
     "halo_gtt_gib": Option(
         "int", None, "GTT size in GiB (default: MemTotal minus halo_os_reserve_gib).", nullable=True, minimum=1,
@@ -272,15 +275,31 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     values = {}
     for key, option in OPTIONS.items():
         values[key] = _coerce(host, key, option, data.get(key, option.default))
-    if values["halo_rocm_version"] != "none" and values["halo_rocm_repo_key_url"] is None and not values[
-        "halo_rocm_repo_trusted"
-    ]:
-        raise ConfigError(
-            host, "halo_rocm_repo_key_url", None, "a signing key URL is needed unless halo_rocm_repo_trusted is true"
-        )
+    _validate_rocm(host, values)
     if serving:
         _validate_serving(host, values)
     return HaloConfig(host=host, values=values)
+
+
+def _validate_rocm(host: str, values: dict[str, Any]) -> None:
+    """The ROCm keys against the stream the release belongs to (TheRock: suite directory and package names)."""
+    version = values["halo_rocm_version"]
+    if version == "none" or policy.rocm_stream(version) is not policy.RocmStream.THEROCK:
+        return
+    suite_dirs = sorted(set(policy.THEROCK_SUITE_DIRS.values()))
+    suite = values["halo_rocm_repo_suite"]
+    if suite is not None and suite not in suite_dirs:
+        raise ConfigError(host, "halo_rocm_repo_suite", suite,
+                          f"ROCm {version} (TheRock) is published for {', '.join(suite_dirs)}")
+    series = policy.rocm_series(version)
+    for package in values["halo_rocm_packages"] or []:
+        match = policy.THEROCK_PACKAGE_PATTERN.fullmatch(package)
+        if not match or match.group(1) != series:
+            raise ConfigError(
+                host, "halo_rocm_packages", values["halo_rocm_packages"],
+                f"ROCm {version} installs TheRock's per-target packages of its series, like amdrocm{series}-gfx1151 "
+                f"or amdrocm-core-sdk{series}-gfx1151; {package!r} is not one",
+            )
 
 
 def _validate_serving(host: str, values: dict[str, Any]) -> None:

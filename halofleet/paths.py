@@ -2,11 +2,16 @@
 
 GRUB_DROPIN = "/etc/default/grub.d/zz-halofleet.cfg"  # sorts after the user's own drop-ins
 MODPROBE_FILE = "/etc/modprobe.d/zz-halofleet.conf"  # modprobe.d is read in lexical order: ours must come last
-ROCM_SOURCES = "/etc/apt/sources.list.d/halofleet-rocm.sources"
-ROCM_KEY = "/etc/apt/keyrings/halofleet-rocm.asc"
+ROCM_SOURCES = "/etc/apt/sources.list.d/halofleet-rocm.sources"  # deb822: legacy and TheRock 10.x
+ROCM_LIST = "/etc/apt/sources.list.d/halofleet-rocm.list"  # one-line, as AMD documents TheRock 7.14
+ROCM_KEY = "/etc/apt/keyrings/halofleet-rocm.asc"  # legacy: ASCII-armored
+ROCM_KEY_THEROCK = "/etc/apt/keyrings/halofleet-amdrocm.gpg"  # 7.x TheRock: binary keyring
+ROCM_KEY_THEROCK_STABLE = "/etc/apt/keyrings/halofleet-amdrocm-stable.gpg"  # 10.x TheRock: binary keyring
 ROCM_PIN = "/etc/apt/preferences.d/halofleet-rocm"
+# The ROCm stage writes the sources file and key of one stream and removes the others'.
+ROCM_REPO_FILES = (ROCM_SOURCES, ROCM_LIST, ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE)
 
-MANAGED_FILES = (GRUB_DROPIN, MODPROBE_FILE, ROCM_SOURCES, ROCM_KEY, ROCM_PIN)
+MANAGED_FILES = (GRUB_DROPIN, MODPROBE_FILE, *ROCM_REPO_FILES, ROCM_PIN)
 
 # Serving: one service name whatever the flavour, so switching flavours replaces rather than adds an engine.
 SERVE_SERVICE = "halo-serve.service"

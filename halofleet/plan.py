@@ -10,6 +10,7 @@ from typing import Any
 
 from . import cmdline, memory, policy, serving
 from .config import ConfigError, HaloConfig, HostRefused, validate
+from .rocmplan import RocmPlan, plan_rocm
 
 SUPPORTED_DISTROS = {"debian", "ubuntu", "fedora"}
 APT_DISTROS = {"debian", "ubuntu"}
@@ -29,6 +30,7 @@ class HostPlan:
     strix_halo: bool
     cwsr: dict[str, Any]
     rocm_message: str | None
+    rocm: RocmPlan | None
     ids: serving.Ids
     serve: serving.ServePlan | None
     warnings: list[str] = field(default_factory=list)
@@ -113,6 +115,7 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
                 host, f"ROCm {installed} is installed and refused: {reason}; remove it or install another release"
             )
     rocm_message = None
+    rocm_plan = None
     wanted = config.rocm_version
     if wanted != "none":
         verdict, rocm_message = policy.rocm_kernel_verdict(wanted, has_cwsr_fix)
@@ -122,6 +125,11 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
             warnings.append(rocm_message)
         if distro not in APT_DISTROS:
             raise HostRefused(host, f"pinning host ROCm is implemented for apt hosts only, not {distro}")
+        rocm_plan = plan_rocm(config, probe)
+        if rocm_plan and not rocm_plan.therock and rocm.get("stream") == policy.RocmStream.THEROCK.value:
+            # AMD documents the move from legacy to TheRock only; going back is left to the admin.
+            warnings.append(f"TheRock ROCm {rocm.get('version')} is installed; legacy {wanted} is installed beside "
+                            "it, not instead of it (remove the amdrocm* packages to go back)")
     elif installed and _is_release(installed):
         verdict, rocm_message = policy.rocm_kernel_verdict(installed, has_cwsr_fix)
         if verdict is policy.Verdict.BAD:
@@ -189,6 +197,7 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         strix_halo=strix_halo,
         cwsr=cwsr,
         rocm_message=rocm_message,
+        rocm=rocm_plan,
         ids=ids,
         serve=serve,
         warnings=warnings,

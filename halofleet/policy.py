@@ -32,6 +32,14 @@ class Verdict(str, Enum):
     BAD = "bad"
 
 
+class RocmStream(str, Enum):
+    """How a ROCm release is packaged: the legacy repo.radeon.com stream (rocm-core/rocm metapackages, ended at
+    7.2.4) or TheRock's per-version, per-GPU-target packages (7.14+, 10.x) [C: DOMAIN.md "ROCm 7.14+ and 10.x"]."""
+
+    LEGACY = "legacy"
+    THEROCK = "therock"
+
+
 @dataclass(frozen=True)
 class RocmRule:
     """One row of AMD's RDNA3.5 support matrix: ROCm versions in [low, high) and the verdict per kernel kind."""
@@ -41,6 +49,7 @@ class RocmRule:
     with_cwsr_fix: Verdict
     without_cwsr_fix: Verdict
     source: str
+    stream: RocmStream = RocmStream.LEGACY
 
     def matches(self, version: Version) -> bool:
         return Version(self.low) <= version < Version(self.high)
@@ -48,8 +57,15 @@ class RocmRule:
 
 # [C: AMD rdna3-5 support matrix, as summarised in DOMAIN.md "ROCm versions"]
 ROCM_MATRIX: tuple[RocmRule, ...] = (
-    RocmRule("7.11", "7.15", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix"),
-    RocmRule("7.9", "7.11", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix; ROCm/TheRock#2991"),
+    # [U] DOMAIN.md has no matrix row for 10.x: treated like 7.14 (same TheRock packaging, same kernel rule).
+    # Only 10.0 and 10.1 are released [C]; a later 10.y is unknown and warns.
+    RocmRule("10.0", "10.2", Verdict.OK, Verdict.WARN, "assumed like 7.14 [U]: no AMD matrix row for 10.x",
+             RocmStream.THEROCK),
+    RocmRule("7.14", "7.15", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix", RocmStream.THEROCK),
+    # 7.9-7.13 were TheRock releases before the production 7.14 [U: their repository is not in DOMAIN.md].
+    RocmRule("7.11", "7.14", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix", RocmStream.THEROCK),
+    RocmRule("7.9", "7.11", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix; ROCm/TheRock#2991",
+             RocmStream.THEROCK),
     RocmRule("7.2.1", "7.2.5", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix"),
     RocmRule("7.2.0", "7.2.1", Verdict.OK, Verdict.BAD, "AMD rdna3-5 support matrix"),
     RocmRule("7.1", "7.2", Verdict.BAD, Verdict.WARN, "AMD rdna3-5 support matrix; ROCm/TheRock#2991"),
@@ -100,6 +116,46 @@ CWSR_PROPERTIES = ("cwsr_size", "ctl_stack_size")
 # ROCm apt repository [C: DOMAIN.md "ROCm versions"]; the URL is host data so mirrors and test repos work.
 ROCM_APT_URL_TEMPLATE = "https://repo.radeon.com/rocm/apt/{version}"
 ROCM_APT_SUITE = "noble"  # [C] Ubuntu 24.04 classic repo; other distros set halo_rocm_repo_suite
+ROCM_APT_KEY_URL = "https://repo.radeon.com/rocm/rocm.gpg.key"  # [C] ASCII-armored
+ROCM_LEGACY_LAST = "7.2.4"  # [C] the legacy stream ended here
+# Legacy packages AMD says to remove before installing TheRock packages [C: DOMAIN.md]; purging rocm-core takes
+# every package that depends on it (the metapackages, the libraries) with it.
+ROCM_LEGACY_CORE = "rocm-core"
+
+
+@dataclass(frozen=True)
+class TheRockRepo:
+    """Where one TheRock release line is published [C: DOMAIN.md "ROCm 7.14+ and 10.x"]."""
+
+    url: str  # with {suite_dir}
+    suite: str
+    key_url: str  # binary (dearmored) OpenPGP keyring: apt reads it directly through signed-by
+    deb822: bool  # AMD documents 7.14 as a one-line source and 10.x as a deb822 file
+    source: str
+
+
+THEROCK_REPOS: dict[int, TheRockRepo] = {
+    7: TheRockRepo("https://repo.amd.com/rocm/packages-multi-arch/{suite_dir}", "stable",
+                   "https://repo.amd.com/rocm/packages-multi-arch/gpg/rocm.gpg", False,
+                   "ROCm install docs for 7.14 [C]"),
+    # [U] 10.1 is assumed to share 10.0's repository (DOMAIN.md: "10.1 path [U]").
+    10: TheRockRepo("https://stable.repo.amd.com/rocm/core/packages/{suite_dir}/", "stable",
+                    "https://stable.repo.amd.com/rocm/gpg/packages.gpg", True, "ROCm install docs for 10.0 [C]"),
+}
+# The suite directories AMD publishes TheRock packages for [C: DOMAIN.md], by os-release (ID, VERSION_ID).
+THEROCK_SUITE_DIRS: dict[tuple[str, str], str] = {
+    ("ubuntu", "22.04"): "ubuntu2204",
+    ("ubuntu", "24.04"): "ubuntu2404",
+    ("ubuntu", "26.04"): "ubuntu2604",
+    ("debian", "12"): "debian12",
+    ("debian", "13"): "debian13",
+}
+# Per-target packages: the runtime, then the optional dev/sdk sets [C: DOMAIN.md]. {xy} is X.Y, {target} gfxNNNN.
+THEROCK_PACKAGE = "amdrocm{xy}-{target}"
+THEROCK_PACKAGE_PATTERN = re.compile(r"amdrocm(?:-[a-z]+(?:-[a-z]+)*)?(\d+\.\d+)-(gfx[0-9a-f]{3,5})")
+THEROCK_PREFIX = "/opt/rocm/core"  # update-alternatives link to /opt/rocm/core-X.Y [C]
+# Debian policy 5.6.1: package names are [a-z0-9][a-z0-9+.-]+ (at least two characters).
+DEBIAN_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 ROCM_PIN_ORIGIN = "repo.radeon.com"
 ROCM_PIN_PRIORITY = 600  # [C] AMD's own rocm-pin-600
 
@@ -129,6 +185,37 @@ def parse_rocm_version(text: str) -> Version:
         return Version(text)
     except InvalidVersion as error:  # pragma: no cover - the pattern above is stricter
         raise ValueError(str(error)) from error
+
+
+def rocm_stream(version: str) -> RocmStream:
+    """
+    The packaging stream of a release: its matrix row's, else by number (the legacy stream ended at 7.2.x, so
+    an unknown later release can only be TheRock's).
+    """
+    parsed = parse_rocm_version(version)
+    for rule in ROCM_MATRIX:
+        if rule.matches(parsed):
+            return rule.stream
+    return RocmStream.LEGACY if parsed < Version("7.3") else RocmStream.THEROCK
+
+
+def rocm_series(version: str) -> str:
+    """X.Y of a release (the part TheRock puts in its package names): ``7.14.1`` -> ``7.14``."""
+    parsed = parse_rocm_version(version)
+    return f"{parsed.major}.{parsed.minor}"
+
+
+def therock_repo(version: str) -> TheRockRepo:
+    """The repository of a TheRock release line; unknown majors use the newest known one [U]."""
+    major = parse_rocm_version(version).major
+    return THEROCK_REPOS.get(major) or THEROCK_REPOS[max(THEROCK_REPOS)]
+
+
+def gfx_target(gfx_target_version: int) -> str:
+    """KFD ``gfx_target_version`` to the LLVM target name: 110501 -> ``gfx1151`` (major, minor, stepping in hex)."""
+    major, rest = divmod(gfx_target_version, 10000)
+    minor, stepping = divmod(rest, 100)
+    return f"gfx{major}{minor:x}{stepping:x}"
 
 
 def rocm_release_of_package(version: str) -> str | None:

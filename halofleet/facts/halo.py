@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from pyinfra.api import FactBase
 
 from .. import cmdline as cmdline_mod
-from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .. import policy
+from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
+from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
 from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
@@ -81,32 +82,6 @@ def parse_boot_config(lines: list[str]) -> dict[str, Any]:
         match = re.search(r'args="([^"]*)"', text)
         text = match.group(1) if match else ""
     return {"kind": kind, "cmdline": cmdline_mod.parse(text)}
-
-
-def parse_dpkg_status(lines: list[str]) -> dict[str, str]:
-    """``<package> <status> <version>`` lines -> {package: version} for installed packages."""
-    installed = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3 and parts[1] == "installed":
-            installed[parts[0]] = parts[2]
-    return installed
-
-
-def parse_rocm(lines: list[str]) -> dict[str, Any]:
-    """Installed ROCm release (from rocm-core) and whether amdgpu-dkms is present."""
-    packages = parse_dpkg_status([line for line in lines if not line.startswith("@")])
-    release = None
-    if "rocm-core" in packages:
-        release = policy.rocm_release_of_package(packages["rocm-core"])
-    for line in lines:
-        words = line.split()
-        if line.startswith("@rpm rocm-core ") and len(words) > 2:
-            release = policy.rocm_release_of_package(words[2])
-        if line.startswith("@info ") and release is None and len(words) > 1:  # an empty .info/version: unknown
-            release = policy.rocm_release_of_package(words[1])
-    dkms = "amdgpu-dkms" in packages or any(line.startswith("@dkms") for line in lines)
-    return {"version": release, "amdgpu_dkms": dkms, "package_version": packages.get("rocm-core")}
 
 
 def parse_firmware(lines: list[str]) -> str | None:
@@ -234,17 +209,15 @@ class BootConfig(FactBase[dict]):
         return parse_boot_config(list(output))
 
 
-ROCM_COMMAND = (
-    "dpkg-query -W -f='${Package} ${db:Status-Status} ${Version}\\n' rocm-core amdgpu-dkms 2>/dev/null; "
-    "command -v rpm >/dev/null 2>&1 && rpm -q --qf '@rpm %{NAME} %{VERSION}\\n' rocm-core 2>/dev/null "
-    "| grep '^@rpm'; "
-    "[ -r /opt/rocm/.info/version ] && echo \"@info $(cat /opt/rocm/.info/version)\"; "
-    "ls -d /lib/modules/$(uname -r)/updates/dkms/amdttm.ko* 2>/dev/null | sed 's/^/@dkms /'; true"
-)
-
-
 class RocmInstall(FactBase[dict]):
-    """Installed ROCm release (rocm-core) and whether amdgpu-dkms is installed."""
+    """
+    Installed ROCm (legacy rocm-core or TheRock amdrocm* packages) and whether amdgpu-dkms is installed.
+
+    .. code:: python
+
+        {"version": "7.14.0", "stream": "therock", "legacy": None, "therock": {"amdrocm7.14-gfx1151": "7.14.0-3"},
+         "core": "/opt/rocm/core-7.14", "amdgpu_dkms": False, "package_version": None}
+    """
 
     def command(self) -> str:
         return ROCM_COMMAND

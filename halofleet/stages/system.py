@@ -12,7 +12,7 @@ from pyinfra.operations import apt, dnf, server, systemd
 
 from .. import policy, summary
 from ..deploy import current_plan, managed_sha256, reboot_batch
-from ..operations import halo_kernel, halo_rocm
+from ..operations import halo_files, halo_kernel, halo_rocm
 from ..paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 
 
@@ -104,21 +104,54 @@ def kernel() -> None:
 @deploy("rocm")
 def rocm() -> None:
     """
-    Stage 4: with halo_rocm_version set, add the repository, pin the release (denied releases barred) and install
-    it. With 'none', only the preflight checks of what is installed apply.
+    Stage 4: with halo_rocm_version set, add the repository of the release's stream (legacy <= 7.2.x, TheRock
+    7.14+/10.x; the other streams' sources and keys are removed), pin the release (denied releases barred),
+    remove a legacy stack before TheRock as AMD asks, and install it. With 'none', only the preflight checks of
+    what is installed apply.
     """
     summary.install()
     plan = current_plan()
-    if plan is None or plan.config.rocm_version == "none":
+    if plan is None or plan.rocm is None:
         return
-    version = plan.config.rocm_version
+    rocm_plan, files = plan.rocm, plan.probe["files"]
+    version, kind = rocm_plan.version, "TheRock" if rocm_plan.therock else "legacy"
+    for path in rocm_plan.stale_files:
+        halo_files.absent_file(name=f"Remove {path} (not ROCm {version}'s)", path=path,
+                               current_sha256=files.get(path))
+    where = f" ({rocm_plan.suite_dir})" if rocm_plan.suite_dir else ""
     halo_rocm.repository(
-        name=f"ROCm {version} apt repository",
-        url=plan.config.rocm_repo_url or policy.ROCM_APT_URL_TEMPLATE.format(version=version),
-        suite=plan.config.rocm_repo_suite,
-        key_url=None if plan.config.rocm_repo_trusted else plan.config.rocm_repo_key_url,
-        current=plan.probe["files"],
+        name=f"ROCm {version} apt repository ({kind}{where})",
+        url=rocm_plan.url,
+        suite=rocm_plan.suite,
+        key_url=rocm_plan.key_url,
+        path=rocm_plan.sources_path,
+        key_path=rocm_plan.key_path,
+        key_binary=rocm_plan.key_binary,
+        deb822=rocm_plan.deb822,
+        current=files,
     )
+    if rocm_plan.therock:
+        halo_rocm.pin(
+            name=f"Pin ROCm to {version} ({', '.join(rocm_plan.pin_packages)} {rocm_plan.pin_version})",
+            version=version,
+            packages=rocm_plan.pin_packages,
+            pin_version=rocm_plan.pin_version,
+            current_sha256=managed_sha256(plan, ROCM_PIN),
+        )
+        if rocm_plan.remove_legacy:
+            halo_rocm.legacy_removed(
+                name=f"Remove legacy ROCm {rocm_plan.remove_legacy} before TheRock {version}",
+                legacy=rocm_plan.remove_legacy,
+                version=version,
+            )
+        halo_rocm.therock_release(
+            name=f"Install ROCm {version} (TheRock, {', '.join(rocm_plan.packages)})",
+            version=version,
+            packages=rocm_plan.packages,
+            installed=rocm_plan.installed_packages,
+            pin_version=rocm_plan.pin_version,
+        )
+        return
     halo_rocm.pin(
         name=f"Pin ROCm to {version}",
         version=version,
@@ -127,8 +160,8 @@ def rocm() -> None:
     halo_rocm.release(
         name=f"Install ROCm {version}",
         version=version,
-        packages=plan.config.rocm_packages,
-        installed=plan.probe["rocm"].get("version"),
+        packages=rocm_plan.packages,
+        installed=plan.probe["rocm"].get("legacy"),
     )
 
 

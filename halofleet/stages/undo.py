@@ -9,7 +9,8 @@ from .. import cmdline, summary
 from ..deploy import current_config_and_probe
 from ..operations import halo_files, halo_kernel, halo_serve
 from ..paths import (
-    GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_PIN, ROCM_SOURCES, SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
+    GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE, ROCM_LIST, ROCM_PIN, ROCM_SOURCES,
+    SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
     SERVE_UNIT,
 )
 
@@ -53,7 +54,9 @@ def rollback() -> None:
         activate=halo_kernel.INITRAMFS_ACTIVATE,
         current_sha256=files.get(MODPROBE_FILE),
     )
-    for path, what in ((ROCM_PIN, "ROCm pin"), (ROCM_SOURCES, "ROCm repository"), (ROCM_KEY, "ROCm key")):
+    for path, what in ((ROCM_PIN, "ROCm pin"), (ROCM_SOURCES, "ROCm repository"), (ROCM_LIST, "ROCm repository"),
+                       (ROCM_KEY, "ROCm key"), (ROCM_KEY_THEROCK, "ROCm key"),
+                       (ROCM_KEY_THEROCK_STABLE, "ROCm key")):
         halo_files.absent_file(name=f"Remove the {what}", path=path, current_sha256=files.get(path))
 
     server.user(name=f"Remove service user {config.service_user}", user=config.service_user, present=False)

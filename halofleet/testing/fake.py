@@ -50,11 +50,13 @@ def probe_output(
     listeners: list[str] | None = None,
     serve_active: str = "inactive",
     sections: dict[str, list[str]] | None = None,
+    rocm_lines: list[str] | None = None,
 ) -> list[str]:
     """The stdout HostProbe would print for a host with these properties (``gfx1151``: None = no GPU,
     True = node with CWSR properties, False = node without them). ``model`` defaults to a small GGUF file;
-    ``listeners`` are /proc/net/tcp local addresses (``0100007F:1F90`` is 127.0.0.1:8080); ``sections``
-    replaces whole parts of the output verbatim (odd or hostile output for the parsers)."""
+    ``listeners`` are /proc/net/tcp local addresses (``0100007F:1F90`` is 127.0.0.1:8080); ``rocm_lines`` are
+    extra lines of the ROCm section (``amdrocm7.14-gfx1151 installed 7.14.0-3``, ``@core /opt/rocm/core-7.14``);
+    ``sections`` replaces whole parts of the output verbatim (odd or hostile output for the parsers)."""
     built: dict[str, list[str]] = {
         "os": (os_release or DEBIAN_TRIXIE_OS_RELEASE) + ["@kernel 6.12.117+deb13-amd64"],
         "memtotal_kib": [f"MemTotal:       {memtotal_kib} kB"],
@@ -74,6 +76,7 @@ def probe_output(
     }
     if rocm_core:
         built["rocm"].append(f"rocm-core installed {rocm_core}")
+    built["rocm"] += rocm_lines or []
     if amdgpu_dkms:
         built["rocm"].append("amdgpu-dkms installed 1:6.12.12-2194681.24.04")
     parts = {**built, **(sections or {})}

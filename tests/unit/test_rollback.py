@@ -26,3 +26,13 @@ def test_rollback_of_a_clean_host_touches_no_file():
 def test_rollback_refuses_bad_data_before_any_command():
     run = run_fake("deploys/rollback.py", {"h": ({**DATA, "halo_service_user": "root"}, probe_output())})
     assert run.failed_hosts == {"h"} and run.commands["h"] == []
+
+
+def test_rollback_removes_every_rocm_file_of_both_streams():
+    from halofleet.paths import ROCM_PIN, ROCM_REPO_FILES
+
+    files = dict.fromkeys((*ROCM_REPO_FILES, ROCM_PIN), SHA)
+    run = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(files=files))})
+    changes = run.changes("h")
+    for path in files:
+        assert any(c.startswith("mv -f " + path + " /var/backups/halofleet/") for c in changes), path

@@ -109,3 +109,13 @@ def rocm_group_data(version: str) -> dict:
         "halo_rocm_repo_suite": aptrepo.SUITE,
         "halo_rocm_repo_trusted": True,
     }
+
+
+def therock_group_data(version: str, repo_dir: str) -> dict:
+    """A TheRock release from the local repository's copy of AMD's layout (``therock/<repo_dir>``, suite stable)."""
+    return {
+        "halo_serve": "none",
+        "halo_rocm_version": version,
+        "halo_rocm_repo_url": f"file:{REPO_IN_VM}/therock/{repo_dir}",
+        "halo_rocm_repo_trusted": True,
+    }
