@@ -145,7 +145,7 @@ def parse_os(lines: list[str]) -> dict[str, Any]:
             info["devices"].append(line.split(" ", 1)[1].strip())
         elif "=" in line:
             name, _, value = line.strip().partition("=")
-            info[name.lower()] = value.strip().strip('"')
+            info[name.lower()] = value.strip().strip("\"'")  # os-release(5): double or single quotes
     return info
 
 
