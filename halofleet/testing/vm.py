@@ -337,7 +337,7 @@ class VM:
         except subprocess.TimeoutExpired:
             return False
 
-    def wait_ssh(self, timeout: float = 300) -> float:
+    def wait_ssh(self, timeout: float = 600) -> float:  # TCG boots of several VMs on 2 shared cores can take minutes
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process and self.process.poll() is not None:
