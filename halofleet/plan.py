@@ -137,6 +137,15 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         if verdict is policy.Verdict.WARN:
             warnings.append(f"installed {rocm_message}")
 
+    # First: on a gfx1151 the distro HIP backend cannot run at all, whatever the kernel.
+    distro_hip = config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip"
+    if strix_halo and distro_hip:
+        raise ConfigError(
+            host, "halo_llama_backend", "hip",
+            "the distribution's libggml0-backend-hip has no gfx1151 code objects (gfx803-gfx1102 only) and links "
+            "the distribution's ROCm 6, so it cannot use this GPU; use halo_llama_backend: vulkan (the distro "
+            "path for Strix Halo), or halo_llama_source: toolbox for llama.cpp on ROCm",
+        )
     engine = rocm_engine(config)
     if engine and has_cwsr_fix is False:
         message = (
@@ -148,14 +157,6 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         if config.cwsr_policy == "enforce":
             raise HostRefused(host, message)
         warnings.append(message)
-    distro_hip = config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip"
-    if strix_halo and distro_hip:
-        raise ConfigError(
-            host, "halo_llama_backend", "hip",
-            "the distribution's libggml0-backend-hip has no gfx1151 code objects (gfx803-gfx1102 only) and links "
-            "the distribution's ROCm 6, so it cannot use this GPU; use halo_llama_backend: vulkan (the distro "
-            "path for Strix Halo), or halo_llama_source: toolbox for llama.cpp on ROCm",
-        )
     warnings += _gpu_firmware_and_carveout(host, probe.get("amdgpu") or {}, strix_halo)
 
     boot = probe.get("boot") or {"kind": "unknown", "cmdline": []}

@@ -171,3 +171,9 @@ def test_verify_compares_the_live_gtt_with_the_plan_on_strix_halo():
     gtt["gtt"][1] = "/sys/class/drm/card1/device/mem_info_gtt_total 8053063680"  # 7.5 GiB: not what was planned
     row = verify(probe_output(cmdline=LIVE, gfx1151=True, sections=gtt), data)
     assert row["status"] == "not converged" and row["mes"] == "0x80"
+
+
+def test_distro_hip_without_cwsr_names_the_backend_first():
+    # both problems at once: the one no kernel update can fix is the one to hear about
+    with pytest.raises(ConfigError, match="has no gfx1151 code objects"):
+        plan({"halo_llama_backend": "hip"}, gfx1151=False)
