@@ -285,7 +285,7 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise fail("must be a whole number")
         if isinstance(value, str):
-            if not re.fullmatch(r"-?[0-9]+", value.strip()):  # "--5" or "²" passed isdigit() and crashed int()
+            if not re.fullmatch(r"-?[0-9]+", value.strip()):  # "--5", "²" passed isdigit(), crashed int()
                 raise fail("must be a whole number")
             value = int(value.strip())
         if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:

@@ -155,7 +155,8 @@ def test_hex_addresses_of_proc_net_tcp():
 
 
 def test_serve_state():
-    lines = ["@active active", "@enabled generated", "@listen 0100007F:1F90", "@listen 00000000000000000000000001000000:0050",
+    lines = ["@active active", "@enabled generated", "@listen 0100007F:1F90",
+             "@listen 00000000000000000000000001000000:0050",
              "@listen zz:1F90", "@listen nocolon", "@stamp file:/m.gguf:5:6", "@cache halo 755",
              "@url http://[::1]:9000", "@other x", "@other 0100007F:0050"]
     assert halo.parse_serve_state(lines) == {
