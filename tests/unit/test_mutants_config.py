@@ -280,3 +280,42 @@ def test_options_table_rows():
            "NPU) or 'pt' (iommu=pt). |" in rows
     assert "| `halo_service_user` | str | `'halo'` |  | Non-root system user that runs the engines (gets " \
            "video/render). |" in rows
+
+
+def test_secret_is_redacted_only_when_set_and_only_for_secret_keys():
+    assert str(ConfigError("h", "halo_api_key", "sk-abcdefghijklmnop", "x")) == \
+        "host 'h': halo_api_key=<redacted> is invalid: x"
+    assert str(ConfigError("h", "halo_model", "sk-abcdefghijklmnop", "x")) == \
+        "host 'h': halo_model='sk-abcdefghijklmnop' is invalid: x"
+    assert str(ConfigError("h", "halo_model", None, "x")) == "host 'h': halo_model=None is invalid: x"
+
+
+def test_validate_checks_the_serving_rules_by_default():
+    with pytest.raises(ConfigError, match="a model is needed for halo_serve: llama-server"):
+        validate("h", {})
+
+
+def test_an_uppercase_x_is_an_ordinary_character():
+    assert ok(halo_llama_args=["--alias", "Xwin-LM"]).llama_args == ["--alias", "Xwin-LM"]
+    assert ok(halo_model="/srv/models/Xwin-7B.gguf").model == "/srv/models/Xwin-7B.gguf"
+
+
+def test_vllm_needs_podman():
+    assert refused({"halo_serve": "vllm", "halo_model": "org/m", "halo_runtime": "docker"}) == (
+        "host 'h': halo_runtime='docker' is invalid: the toolbox and vLLM images are served by podman Quadlet units; "
+        "use halo_runtime: podman (or halo_llama_source: distro, which needs no container runtime)")
+
+
+def test_push_refusals_name_host_key_and_value(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert refused({"halo_serve": "vllm", "halo_model": str(gguf), "halo_model_push": True}) == (
+        "host 'h': halo_model_push=True is invalid: pushing is for single GGUF files (llama-server); give vLLM a host "
+        "path or HF id")
+    missing = str(tmp_path / "absent.gguf")
+    assert refused({"halo_model": missing, "halo_model_push": True}) == (
+        f"host 'h': halo_model={missing!r} is invalid: no such file on the control machine (halo_model_push)")
+    other = tmp_path / "x.bin"
+    other.write_bytes(b"\x7fELF")
+    assert refused({"halo_model": str(other), "halo_model_push": True}) == (
+        f"host 'h': halo_model={str(other)!r} is invalid: not a GGUF file (it does not start with 'GGUF')")

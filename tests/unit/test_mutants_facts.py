@@ -121,8 +121,10 @@ def test_runtimes():
 
 def test_os_release_kernel_and_devices():
     info = halo.parse_os(['ID=linuxmint', 'ID_LIKE="ubuntu debian"', 'PRETTY_NAME="Linux Mint 22"',
+                          'HOME_URL="https://example.org/?a=b"', 'VARIANT="Xfce Edition X"',
                           "@kernel 6.17.0-19-generic ", "@dev /dev/kfd", "@dev /dev/dri/renderD128", "garbage"])
     assert info == {"id": "linuxmint", "id_like": "ubuntu debian", "pretty_name": "Linux Mint 22",
+                    "home_url": "https://example.org/?a=b", "variant": "Xfce Edition X",
                     "kernel": "6.17.0-19-generic", "devices": ["/dev/kfd", "/dev/dri/renderD128"]}
 
 
@@ -156,9 +158,10 @@ def test_hex_addresses_of_proc_net_tcp():
 
 
 def test_serve_state():
-    lines = ["@active active", "@enabled generated", "@listen 0100007F:1F90", "@listen 00000000000000000000000001000000:0050",
+    lines = ["@active active", "@enabled generated", "@listen 0100007F:1F90",
+             "@listen 00000000000000000000000001000000:0050",
              "@listen zz:1F90", "@listen nocolon", "@stamp file:/m.gguf:5:6", "@cache halo 755",
-             "@url http://[::1]:9000", "@other x"]
+             "@url http://[::1]:9000", "@other x", "@other 0100007F:0050"]
     assert halo.parse_serve_state(lines) == {
         "active": "active", "enabled": "generated", "listeners": [["127.0.0.1", 8080], ["::1", 80]],
         "stamp": "file:/m.gguf:5:6", "cache": "halo 755", "port": 9000}
@@ -235,3 +238,17 @@ def test_probe_sections_go_to_their_own_parser():
     assert probe["health"]["healthy"] is True
     assert "bench" not in probe and "image" not in probe
     assert probe["live_cmdline"] == [] and probe["runtimes"] == {} and probe["files"] == {}
+
+
+def test_one_generated_token_is_healthy():
+    lines = [line if line != "@tokens 2" else "@tokens 1" for line in HEALTHY]
+    assert halo.parse_serve_health(lines)["healthy"] is True
+
+
+def test_line_based_facts_join_their_lines():
+    assert halo.LiveCmdline().process(["ro quiet", "x=1"]) == ["ro", "quiet", "x=1"]
+    stored = ['{"model": "/m.gguf",', '"model_file_bytes": 1000,',
+              '"llama_bench": [{"n_prompt": 512, "n_gen": 0, "avg_ts": 884.0, "backends": "Vulkan"}]}']
+    figures = halo.BenchResult().process(stored)
+    assert (figures.model, figures.model_bytes, figures.pp_tps, figures.tg_tps, figures.backend) == (
+        "/m.gguf", 1000, 884.0, None, "Vulkan")

@@ -1,4 +1,5 @@
-"""GTT sizing at its bounds (mutation-tested): expected values are hand-computed (pages = GiB x 262144, MiB = GiB x 1024)."""
+"""GTT sizing at its bounds (mutation-tested): expected values are hand-computed
+(pages = GiB x 262144, MiB = GiB x 1024)."""
 
 import pytest
 

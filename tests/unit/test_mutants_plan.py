@@ -50,6 +50,7 @@ def test_strix_halo_128_gib():
     assert result.expected_cmdline == ["quiet", *OURS]
     assert result.reboot_needed
     assert result.serve is None and result.rocm_message is None
+    assert result.probe["memtotal_kib"] == 134217728 and result.config.host == "h"
     assert result.warnings == ["GTT 120 GiB is 94% of the 128 GiB Linux sees (AMD's amd-ttm warns above 90%)"]
     assert (result.gpu_check(True), result.gpu_check(False), result.gpu_check(None)) == ("ok", "missing", "skipped")
 

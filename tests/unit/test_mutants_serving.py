@@ -360,8 +360,8 @@ def test_ids_when_accounts_are_unknown():
 
 def test_no_free_system_id_is_a_refusal():
     taken = {f"u{n}": (n, n) for n in range(100, 1000)}
-    with pytest.raises(HostRefused) as error:
-        serving.allocate_ids(config_for(), {"users": taken, "groups": {}})
+    with pytest.raises(HostRefused) as error:  # 99 is no system id to hand out
+        serving.allocate_ids(config_for(), {"users": taken, "groups": {"video": 1, "render": 2}})
     assert str(error.value) == "host 'h': no free system uid/gid between 100 and 999 for the service account"
     almost = {f"u{n}": (n, n) for n in range(101, 1000)}
     assert serving.allocate_ids(config_for(), {"users": almost, "groups": {"video": 1, "render": 2}}).uid == 100
