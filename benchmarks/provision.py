@@ -130,6 +130,21 @@ def interleaved(description: Path, spec: Path, runs: int) -> dict[str, list[Run]
     return out
 
 
+def boot(names: list[str], base: Path, workdir: Path) -> list[vm_mod.VM]:
+    """As vm_mod.boot_vms, with a longer wait: other jobs' VMs share the 2 cores and a TCG boot can take 5+ min."""
+    vms = [vm_mod.VM.from_base(name, base, workdir) for name in names]
+    for machine in vms:
+        machine.start()
+    try:
+        for machine in vms:
+            print(f"  {machine.name} reachable after {machine.wait_ssh(timeout=1200):.0f} s", flush=True)
+    except Exception:
+        for machine in vms:
+            machine.stop()
+        raise
+    return vms
+
+
 def summary(runs: list[Run]) -> dict:
     return {"seconds_median": statistics.median(r.seconds for r in runs), "seconds": [r.seconds for r in runs],
             "commands_per_host": statistics.median(r.commands for r in runs),
@@ -153,7 +168,7 @@ def main() -> None:
     results: dict = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "commit": head.stdout.strip(), "note": args.note, "accelerator": vm_mod.accelerator(),
                      "runs": args.runs, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
-    vms = vm_mod.boot_vms(["bench1", "bench2", "bench3"], base, workdir)
+    vms = boot(["bench1", "bench2", "bench3"], base, workdir)
     try:
         fresh = []
         for machine in vms[: args.runs]:
@@ -165,7 +180,7 @@ def main() -> None:
 
         spec.write_text(json.dumps(harvest(vms[0], model.name, serving_packages)))
         # The baseline alone, on a VM halofleet never touched; stopped before the timed no-op runs.
-        [other] = vm_mod.boot_vms(["benchb"], base, workdir)
+        [other] = boot(["benchb"], base, workdir)
         try:
             single = vm_mod.write_inventory([other], workdir / "benchb.json", group_data=serving)
             results["baseline_fresh_deploy_seconds"] = pyinfra_run(single, BASELINE, spec).seconds
