@@ -162,7 +162,8 @@ def main() -> None:
     model = write_tiny_llama(workdir / "tiny-llama.gguf")
     spec = workdir / "baseline-spec.json"
     base = vm_mod.base_image(vm_mod.SERVING_SUITE, vm_mod.SERVING_PACKAGES)
-    serving = {"halo_llama_backend": "cpu", "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512}
+    serving = {"halo_llama_backend": "cpu", "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512,
+               "halo_reboot_timeout": 1800}  # other jobs load the cores: a TCG reboot can take minutes
     serving_packages = ["curl", policy.LLAMA_DISTRO_PACKAGE, *policy.LLAMA_BACKEND_PACKAGES["cpu"]]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     results: dict = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
