@@ -17,8 +17,6 @@ from .undo import rollback
 
 __all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve", "bench", "rollback"]
 
-STAGES = (preflight, modprobe, kernel, rocm, cwsr, runtime, serve)
-
 
 @deploy("halofleet")
 def full() -> None:
