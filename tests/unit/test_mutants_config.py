@@ -319,3 +319,40 @@ def test_push_refusals_name_host_key_and_value(tmp_path):
     other.write_bytes(b"\x7fELF")
     assert refused({"halo_model": str(other), "halo_model_push": True}) == (
         f"host 'h': halo_model={str(other)!r} is invalid: not a GGUF file (it does not start with 'GGUF')")
+
+
+# -- the ROCm keys against the release's stream (mutation-tested; the corpus covers them too but is not in the
+#    mutation runs, being slow) ------------------------------------------------------------------------------------
+
+THEROCK_DIRS = "debian12, debian13, ubuntu2204, ubuntu2404, ubuntu2604"
+
+
+def test_therock_suite_must_be_one_of_amds_directories():
+    assert ok(halo_rocm_version="7.14.1", halo_rocm_repo_suite="ubuntu2404").rocm_repo_suite == "ubuntu2404"
+    assert ok(halo_rocm_version="10.0").rocm_repo_suite is None  # from the host's os-release later
+    assert refused({"halo_rocm_version": "7.14.1", "halo_rocm_repo_suite": "noble"}) == (
+        f"host 'h': halo_rocm_repo_suite='noble' is invalid: ROCm 7.14.1 (TheRock) is published for {THEROCK_DIRS}")
+    # the legacy stream keeps its apt suites
+    assert ok(halo_rocm_version="7.2.1", halo_rocm_repo_suite="noble").rocm_repo_suite == "noble"
+    assert ok(halo_rocm_repo_suite="noble").rocm_repo_suite == "noble"  # no ROCm asked for: nothing to judge
+
+
+def test_therock_packages_must_be_of_the_release_series():
+    assert ok(halo_rocm_version="7.14.1", halo_rocm_packages=["amdrocm7.14-gfx1151", "amdrocm-core-sdk7.14-gfx1151"])
+    assert refused({"halo_rocm_version": "7.14.1", "halo_rocm_packages": ["amdrocm10.0-gfx1151"]}) == (
+        "host 'h': halo_rocm_packages=['amdrocm10.0-gfx1151'] is invalid: ROCm 7.14.1 installs TheRock's per-target "
+        "packages of its series, like amdrocm7.14-gfx1151 or amdrocm-core-sdk7.14-gfx1151; 'amdrocm10.0-gfx1151' "
+        "is not one")
+    assert "'rocm' is not one" in refused({"halo_rocm_version": "10.0.0", "halo_rocm_packages": ["rocm"]})
+    assert ok(halo_rocm_version="7.2.1", halo_rocm_packages=["rocm"]).rocm_packages == ["rocm"]
+
+
+def test_options_as_data_for_json():
+    from halofleet.config import options_as_dicts
+
+    rows = {row["key"]: row for row in options_as_dicts()}
+    assert rows["halo_port"] == {"key": "halo_port", "type": "int", "default": 8080,
+                                 "doc": "TCP port the engine listens on.", "choices": None, "minimum": 1024,
+                                 "maximum": 65535, "nullable": False}
+    assert rows["halo_iommu"]["choices"] == ["off", "pt"] and rows["halo_gtt_gib"]["nullable"] is True
+    assert list(rows)[0] == "halo_serve" and len(rows) == len(describe_options().splitlines()) - 2
