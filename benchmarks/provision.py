@@ -19,7 +19,6 @@ Prints each run and the medians and writes JSON. A benchmark, not a test: only a
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import json
 import os

@@ -167,7 +167,7 @@ DATA_ERRORS = [
     ({"halo_service_user": "$(id)"}, "must be a non-root system user name"),
     # -- systemd / Quadlet injection -------------------------------------------------------------------------
     ({"halo_model": "/srv/models/%n.gguf"},
-     f"halo_model='/srv/models/%n.gguf' is invalid: must be an absolute path on the host (an absolute path"),
+     "halo_model='/srv/models/%n.gguf' is invalid: must be an absolute path on the host (an absolute path"),
     ({"halo_model": "/srv/models/%%h.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/$MODEL.gguf"}, "must be an absolute path on the host"),
     ({"halo_model": "/srv/models/${HOME}.gguf"}, "must be an absolute path on the host"),
