@@ -6,6 +6,7 @@ act on: a missing file, an inventory that fails to load, an inventory without ho
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -43,8 +44,6 @@ def writable_path(path: str) -> Path:
         raise BadInput(f"{path!r} is a directory; give a file name")
     if not folder.is_dir():
         raise BadInput(f"cannot write {path!r}: no directory {str(folder)!r}")
-    import os
-
     if not os.access(folder, os.W_OK):
         raise BadInput(f"cannot write {path!r}: directory {str(folder)!r} is not writable")
     return target
