@@ -48,7 +48,8 @@ class HostRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class Option:
-    type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret"
+    type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret" |
+    #            "names" (inventory host names) | "numbers"
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -59,11 +60,17 @@ class Option:
     hide_value: bool = False  # refusals do not repeat the value (it may carry a secret)
 
 
-SERVE_ENGINES = ("llama-server", "vllm", "none")
+VLLM_RAY_NOT_BUILT = (
+    "not built yet: vLLM across boxes (Ray, --tensor-parallel-size) is designed in README 'vLLM across boxes' but "
+    "not built, as nothing here can run vLLM to prove it; split a model across boxes with llama.cpp RPC "
+    "(halo_rpc_workers) instead"
+)
+SERVE_ENGINES = ("llama-server", "vllm", "rpc-worker", "none")
 
 OPTIONS: dict[str, Option] = {
     "halo_serve": Option(
-        "choice", "llama-server", "Serving engine run as a systemd service ('none': prepare the host only).",
+        "choice", "llama-server", "Serving engine run as a systemd service ('rpc-worker': only ggml-rpc-server, lending this box's memory "
+        "to the llama-server head that names it in halo_rpc_workers; 'none': prepare the host only).",
         choices=SERVE_ENGINES,
     ),
     "halo_runtime": Option(
@@ -185,6 +192,29 @@ OPTIONS: dict[str, Option] = {
         "args", [], "Extra llama-server arguments, appended after halofleet's (not --host, --port, --api-key*).",
         check=lambda value: validators.check_args("halo_llama_args", value), hide_value=True,
     ),
+    # -- several boxes, one model: llama.cpp RPC (README "RPC groups") --
+    "halo_rpc_address": Option(
+        "str", None, "This host's address on the private link of its RPC group: a worker binds ggml-rpc-server to "
+        "it, the head's is the only source a worker's firewall lets in (RFC 1918/ULA or loopback only: RPC is "
+        "unauthenticated upstream).", nullable=True, check=validators.check_rpc_address,
+    ),
+    "halo_rpc_port": Option("int", 50052, "TCP port of ggml-rpc-server on a worker.", minimum=1024, maximum=65535),
+    "halo_rpc_cache": Option(
+        "bool", False, "Worker: ggml-rpc-server -c, caching large tensors on disk (in the service user's cache "
+        "directory) so a restarted head loads faster.",
+    ),
+    "halo_rpc_device": Option(
+        "str", None, "Worker: ggml-rpc-server -d, the devices it lends (e.g. Vulkan0; default: every GPU, else the "
+        "CPU).", nullable=True, check=validators.check_rpc_device,
+    ),
+    "halo_rpc_workers": Option(
+        "names", [], "Head: the inventory names of its RPC workers (each halo_serve: rpc-worker), in order: the head's "
+        "llama-server gets --rpc with their addresses in this order.", check=validators.check_host_names,
+    ),
+    "halo_tensor_split": Option(
+        "numbers", None, "Head: llama-server --tensor-split, the share of the model per device in llama.cpp's "
+        "device order (default: in proportion to each device's free memory).", nullable=True,
+    ),
     "halo_vllm_gpu_memory_utilization": Option(
         "float", 0.90, "vLLM --gpu-memory-utilization (above 0.90 swaps on unified memory).", minimum=0.05,
         maximum=policy.VLLM_MAX_GPU_MEMORY_UTILIZATION,
@@ -196,6 +226,23 @@ OPTIONS: dict[str, Option] = {
     "halo_vllm_args": Option(
         "args", [], "Extra vLLM arguments, appended after halofleet's (not --host, --port, --api-key).",
         check=lambda value: validators.check_args("halo_vllm_args", value), hide_value=True,
+    ),
+    # -- vLLM across boxes (Ray): designed in README "vLLM across boxes", reserved, refused until built --
+    "halo_vllm_tensor_parallel_size": Option(
+        "int", 1, "Reserved (not built yet): vLLM --tensor-parallel-size across a Ray cluster of boxes.", minimum=1,
+        maximum=64, check=lambda value: None if value == 1 else VLLM_RAY_NOT_BUILT,
+    ),
+    "halo_vllm_ray_head": Option(
+        "str", None, "Reserved (not built yet): inventory name of the Ray head of this host's vLLM cluster.",
+        nullable=True, check=lambda value: VLLM_RAY_NOT_BUILT,
+    ),
+    "halo_vllm_ray_interface": Option(
+        "str", None, "Reserved (not built yet): the private link's interface (NCCL_SOCKET_IFNAME, "
+        "GLOO_SOCKET_IFNAME) of a Ray cluster.", nullable=True, check=lambda value: VLLM_RAY_NOT_BUILT,
+    ),
+    "halo_vllm_ray_address": Option(
+        "str", None, "Reserved (not built yet): this host's address on the Ray cluster's link (VLLM_HOST_IP).",
+        nullable=True, check=lambda value: VLLM_RAY_NOT_BUILT,
     ),
     "halo_memory_max_gib": Option(
         "int", None, f"systemd MemoryMax of the engine (default: RAM minus {policy.SERVE_MEMORY_HEADROOM_GIB} GiB).",
@@ -277,6 +324,7 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
         values[key] = _coerce(host, key, option, data.get(key, option.default))
     _validate_rocm(host, values)
     if serving:
+        _validate_rpc(host, values)
         _validate_serving(host, values)
     return HaloConfig(host=host, values=values)
 
@@ -302,10 +350,48 @@ def _validate_rocm(host: str, values: dict[str, Any]) -> None:
             )
 
 
+ROUTER_ARGS = ("--models-dir", "--models-preset")
+
+
+def _validate_rpc(host: str, values: dict[str, Any]) -> None:
+    """The RPC keys among themselves; the group (the workers' own data) is checked in :mod:`halofleet.rpc`."""
+    engine, workers, address = values["halo_serve"], values["halo_rpc_workers"], values["halo_rpc_address"]
+    if engine == "rpc-worker":
+        if address is None:
+            raise ConfigError(host, "halo_rpc_address", None,
+                              "an RPC worker needs its address on the private link (ggml-rpc-server binds only it)")
+        if workers:
+            raise ConfigError(host, "halo_rpc_workers", workers,
+                              "an RPC worker cannot have workers of its own; only a llama-server head names them")
+    if not workers:
+        if values["halo_tensor_split"] is not None:
+            raise ConfigError(host, "halo_tensor_split", values["halo_tensor_split"],
+                              "splits a model across the RPC group's devices: set halo_rpc_workers too")
+        return
+    if engine != "llama-server" or values["halo_llama_source"] != "distro":
+        raise ConfigError(host, "halo_rpc_workers", workers,
+                          "an RPC head is llama-server from the distro packages (halo_serve: llama-server, "
+                          f"halo_llama_source: distro), not {engine} ({values['halo_llama_source']})")
+    if host in workers:
+        raise ConfigError(host, "halo_rpc_workers", workers, "a head cannot be its own worker")
+    if address is None:
+        raise ConfigError(host, "halo_rpc_address", None,
+                          "the head needs its address on the private link: its workers' firewalls let only it in")
+    router = [arg for arg in values["halo_llama_args"] if arg.split("=", 1)[0] in ROUTER_ARGS]
+    if router:
+        raise ConfigError(host, "halo_llama_args", HIDDEN,
+                          f"router mode ({router[0].split('=', 1)[0]}) serves many models on one box; it cannot be "
+                          "an RPC head (halo_rpc_workers), which serves one model (halo_model) across boxes")
+    split = values["halo_tensor_split"]
+    if split is not None and len(split) > len(workers) + 1:
+        raise ConfigError(host, "halo_tensor_split", split,
+                          f"has {len(split)} shares for {len(workers) + 1} boxes (the workers, then the head)")
+
+
 def _validate_serving(host: str, values: dict[str, Any]) -> None:
     """Rules between serving keys, and the pushed model file itself (it is on this machine: check it now)."""
     engine = values["halo_serve"]
-    if engine == "none":
+    if engine in ("none", "rpc-worker"):  # a worker needs no model: the head pushes the weights at load
         return
     model = values["halo_model"]
     if model is None:

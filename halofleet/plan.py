@@ -5,10 +5,11 @@ decision (and every refusal) is tested without a host and made before the first 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cmdline, memory, policy, serving
+from . import cmdline, memory, policy, rpc, serving
 from .config import ConfigError, HaloConfig, HostRefused, validate
 from .rocmplan import RocmPlan, plan_rocm
 
@@ -33,6 +34,9 @@ class HostPlan:
     rocm: RocmPlan | None
     ids: serving.Ids
     serve: serving.ServePlan | None
+    rpc: rpc.WorkerPlan | None = None  # an RPC worker's ggml-rpc-server
+    rpc_members: list[rpc.Member] = field(default_factory=list)  # an RPC head's workers, in order
+    rpc_group: list[str] = field(default_factory=list)  # the group's memory plan, for preflight
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -62,8 +66,13 @@ def _distro(host: str, os_info: dict[str, Any]) -> str:
     )
 
 
-def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: HaloConfig | None = None) -> HostPlan:
-    """Validate ``data`` against the contract and the host's facts; raise ConfigError/HostRefused or plan."""
+def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: HaloConfig | None = None,
+               fleet: dict[str, dict[str, Any]] | None = None,
+               worker_plans: dict[str, HostPlan | None] | None = None) -> HostPlan:
+    """
+    Validate ``data`` against the contract and the host's facts; raise ConfigError/HostRefused or plan.
+    RPC groups also need ``fleet`` (every inventory host's data, by name) and, for a head, its workers' plans.
+    """
     config = config or validate(host, data)
     warnings: list[str] = []
     distro = _distro(host, probe.get("os") or {})
@@ -138,7 +147,8 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
             warnings.append(f"installed {rocm_message}")
 
     # First: on a gfx1151 the distro HIP backend cannot run at all, whatever the kernel.
-    distro_hip = config.serve == "llama-server" and config.llama_source == "distro" and config.llama_backend == "hip"
+    distro_hip = config.serve in ("llama-server", "rpc-worker") and config.llama_source == "distro" \
+        and config.llama_backend == "hip"
     if strix_halo and distro_hip:
         raise ConfigError(
             host, "halo_llama_backend", "hip",
@@ -181,7 +191,18 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     reboot_needed = not cmdline.satisfies(probe.get("live_cmdline") or [], kernel_params)
 
     ids = serving.allocate_ids(config, probe.get("accounts") or {})
-    serve = serving.build_serve_plan(config, probe, visible, ids)
+    worker = None
+    if config.serve == "rpc-worker":
+        worker = rpc.build_worker_plan(config, probe, fleet or {}, serving.memory_max_gib(config, visible))
+    members, group = [], []
+    if config.rpc_workers:
+        workers = rpc.resolve_workers(config, fleet or {})
+        members = rpc.head_members(config, workers, worker_plans or {})
+        budgets = [rpc.GroupMember(host, "head", gtt.gtt_gib * rpc.GIB)] + [
+            rpc.GroupMember(w.host, "worker", worker_plans[w.host].gtt.gtt_gib * rpc.GIB) for w in workers
+        ]
+        group = rpc.check_group_memory(config, budgets, _model_bytes(config, probe))
+    serve = serving.build_serve_plan(config, probe, visible, ids, rpc_members=tuple(members))
     if serve:
         warnings += serve.warnings
 
@@ -201,8 +222,19 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         rocm=rocm_plan,
         ids=ids,
         serve=serve,
+        rpc=worker,
+        rpc_members=members,
+        rpc_group=group,
         warnings=warnings,
     )
+
+
+def _model_bytes(config: HaloConfig, probe: dict[str, Any]) -> int | None:
+    """The served model file's size: the pushed local file, or the file on the host as probed (None: unknown)."""
+    if config.model_push:
+        return os.path.getsize(os.path.expanduser(config.model))
+    model = probe.get("model") or {}
+    return model.get("size") if model.get("kind") == "file" else None
 
 
 def rocm_engine(config: HaloConfig) -> str | None:

@@ -279,6 +279,14 @@ VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:latest"
 LLAMA_DISTRO_PACKAGE = "llama.cpp-tools"
 LLAMA_BACKEND_PACKAGES = {"vulkan": ["libggml0-backend-vulkan"], "hip": ["libggml0-backend-hip"], "cpu": []}
 
+# llama.cpp RPC [M: DOMAIN.md "Several boxes, one model"; Debian forky's package contents]: the worker binary is in
+# llama.cpp-tools-extra, outside PATH, and needs the RPC backend package; the head's llama-server needs the same
+# backend package or it has no --rpc option at all.
+RPC_BACKEND_PACKAGE = "libggml0-backend-rpc"
+RPC_WORKER_PACKAGES = ["llama.cpp-tools-extra", RPC_BACKEND_PACKAGE, "nftables"]
+RPC_SERVER_BINARY = "/usr/libexec/x86_64-linux-gnu/llama/bin/ggml-rpc-server"  # x86_64 multiarch: Strix Halo
+RPC_NFT_TABLE = "halofleet_rpc"  # our own table (inet family): the user's ruleset is never edited
+
 # vLLM on gfx1151 [C: kyuz0 vllm toolbox]. HSA_OVERRIDE_GFX_VERSION is deliberately absent: not needed on
 # gfx1151 and AMD calls it a hack.
 VLLM_ENVIRONMENT = {

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import paths, policy, validators
 from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
+from .rpc import head_args
 from .templating import render, sha256_text
 
 CONTAINER_MODEL_DIR = "/models"
@@ -192,14 +193,15 @@ def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str |
     return config.model, None, f"dir:{config.model}"
 
 
-def _llama_args(config: HaloConfig, model_path: str) -> list[str]:
+def _llama_args(config: HaloConfig, model_path: str, rpc_members: tuple = ()) -> list[str]:
     # DOMAIN.md "Server flags": all layers on the GPU, flash attention (no mmap: LLAMA_NO_MMAP_ENVIRONMENT).
+    # An RPC head: its workers' devices take layers too (-ngl 999 spreads over local and remote devices).
     args = ["--model", model_path, "--host", config.bind, "--port", str(config.port),
             "-ngl", "999", "-fa", "on", "-c", str(config.ctx),
             "-b", str(config.llama_batch), "-ub", str(config.llama_ubatch), "-np", str(config.llama_parallel)]
     if config.llama_kv_type != "f16":
         args += ["--cache-type-k", config.llama_kv_type, "--cache-type-v", config.llama_kv_type]
-    return args + list(config.llama_args)
+    return args + head_args(config, list(rpc_members)) + list(config.llama_args)
 
 
 def _vllm_args(config: HaloConfig, model: str) -> list[str]:
@@ -219,9 +221,11 @@ def _unit_safe(config: HaloConfig, key: str, value: str) -> None:
         raise ConfigError(config.host, key, value, f"cannot be written into a Quadlet file: {problem}")
 
 
-def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int, ids: Ids) -> ServePlan | None:
-    """The serving stage for this host, or None for ``halo_serve: none``."""
-    if config.serve == "none":
+def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int, ids: Ids,
+                     rpc_members: tuple = ()) -> ServePlan | None:
+    """The serving stage for this host, or None for ``halo_serve: none`` (and rpc-worker: see :mod:`.rpc`).
+    ``rpc_members``: an RPC head's workers (:class:`halofleet.rpc.Member`), in order."""
+    if config.serve in ("none", "rpc-worker"):
         return None
     warnings = []
     serve_state = probe.get("serve") or {}
@@ -252,8 +256,10 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     image = engine_image(config)
     if flavour == "distro":
         packages += [policy.LLAMA_DISTRO_PACKAGE] + policy.LLAMA_BACKEND_PACKAGES[config.llama_backend]
-        unit = render("halo-serve.service.j2", exec_args=_llama_args(config, model_host_path),
-                      environment=LLAMA_NO_MMAP_ENVIRONMENT, **context)
+        if rpc_members:  # without the RPC backend llama-server has no --rpc option at all
+            packages.append(policy.RPC_BACKEND_PACKAGE)
+        unit = render("halo-serve.service.j2", exec_args=_llama_args(config, model_host_path, rpc_members),
+                      environment=LLAMA_NO_MMAP_ENVIRONMENT, rpc_members=rpc_members, **context)
         unit_path, stale = paths.SERVE_UNIT, paths.SERVE_QUADLET
     else:
         volumes, model_ref = [], config.model

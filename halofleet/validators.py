@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
@@ -54,6 +55,51 @@ def check_bind(value: str) -> str | None:
         ipaddress.ip_address(value)
     except ValueError:
         return "must be an IP address to listen on (127.0.0.1 keeps the API on the host; 0.0.0.0 for all)"
+    return None
+
+
+# RFC 1918 and RFC 4193 (ULA): what an RPC worker may bind and accept.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                               "fc00::/7"))
+
+
+def check_rpc_address(value: str) -> str | None:
+    """A worker's (or head's) address on the private link: ggml's RPC protocol has no authentication at all, so
+    it may only ever listen on (and accept) addresses that do not route from the internet."""
+    problem = check_bind(value)
+    if problem:
+        return "must be the IP address of this host on the private link between the RPC group's boxes"
+    address = ipaddress.ip_address(value)
+    if address.is_unspecified:
+        return ("must be one private address, never 0.0.0.0 or :: (all interfaces): llama.cpp's RPC server is "
+                "unauthenticated upstream: whoever reaches the port can use this box's memory and compute")
+    # ipaddress' is_private also covers documentation and benchmark ranges; the rule is RFC 1918, ULA, loopback.
+    if address.is_loopback or any(address in network for network in PRIVATE_NETWORKS):
+        return None
+    return ("must be a private address (10/8, 172.16/12, 192.168/16, fc00::/7 ULA) or loopback: llama.cpp's RPC "
+            "server is unauthenticated upstream, so it never listens on an address that routes from elsewhere")
+
+
+# ggml device names as ggml-rpc-server's -d takes them, comma-separated: Vulkan0, ROCm0, CPU ...
+RPC_DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}(?:,[A-Za-z][A-Za-z0-9_]{0,31}){0,15}")
+
+
+def check_rpc_device(value: str) -> str | None:
+    if not RPC_DEVICE.fullmatch(value):
+        return "must be a ggml device name like Vulkan0, ROCm0 or CPU (several: comma-separated, no spaces)"
+    return None
+
+
+INVENTORY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,252}")
+
+
+def check_host_names(value: list[str]) -> str | None:
+    for name in value:
+        if not INVENTORY_NAME.fullmatch(name):
+            return f"{name!r} is not an inventory host name (letters, digits and . _ - @ : only)"
+    if len(set(value)) != len(value):
+        duplicate = next(name for name in value if value.count(name) > 1)
+        return f"names {duplicate!r} twice: each worker is one device of the group, listed once"
     return None
 
 
@@ -118,7 +164,8 @@ def check_url(value: str) -> str | None:
 # arguments: llama-server --host --port --api-key --api-key-file; vllm serve --host --port --api-key.
 RESERVED_ARGS = {
     "halo_llama_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key",
-                        "--api-key-file": "halo_api_key"},
+                        "--api-key-file": "halo_api_key", "--rpc": "halo_rpc_workers",
+                        "--tensor-split": "halo_tensor_split", "-ts": "halo_tensor_split"},
     "halo_vllm_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key"},
 }
 # vLLM parses with argparse, which accepts any unambiguous prefix of a long option (--ho for --host).
@@ -222,6 +269,17 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
         ):
             raise fail("must be a non-empty list of package names")
         return list(value)
+    if kind == "names":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+            raise fail("must be a list of inventory host names")
+        return list(value)
+    if kind == "numbers":
+        if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item) and item >= 0
+            for item in value
+        ) or not any(value):
+            raise fail("must be a non-empty list of numbers >= 0, not all zero (proportions, e.g. [3, 1])")
+        return [float(item) for item in value]
     if kind == "args":
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
             raise fail("must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'")

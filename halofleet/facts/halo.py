@@ -19,7 +19,10 @@ from .. import cmdline as cmdline_mod
 from .. import policy
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
-from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
+from ..paths import (
+    BENCH_RESULT, MANAGED_FILES, RPC_CACHE, RPC_FIREWALL_SERVICE, RPC_SERVICE, SERVE_CACHE, SERVE_CONF, SERVE_ENV,
+    SERVE_SERVICE, SERVE_STAMP,
+)
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
 # A line a parser does not understand is skipped (or read as 'unknown'): one odd host never raises here.
@@ -405,6 +408,45 @@ class ServeState(FactBase[dict]):
         return parse_serve_state(list(output))
 
 
+def parse_rpc_state(lines: list[str]) -> dict[str, Any]:
+    """The RPC worker's unit, its firewall unit, whether our nftables table is loaded, the cache directory."""
+    state: dict[str, Any] = {"active": "unknown", "enabled": "unknown", "firewall": "unknown", "table": False,
+                             "cache": None}
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if tag in ("@active", "@enabled", "@firewall"):
+            state[tag[1:]] = rest or "unknown"
+        elif tag == "@table":
+            state["table"] = True
+        elif tag == "@cache" and rest:
+            state["cache"] = rest
+    return state
+
+
+class RpcState(FactBase[dict]):
+    """
+    ``halo-rpc.service`` (a llama.cpp RPC worker) and its firewall: unit states, our nftables table, cache dir.
+
+    .. code:: python
+
+        {"active": "active", "enabled": "enabled", "firewall": "active", "table": True, "cache": "halo 750"}
+    """
+
+    def command(self) -> str:
+        return (
+            f'echo "@active $(systemctl is-active {RPC_SERVICE} 2>/dev/null)"; '
+            f'echo "@enabled $(systemctl is-enabled {RPC_SERVICE} 2>/dev/null)"; '
+            f'echo "@firewall $(systemctl is-active {RPC_FIREWALL_SERVICE} 2>/dev/null)"; '
+            f"command -v nft >/dev/null 2>&1 && nft list table inet {policy.RPC_NFT_TABLE} >/dev/null 2>&1 "
+            "&& echo @table; "
+            f'[ -d {RPC_CACHE} ] && echo "@cache $(stat -c \'%U %a\' {RPC_CACHE})"; true'
+        )
+
+    def process(self, output):
+        return parse_rpc_state(list(output))
+
+
 def parse_model(lines: list[str]) -> dict[str, Any]:
     """What is at the model path: ``kind`` file | dir | missing | none, with size, mtime, magic, digest."""
     model: dict[str, Any] = {"kind": "none"}
@@ -582,6 +624,7 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "files": ManagedFiles,
     "accounts": Accounts,
     "serve": ServeState,
+    "rpc": RpcState,
 }
 # Read by `halofleet verify` only: the deploys never need a completion request.
 LIVE_PARTS: dict[str, type[FactBase]] = {

@@ -42,7 +42,7 @@ EXPOSED = "listening beyond loopback needs an API key: set halo_api_key (or halo
 ARGS_RULE = "must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'"
 
 DATA_ERRORS = [
-    ({"halo_serve": "ollama"}, "halo_serve='ollama' is invalid: must be one of llama-server, vllm, none"),
+    ({"halo_serve": "ollama"}, "halo_serve='ollama' is invalid: must be one of llama-server, vllm, rpc-worker, none"),
     ({"halo_serve": "llama_server"}, "did you mean 'llama-server'?"),
     ({"halo_rocm_version": "7.0.1"}, "halo_rocm_version='7.0.1' is invalid: ROCm 7.0.1 is refused"),
     ({"halo_rocm_version": "7.x"}, "must be 'none' or a ROCm release like 7.2.1 (X.Y or X.Y.Z)"),
