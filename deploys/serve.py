@@ -1,5 +1,6 @@
-"""The serve stage alone (halofleet.stages.serve)."""
+"""The serve stage (halofleet.stages.serve), after the RPC workers its heads need (halofleet.stages.rpc)."""
 
-from halofleet.stages import serve
+from halofleet.stages import rpc, serve
 
+rpc()
 serve()

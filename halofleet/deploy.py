@@ -28,8 +28,10 @@ def current_plan() -> HostPlan | None:
     try:
         config = validate(host.name, host.data.dict())
         probe = read_probe(**probe_args(config))
+        fleet = fleet_data()
+        worker_plans = _worker_plans(config.rpc_workers)
         try:
-            plan = build_plan(host.name, {}, probe, config=config)
+            plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
         except PARSE_FAILURES as error:  # facts the plan cannot judge: this host only, never the whole run
             raise HostRefused(host.name, f"could not plan from the host's facts ({type(error).__name__}: {error}); "
                                          "nothing was changed") from None
@@ -41,6 +43,28 @@ def current_plan() -> HostPlan | None:
         logger.warning(f"{host.print_prefix}halofleet: {warning}")
     setattr(host, _PLAN_ATTR, plan)
     return plan
+
+
+def fleet_data() -> dict[str, dict]:
+    """Every inventory host's data by name: an RPC group's members read each other's (validated by the plan)."""
+    return {each.name: each.data.dict() for each in state.inventory}
+
+
+def _worker_plans(names: list[str]) -> dict[str, HostPlan | None]:
+    """
+    The plans of an RPC head's workers (each built in its own host's context, once per run, as its own deploy
+    would): the head's unit folds in their digests and the group's memory plan their GTT budgets. A worker that
+    is not in this run (unreachable, --limit) is absent, and the plan refuses the head.
+    """
+    plans: dict[str, HostPlan | None] = {}
+    active = set(state.activated_hosts) - set(state.failed_hosts)
+    for name in names:
+        other = state.inventory.get_host(name, None)
+        if other is None or other not in active and not hasattr(other, _PLAN_ATTR):
+            continue
+        with ctx_host.use(other):
+            plans[name] = current_plan()
+    return plans
 
 
 def current_config_and_probe() -> tuple[HaloConfig, dict] | None:

@@ -193,6 +193,8 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     ids = serving.allocate_ids(config, probe.get("accounts") or {})
     worker = None
     if config.serve == "rpc-worker":
+        if distro not in APT_DISTROS:
+            raise HostRefused(host, f"RPC workers are built from Debian's llama.cpp packages: apt hosts only, not {distro}")
         worker = rpc.build_worker_plan(config, probe, fleet or {}, serving.memory_max_gib(config, visible))
     members, group = [], []
     if config.rpc_workers:

@@ -5,26 +5,28 @@ own deploy file.
     from halofleet.stages import full
     full()
 
-Each stage is also usable alone (``kernel()``, ``serve()``, ...); ``full()`` runs them in order. modprobe runs
+Each stage is also usable alone (``kernel()``, ``rpc()``, ``serve()``, ...); ``full()`` runs them in order. modprobe runs
 before kernel so the one reboot picks up both. A stage does nothing on a host halofleet refused.
 """
 
 from pyinfra.api import deploy
 
+from .rpc import rpc
 from .serve import bench, serve
 from .system import cwsr, kernel, modprobe, preflight, rocm, runtime
 from .undo import rollback
 
-__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve", "bench", "rollback"]
+__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "rpc", "serve", "bench", "rollback"]
 
 
 @deploy("halofleet")
 def full() -> None:
-    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, serve."""
+    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, rpc, serve (RPC workers before heads)."""
     preflight()
     modprobe()
     kernel()
     rocm()
     cwsr()
     runtime()
+    rpc()
     serve()

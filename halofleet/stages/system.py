@@ -42,6 +42,12 @@ def preflight() -> None:
         "serving": (f"{plan.serve.engine} ({plan.serve.flavour}) on {plan.serve.url}, now {probe['serve']['active']}"
                     if plan.serve else "none (halo_serve: none)"),
     }
+    if plan.rpc:
+        report["rpc worker"] = (f"ggml-rpc-server on {plan.rpc.endpoint} for {plan.rpc.head} "
+                                f"({plan.rpc.head_address} only), now {probe['rpc']['active']}")
+    if plan.rpc_members:
+        report["rpc head"] = ", ".join(f"{member.name} ({member.endpoint})" for member in plan.rpc_members)
+        report["rpc memory"] = "; ".join(plan.rpc_group)
     for key, value in report.items():
         logger.info(f"{host.print_prefix}preflight {key}: {value}")
 
