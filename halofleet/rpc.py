@@ -218,10 +218,42 @@ def head_args(config: HaloConfig, members: list[Member]) -> list[str]:
     """llama-server's --rpc (workers in inventory order) and --tensor-split."""
     if not members:
         return []
-    args = ["--rpc", ",".join(member.endpoint for member in members)]
+    # -lv 4: llama-server 0.7.0 names the devices it loads onto only at verbosity 4, which verify reads.
+    args = ["--rpc", ",".join(member.endpoint for member in members), "-lv", "4"]
     if config.tensor_split is not None:
         args += ["--tensor-split", ",".join(f"{share:g}" for share in config.tensor_split)]
     return args
+
+
+def worker_cell(plan: Any, probe: dict[str, Any]) -> tuple[str, bool]:
+    """Verify's view of a worker: unit active, its firewall table loaded, and listening on its address only."""
+    config, state = plan.config, probe.get("rpc") or {}
+    holders = sorted({address for address, port in (probe.get("serve") or {}).get("listeners") or []
+                      if port == config.rpc_port})
+    prefix = f"worker of {plan.rpc.head}: "
+    if state.get("active") != "active":
+        return prefix + f"halo-rpc {state.get('active')}", False
+    if not state.get("table"):
+        return prefix + f"firewall table inet {policy.RPC_NFT_TABLE} missing", False
+    if holders != [str(ipaddress.ip_address(config.rpc_address))]:
+        return prefix + f"listening on {', '.join(holders) or 'nothing'}, not {config.rpc_address} only", False
+    return prefix + f"listening on {plan.rpc.endpoint} only", True
+
+
+def head_cell(plan: Any, rpc_log: dict[str, Any] | None) -> tuple[str, bool]:
+    """Verify's view of a head: every worker among the devices its engine's current start used, with weights."""
+    log = rpc_log or {}
+    devices, buffers = log.get("devices") or [], log.get("buffers") or {}
+    parts, ok = [], True
+    for member in plan.rpc_members:
+        if member.endpoint not in devices:
+            parts.append(f"{member.name} not seen")
+            ok = False
+        elif member.endpoint in buffers:
+            parts.append(f"{member.name} ok ({buffers[member.endpoint]:g} MiB)")
+        else:
+            parts.append(f"{member.name} seen, no weights")
+    return "head: " + ", ".join(parts), ok
 
 
 def check_group_memory(config: HaloConfig, members: list[GroupMember], model_bytes: int | None) -> list[str]:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cmdline, policy
+from . import cmdline, policy, rpc
 from .bench import BenchFigures, bench_cell
 from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HostRefused
 from .plan import build_plan
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
-           "reboot pending", "serving", "image", "completion", "bench", "status")
+           "reboot pending", "serving", "image", "completion", "rpc", "bench", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -33,8 +33,11 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
 
 
 def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
-               health: dict[str, Any] | None = None, bench: BenchFigures | None = None) -> dict[str, str]:
-    """One row of the verification table for ``host``; never raises."""
+               health: dict[str, Any] | None = None, bench: BenchFigures | None = None,
+               fleet: dict[str, dict[str, Any]] | None = None,
+               worker_plans: dict[str, Any] | None = None) -> dict[str, str]:
+    """One row of the verification table for ``host``; never raises. RPC groups need ``fleet`` (every host's
+    data) and, for a head, its workers' plans (:func:`plans_of_workers`)."""
     row = {column: "-" for column in COLUMNS}
     row["host"] = host
     if probe is None:
@@ -54,7 +57,7 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     # name@digest prefix: enough to see which hosts of a fleet run another build of the same tag
     row["image"] = f"{image['name'].rsplit('/', 1)[-1]}@{image['digest'][len('sha256:'):][:12]}" if image else "-"
     try:
-        plan = build_plan(host, data, probe)
+        plan = build_plan(host, data, probe, fleet=fleet, worker_plans=worker_plans)
     except (ConfigError, HostRefused, ParamConflict) as error:
         row["status"] = f"refused: {error}"
         return row
@@ -74,6 +77,12 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     # What the driver maps, per card, must be the planned GTT too (a carve-out or a stale module param shows here).
     gtt_ok = not plan.strix_halo or bool(cards) and all(size == plan.gtt.gtt_gib * 2**30 for size in cards.values())
     serving_ok = plan.serve is None or bool(health and health.get("healthy"))
+    rpc_ok = True
+    if plan.rpc:
+        row["rpc"], rpc_ok = rpc.worker_cell(plan, probe)
+    elif plan.rpc_members:
+        row["rpc"], rpc_ok = rpc.head_cell(plan, probe.get("rpc_log"))
+    serving_ok = serving_ok and rpc_ok
     if not (live_ok and pages_ok and gtt_ok):
         row["status"] = "not converged"
     elif faults.get("count"):
@@ -92,6 +101,20 @@ def format_table(rows: list[dict[str, str]]) -> str:
     for row in rows:
         lines.append("  ".join(row[column].ljust(widths[column]) for column in COLUMNS))
     return "\n".join(lines)
+
+
+def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The plans of every RPC worker that answered (None where refused): what their heads' rows are judged by."""
+    plans: dict[str, Any] = {}
+    for name, data in fleet.items():
+        probe = probes.get(name)
+        if probe is None or data.get("halo_serve") != "rpc-worker":
+            continue
+        try:
+            plans[name] = build_plan(name, data, probe, fleet=fleet)
+        except (ConfigError, HostRefused, ParamConflict, *PARSE_FAILURES):
+            plans[name] = None
+    return plans
 
 
 def collect(inventory_path: str) -> list[dict[str, str]]:
@@ -137,6 +160,9 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
+    fleet = {host.name: host.data.dict() for host in inventory}
+    probes = {host.name: result[0] for host, result in results.items() if not isinstance(result, str)}
+    worker_plans = plans_of_workers(probes, fleet)
     rows = []
     for host in inventory:
         result = results.get(host, (None, None, None))
@@ -144,5 +170,5 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
             rows.append({**{column: "-" for column in COLUMNS}, "host": host.name, "status": result})
             continue
         probe, health, bench = result
-        rows.append(verify_row(host.name, host.data.dict(), probe, health, bench))
+        rows.append(verify_row(host.name, host.data.dict(), probe, health, bench, fleet, worker_plans))
     return rows

@@ -596,6 +596,48 @@ class ServeHealth(FactBase[dict]):
         return parse_serve_health(list(output))
 
 
+# llama-server (0.7.0, build b11669) names the RPC devices it uses only in its load log, at verbosity 4 (an RPC
+# head runs with -lv 4): "using device RPC0 (10.0.0.2:50052) ..." and "RPC0[10.0.0.2:50052] model buffer size =
+# 0.31 MiB". Read from the journal of the engine's current invocation only (an older start proves nothing).
+RPC_LOG_COMMAND = (
+    f"id=$(systemctl show -p InvocationID --value {SERVE_SERVICE} 2>/dev/null); [ -n \"$id\" ] || exit 0; "
+    "journalctl -q -o cat _SYSTEMD_INVOCATION_ID=$id 2>/dev/null "
+    "| grep -E 'using device RPC[0-9]+ |RPC[0-9]+\\[.*\\] model buffer size' | tail -n 256"
+)
+RPC_DEVICE_LINE = re.compile(r"using device RPC[0-9]+ \(([^)\s]+)\)")
+RPC_BUFFER_LINE = re.compile(r"RPC[0-9]+\[(\S+?)\] model buffer size\s*=\s*([0-9]+(?:\.[0-9]+)?) MiB")
+
+
+def parse_rpc_log(lines: list[str]) -> dict[str, Any]:
+    """The RPC endpoints the engine's current start used (``devices``) and its model buffer on each (MiB)."""
+    devices: list[str] = []
+    buffers: dict[str, float] = {}
+    for line in lines:
+        match = RPC_DEVICE_LINE.search(line)
+        if match and match.group(1) not in devices:
+            devices.append(match.group(1))
+        match = RPC_BUFFER_LINE.search(line)
+        if match:
+            buffers[match.group(1)] = buffers.get(match.group(1), 0.0) + float(match.group(2))
+    return {"devices": devices, "buffers": buffers}
+
+
+class RpcLog(FactBase[dict]):
+    """
+    What an RPC head's llama-server loaded onto its workers, from its current start's log.
+
+    .. code:: python
+
+        {"devices": ["10.0.0.2:50052", "10.0.0.3:50052"], "buffers": {"10.0.0.2:50052": 0.31, ...}}
+    """
+
+    def command(self) -> str:
+        return RPC_LOG_COMMAND
+
+    def process(self, output):
+        return parse_rpc_log(list(output))
+
+
 class BenchResult(FactBase):
     """The last llama-bench run the bench stage stored (pp512/tg128 tokens/s, model bytes), or None."""
 
@@ -632,6 +674,7 @@ LIVE_PARTS: dict[str, type[FactBase]] = {
     "bench": BenchResult,
     "faults": AmdgpuFaults,
     "running_image": RunningImage,
+    "rpc_log": RpcLog,
 }
 # Parts present in the probe's output only when asked for (``image=``, ``live=True``).
 OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, **LIVE_PARTS}
