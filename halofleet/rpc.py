@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from . import paths, policy
+from . import paths, policy, validators
 from .config import ConfigError, HaloConfig, HostRefused, option_value, validate
 from .templating import render, sha256_text
 
@@ -122,6 +122,9 @@ def find_head(config: HaloConfig, fleet: dict[str, dict[str, Any]]) -> HaloConfi
         raise ConfigError(config.host, "halo_serve", "rpc-worker",
                           f"named by several heads ({', '.join(heads)}) in halo_rpc_workers: a worker serves one "
                           "head (its firewall lets one address in)")
+    problem = validators.check_host_names(heads)  # the head's name goes into this worker's unit and nft file
+    if problem:
+        raise ConfigError(config.host, "halo_serve", "rpc-worker", f"its RPC head {problem}")
     head = _peer(config.host, "halo_serve", "rpc-worker", heads[0], fleet, "RPC head")
     _same_family(config.host, "halo_rpc_address", config.rpc_address, heads[0], head.rpc_address)
     return head

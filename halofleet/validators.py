@@ -90,13 +90,14 @@ def check_rpc_device(value: str) -> str | None:
     return None
 
 
-INVENTORY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,252}")
+# pyinfra names hosts freely (user@host, @docker/x); these go into unit and nft comments: no space, quote, '%', '$'.
+INVENTORY_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@:/+-]{0,252}")
 
 
 def check_host_names(value: list[str]) -> str | None:
     for name in value:
         if not INVENTORY_NAME.fullmatch(name):
-            return f"{name!r} is not an inventory host name (letters, digits and . _ - @ : only)"
+            return f"{name!r} is not an inventory host name (letters, digits and . _ - + @ : / only)"
     if len(set(value)) != len(value):
         duplicate = next(name for name in value if value.count(name) > 1)
         return f"names {duplicate!r} twice: each worker is one device of the group, listed once"
