@@ -13,6 +13,7 @@ from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
 from .facts.halo import HostProbe
 from .plan import HostPlan, build_plan
+from .rpc import check_group
 from .serving import probe_args
 
 _PLAN_ATTR = "_halofleet_plan"
@@ -27,8 +28,9 @@ def current_plan() -> HostPlan | None:
         return getattr(host, _PLAN_ATTR)
     try:
         config = validate(host.name, host.data.dict())
-        probe = read_probe(**probe_args(config))
         fleet = fleet_data()
+        check_group(config, fleet)  # the other members' data, before any command reaches this host
+        probe = read_probe(**probe_args(config))
         worker_plans = _worker_plans(config.rpc_workers)
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)

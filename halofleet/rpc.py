@@ -130,6 +130,14 @@ def find_head(config: HaloConfig, fleet: dict[str, dict[str, Any]]) -> HaloConfi
     return head
 
 
+def check_group(config: HaloConfig, fleet: dict[str, dict[str, Any]]) -> None:
+    """The group rules that need only data (the members' own, validated): checked before the host is probed."""
+    if config.serve == "rpc-worker":
+        find_head(config, fleet)
+    if config.rpc_workers:
+        resolve_workers(config, fleet)
+
+
 def worker_args(config: HaloConfig) -> list[str]:
     """ggml-rpc-server's arguments: the private address only (its default is loopback, never all interfaces)."""
     args = ["-H", config.rpc_address, "-p", str(config.rpc_port)]

@@ -31,6 +31,8 @@ def pushed(name: str) -> dict:
 
 TOOLBOX = {"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}
 VLLM = {"halo_serve": "vllm", "halo_cwsr_policy": "warn"}
+RPC_WORKER = {"halo_serve": "rpc-worker", "halo_rpc_address": "10.0.0.2"}
+RPC_HEAD = {"halo_rpc_address": "10.0.0.1", "halo_rpc_workers": ["@fake/nosuch"]}
 PATH_RULE = "must be an absolute path of components made of"
 NAME_RULE = "the pushed file's name on the host must be a file name made of"
 URL_RULE = "must be an http://, https:// or file:/ URL (letters, digits"
@@ -231,6 +233,35 @@ DATA_ERRORS = [
     ({"halo_bind": "192.168.1.5"}, EXPOSED),
     ({"halo_bind": "0.0.0.0", "halo_allow_unauthenticated": "perhaps"},
      "halo_allow_unauthenticated='perhaps' is invalid: must be true or false"),
+    # llama.cpp RPC groups: unauthenticated upstream, so the worker's bind is the first line of defence
+    ({**RPC_WORKER, "halo_rpc_address": "0.0.0.0"},
+     "halo_rpc_address='0.0.0.0' is invalid: must be one private address, never 0.0.0.0 or :: (all interfaces)"),
+    ({**RPC_WORKER, "halo_rpc_address": "203.0.113.7"}, "halo_rpc_address='203.0.113.7' is invalid: must be a "
+     "private address (10/8, 172.16/12, 192.168/16, fc00::/7 ULA) or loopback"),
+    ({**RPC_WORKER, "halo_rpc_address": "10.0.0.2;reboot"}, "must be the IP address of this host on the private link"),
+    ({**RPC_WORKER, "halo_rpc_address": "fd00::2%$(touch PWNED)"}, "must be the IP address of this host on the "
+     "private link"),
+    ({"halo_serve": "rpc-worker"}, "halo_rpc_address=None is invalid: an RPC worker needs its address"),
+    ({**RPC_WORKER, "halo_rpc_device": "Vulkan0 -H 0.0.0.0"}, "halo_rpc_device='Vulkan0 -H 0.0.0.0' is invalid: "
+     "must be a ggml device name like Vulkan0"),
+    ({**RPC_WORKER, "halo_rpc_device": "%n"}, "must be a ggml device name like Vulkan0"),
+    ({**RPC_WORKER, "halo_rpc_port": "50052 -H 0.0.0.0"}, "halo_rpc_port='50052 -H 0.0.0.0' is invalid: must be a "
+     "whole number"),
+    ({**RPC_WORKER, "halo_rpc_port": 22}, "halo_rpc_port=22 is invalid: must be between 1024 and 65535"),
+    ({**RPC_WORKER, "halo_rpc_cache": "sometimes"}, "halo_rpc_cache='sometimes' is invalid: must be true or false"),
+    (RPC_WORKER, "halo_serve='rpc-worker' is invalid: no host names it in halo_rpc_workers"),
+    ({**RPC_HEAD, "halo_rpc_workers": ["w1\nExecStartPre=/bin/touch /PWNED"]}, "is not an inventory host name"),
+    ({**RPC_HEAD, "halo_rpc_workers": ["%n"]}, "'%n' is not an inventory host name"),
+    ({**RPC_HEAD, "halo_rpc_workers": ["@fake/nosuch"]}, "'@fake/nosuch' is not a host of the inventory"),
+    ({**RPC_HEAD, "halo_rpc_workers": ["@fake/good"]}, "'@fake/good' is not an RPC worker (its halo_serve is "
+     "llama-server, not rpc-worker)"),
+    ({**RPC_HEAD, "halo_rpc_address": "0.0.0.0"}, "halo_rpc_address='0.0.0.0' is invalid: must be one private"),
+    ({**RPC_HEAD, "halo_tensor_split": ["1;reboot"]}, "halo_tensor_split=['1;reboot'] is invalid: must be a "
+     "non-empty list of numbers >= 0, not all zero"),
+    ({**RPC_HEAD, "halo_llama_args": ["--rpc=203.0.113.7:50052"]}, "--rpc is set by halo_rpc_workers"),
+    ({"halo_vllm_tensor_parallel_size": 2}, "halo_vllm_tensor_parallel_size=2 is invalid: not built yet: vLLM "
+     "across boxes"),
+    ({"halo_vllm_ray_head": "box$(id)"}, "halo_vllm_ray_head='box$(id)' is invalid: not built yet"),
     # -- one host must not break the fleet -------------------------------------------------------------------
     ({"halo_gtt_gib": "--96"}, "halo_gtt_gib='--96' is invalid: must be a whole number"),
     ({"halo_gtt_gib": "\u0669\u0666"}, "must be a whole number"),

@@ -380,3 +380,39 @@ def test_the_report_shows_each_group_with_its_workers_and_state():
     assert "## RPC groups" in markdown and "| head | w1: ok (0.31 MiB); listening on 10.0.0.2:50052 only | ok |" \
         in markdown
     assert "RPC groups" not in render_report(rows[1:], "md", "t")
+
+
+# -- the packaged deploy on @fake hosts -----------------------------------------------------------------------
+
+def test_a_group_deploys_and_a_broken_group_member_refuses_only_what_depends_on_it():
+    from halofleet.testing.fake import run_fake
+
+    def data(base: dict, **extra) -> dict:
+        return {**base, "halo_reboot": "never", **extra}
+
+    head = data(HEAD, halo_rpc_workers=["@fake/w1", "@fake/w2"])
+    hosts = {
+        "head": (head, probe_output()),
+        "w1": (data(W1, halo_rpc_cache=True), probe_output()),
+        "w2": (data(W2), probe_output()),
+    }
+    run = run_fake("deploys/full.py", hosts)
+    assert run.failed_hosts == set(), run.errors
+    for name in ("w1", "w2"):
+        sent = "\n".join(run.changes(name))
+        assert 'nft -c -f "$HALO_CANDIDATE"' in sent  # the nft file is checked before it is installed
+        assert "systemctl restart halo-rpc-firewall.service halo-rpc.service" in sent
+        assert "halo-serve" not in sent
+    assert "install -d -o halo -g halo -m 0750 /var/lib/halofleet/rpc-cache" in "\n".join(run.changes("w1"))
+    head_sent = "\n".join(run.changes("head"))
+    assert "halo-rpc" not in head_sent  # no worker on the head
+    assert "libggml0-backend-rpc" in head_sent
+
+    # A second head naming w2 too: both heads are refused, and w2 itself (which head would its firewall let in?).
+    claimed_twice = {**hosts, "other": (data(HEAD, halo_rpc_address="10.0.0.9", halo_rpc_workers=["@fake/w2"]),
+                                        probe_output())}
+    run = run_fake("deploys/full.py", claimed_twice)
+    assert run.failed_hosts == {"head", "w2", "other"}
+    assert all(run.commands[name] == [] for name in ("head", "w2", "other"))  # data errors: not even the probe
+    assert "systemctl restart halo-rpc-firewall.service halo-rpc.service" in "\n".join(run.changes("w1"))
+    assert any("@fake/w2' is also named by @fake/other" in error for error in run.errors), run.errors
