@@ -164,10 +164,40 @@ def test_an_accepted_bind_is_a_plain_address(value):
         assert "%" not in value and shlex.quote(value) == value
 
 
+@given(st.one_of(TEXT, st.from_regex(r"(10|172|192|100|127)\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True),
+                 st.from_regex(r"f[cde][0-9a-f]{2}::[0-9a-f%$ ]{1,6}", fullmatch=True)))
+@settings(max_examples=150, deadline=None)
+def test_an_accepted_rpc_address_is_one_plain_private_address(value):
+    import ipaddress
+
+    if validators.check_rpc_address(value) is None:
+        address = ipaddress.ip_address(value)
+        assert not address.is_unspecified and (address.is_loopback or address.is_private)
+        assert shlex.quote(value) == value and validators.systemd_word(value) == value
+
+
+@given(st.one_of(TEXT, st.from_regex(r"[A-Za-z][A-Za-z0-9_,;%$ /-]{0,12}", fullmatch=True)))
+@settings(max_examples=150, deadline=None)
+def test_an_accepted_rpc_device_is_one_plain_word_of_device_names(value):
+    if validators.check_rpc_device(value) is None:
+        assert validators.systemd_word(value) == value and shlex.quote(value) == value
+        assert all(part and not part.startswith("-") for part in value.split(","))
+
+
+@given(st.lists(TEXT, max_size=4))
+@settings(max_examples=150, deadline=None)
+def test_accepted_worker_names_cannot_break_a_unit_or_nft_comment(value):
+    if value and validators.check_host_names(value) is None:
+        for name in value:
+            assert not any(c.isspace() or c in "%$'\"\\;#{}" for c in name)
+            assert len(set(value)) == len(value)
+
+
 @given(st.one_of(TEXT, st.integers(), st.floats(), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)))
 @settings(max_examples=120, deadline=None)
 def test_coercion_gives_a_value_or_a_config_error_and_nothing_else(value):
-    for key in ("halo_gtt_gib", "halo_reboot_batch", "halo_vllm_gpu_memory_utilization", "halo_emit_gttsize"):
+    for key in ("halo_gtt_gib", "halo_reboot_batch", "halo_vllm_gpu_memory_utilization", "halo_emit_gttsize",
+                "halo_rpc_port", "halo_rpc_workers", "halo_tensor_split", "halo_rpc_address", "halo_rpc_device"):
         try:
             result = option_value("h", key, value)
         except ConfigError:
