@@ -132,3 +132,17 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
     assert _complete(head)["tokens_predicted"] == 2
     fourth = network.run_pyinfra(description, "deploys/full.py")
     assert fourth.returncode == 0 and fourth.changed_ops == [], fourth.stderr[-3000:]
+
+    # Rollback of a worker: its units, nft file and table go (the rest of the ruleset stays); a second one is a no-op.
+    w2.ssh("nft add table inet users_own")  # a table of the user's, which must survive
+    data["w2"]["halo_reboot"] = "never"
+    network.write_inventory(tmp_path / "hosts.json", host_data=data, hosts=[head, w1, w2])
+    undo = network.run_pyinfra(description, "deploys/rollback.py", "--limit", "w2")
+    assert undo.returncode == 0, undo.stderr[-3000:]
+    assert w2.ssh("nft list tables").stdout.split() == ["table", "inet", "users_own"]
+    assert w2.ssh("ls /etc/systemd/system/halo-rpc.service /etc/systemd/system/halo-rpc-firewall.service "
+                  "/etc/halofleet/rpc.nft 2>/dev/null; systemctl is-active halo-rpc.service", check=False
+                  ).stdout.split() == ["inactive"]
+    assert _listeners(w2, 50052) == []
+    again = network.run_pyinfra(description, "deploys/rollback.py", "--limit", "w2")
+    assert again.returncode == 0 and again.changed_ops == [], again.stderr[-3000:]
