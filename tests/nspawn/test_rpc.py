@@ -76,6 +76,13 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
     }
     description = network.write_inventory(tmp_path / "hosts.json", host_data=data, hosts=[head, w1, w2])
 
+    # The review before anything changes: the workers' firewall and units, the head's --rpc.
+    review = network.run(["env", f"HALOFLEET_VM_INVENTORY={description}", sys.executable, "-m", "halofleet", "diff",
+                          "inventories/vm.py"], cwd=ROOT, capture_output=True, text=True)
+    assert review.returncode == 0, review.stderr[-3000:]
+    assert f"RPC firewall: port 50052 from head ({head.address}) only" in review.stdout
+    assert f"+\t\ttcp dport 50052 ip saddr {head.address} accept" in review.stdout
+    assert f"--rpc {w1.address}:50052,{w2.address}:50052" in review.stdout
     first = network.run_pyinfra(description, "deploys/full.py")
     assert first.returncode == 0, first.stderr[-4000:]
     endpoints = [f"{w1.address}:50052", f"{w2.address}:50052"]
