@@ -206,6 +206,10 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         ]
         group = rpc.check_group_memory(config, budgets, _model_bytes(config, probe))
     serve = serving.build_serve_plan(config, probe, visible, ids, rpc_members=tuple(members))
+    if serve and members and any(worker_plans[m.name].rpc.restart or worker_plans[m.name].rpc.start
+                                 for m in members):
+        # A worker (re)started in this run dropped the head's connection to it: the head loads again too.
+        serve.restart, serve.start = True, False
     if serve:
         warnings += serve.warnings
 

@@ -140,6 +140,27 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
     fourth = network.run_pyinfra(description, "deploys/full.py")
     assert fourth.returncode == 0 and fourth.changed_ops == [], fourth.stderr[-3000:]
 
+    # A worker that went down (a crash, a reboot) is started again, and its head reloads onto it.
+    w2.ssh("systemctl stop halo-rpc.service")
+    head_started = _monotonic(head, "halo-serve.service")
+    fifth = network.run_pyinfra(description, "deploys/full.py")
+    assert fifth.returncode == 0, fifth.stderr[-3000:]
+    assert _listeners(w2, 50052) == [w2.address] and _monotonic(head, "halo-serve.service") > head_started
+    assert set(_buffers(head)) == {f"{w1.address}:50053", f"{w2.address}:50052"}
+    assert _complete(head)["tokens_predicted"] == 2
+
+    # nftables.service flushes the whole ruleset when it restarts: our table comes back with it.
+    w1.ssh("systemctl restart nftables.service")
+    assert "halofleet_rpc" in w1.ssh("nft list tables").stdout
+    assert not _connects(outsider, w1, 50053) and _connects(head, w1, 50053)
+    # A ruleset flushed by hand: the next run loads the table again.
+    w1.ssh("nft flush ruleset")
+    assert _connects(outsider, w1, 50053)
+    sixth = network.run_pyinfra(description, "deploys/full.py")
+    assert sixth.returncode == 0, sixth.stderr[-3000:]
+    assert not _connects(outsider, w1, 50053) and _connects(head, w1, 50053)
+    assert _complete(head)["tokens_predicted"] == 2
+
     # Rollback of a worker: its units, nft file and table go (the rest of the ruleset stays); a second one is a no-op.
     w2.ssh("nft add table inet users_own")  # a table of the user's, which must survive
     data["w2"]["halo_reboot"] = "never"

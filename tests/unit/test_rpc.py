@@ -318,16 +318,33 @@ def test_a_plain_engine_unit_is_unchanged_by_rpc():
     assert policy.RPC_BACKEND_PACKAGE not in plain.serve.packages
 
 
+def _settled(hosts: dict) -> dict:
+    """Probes of a group that is up and unchanged: every worker's files in place, the head's engine running."""
+    before = plans(hosts)
+    probes = {name: probe(**_up(before[name].rpc)) for name in ("w1", "w2")}
+    head = before["head"].serve
+    probes["head"] = probe(files={paths.SERVE_UNIT: sha256_text(head.unit), paths.SERVE_ENV: sha256_text(head.env)},
+                           serve_active="active")
+    probes["head"]["serve"].update(enabled="enabled", stamp=head.model_stamp)
+    return probes
+
+
 @pytest.mark.parametrize("change", [{"halo_rpc_cache": True}, {"halo_rpc_device": "CPU"}, {"halo_rpc_port": 50099},
                                     {"halo_rpc_address": "10.0.0.7"}, {"halo_service_user": "llm"}])
 def test_any_worker_change_changes_the_heads_unit_so_the_head_restarts(change):
-    before = plans(fleet())["head"]
-    settled = probe(files={paths.SERVE_UNIT: sha256_text(before.serve.unit),
-                           paths.SERVE_ENV: sha256_text(before.serve.env)}, serve_active="active")
-    settled["serve"].update(enabled="enabled", stamp=before.serve.model_stamp)
-    assert not plans(fleet(), {"head": settled})["head"].serve.restart
-    after = plans(fleet(w1=change), {"head": settled})["head"]
-    assert after.serve.unit != before.serve.unit and after.serve.restart
+    probes = _settled(fleet())
+    before = plans(fleet(), probes)
+    assert not before["head"].serve.restart and not before["head"].serve.start
+    after = plans(fleet(w1=change), {"head": probes["head"]})["head"]
+    assert after.serve.unit != before["head"].serve.unit and after.serve.restart
+
+
+def test_a_worker_started_again_in_this_run_restarts_its_head():
+    probes = _settled(fleet())
+    probes["w2"]["rpc"]["active"] = "failed"  # the head's connection to it is gone
+    group = plans(fleet(), probes)
+    assert group["w2"].rpc.start and not group["w1"].rpc.start
+    assert group["head"].serve.restart and not group["head"].serve.start
 
 
 # -- verify and the report ------------------------------------------------------------------------------------
