@@ -86,7 +86,7 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
     first = network.run_pyinfra(description, "deploys/full.py")
     assert first.returncode == 0, first.stderr[-4000:]
     endpoints = [f"{w1.address}:50052", f"{w2.address}:50052"]
-    assert f"llama-server serving on http://127.0.0.1:8080" in first.changed_names
+    assert "llama-server serving on http://127.0.0.1:8080" in first.changed_names
 
     # The workers were listening before the head's engine started (one clock: the containers share a kernel).
     head_started = _monotonic(head, "halo-serve.service")

@@ -11,7 +11,8 @@ import pytest
 
 from halofleet import paths, policy, rpc
 from halofleet.config import ConfigError, HostRefused, validate
-from halofleet.facts.halo import parse_probe, parse_rpc_log
+from halofleet.facts.halo import parse_probe
+from halofleet.facts.halo_rpc import parse_rpc_log
 from halofleet.plan import build_plan
 from halofleet.report import render_report, rpc_groups
 from halofleet.templating import sha256_text
