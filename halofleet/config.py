@@ -163,6 +163,32 @@ OPTIONS: dict[str, Option] = {
         "str", "/var/lib/halofleet/models", "Directory for pushed models (owned by the service user).",
         check=validators.check_absolute_path,
     ),
+    "halo_models": Option(
+        "models", [], "Several models on one host (llama-server router mode; vLLM: one hf entry): a list of "
+        "mappings with name, one source (file on the control machine, path on the host, url of a GGUF or of a "
+        "split set's first shard, hf owner/repo with include and revision), sha256 (required for url), ctx, "
+        "keep_loaded. Files land in halo_model_dir/<name>/, verified by SHA-256. Empty: halo_model.",
+    ),
+    "halo_hf_endpoint": Option(
+        "url", "https://huggingface.co", "Hugging Face Hub (or mirror) the hf sources of halo_models come from.",
+        check=validators.check_http_url,
+    ),
+    "halo_hf_token": Option(
+        "secret", None, "Hugging Face token for private or gated repos; sent to the Hub only, kept on the host in a "
+        "0600 file, never in argv, diffs or logs.", nullable=True, check=validators.check_hf_token,
+    ),
+    "halo_model_alias": Option(
+        "str", None, "Name clients use for halo_model (llama-server --alias, vLLM --served-model-name).",
+        nullable=True, check=validators.check_model_name,
+    ),
+    "halo_models_max": Option(
+        "int", None, "llama-server router --models-max: models loaded at once (default: every model of halo_models, "
+        "so none is ever evicted).", nullable=True, minimum=1, maximum=1024,
+    ),
+    "halo_metrics": Option(
+        "bool", False, "llama-server --metrics: Prometheus /metrics on the API's own address and port (behind "
+        "halo_api_key; in router mode per model: /metrics?model=NAME).",
+    ),
     "halo_bind": Option("str", "127.0.0.1", "Address the engine listens on (beyond loopback: set halo_api_key).",
                         check=validators.check_bind),
     "halo_port": Option("int", 8080, "TCP port the engine listens on.", minimum=1024, maximum=65535),
@@ -275,6 +301,10 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     values = {}
     for key, option in OPTIONS.items():
         values[key] = _coerce(host, key, option, data.get(key, option.default))
+    from .models import parse_models  # models builds on this module's errors
+
+    # Undoing a deploy (serving=False) needs no model: a pushed file gone from this machine must not block it.
+    values["halo_models"] = parse_models(host, values["halo_models"], values["halo_model_dir"]) if serving else []
     _validate_rocm(host, values)
     if serving:
         _validate_serving(host, values)
@@ -308,6 +338,11 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
     if engine == "none":
         return
     model = values["halo_model"]
+    if values["halo_models"]:
+        _validate_models(host, values)
+        return
+    if values["halo_models_max"] is not None:
+        raise ConfigError(host, "halo_models_max", values["halo_models_max"], "is for halo_models (router mode)")
     if model is None:
         raise ConfigError(
             host, "halo_model", None,
@@ -356,6 +391,34 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
         hint = " or a Hugging Face id like org/name" if engine == "vllm" else ""
         raise ConfigError(host, "halo_model", model,
                           f"must be an absolute path on the host{hint} ({problem.removeprefix('must be ')})")
+
+
+def _validate_models(host: str, values: dict[str, Any]) -> None:
+    """halo_models replaces the single-model keys; router mode is built for the distro's llama-server."""
+    engine, specs = values["halo_serve"], values["halo_models"]
+    for key in ("halo_model", "halo_model_sha256", "halo_model_alias"):
+        if values[key] is not None:
+            raise ConfigError(host, key, values[key], "set either halo_models or the single-model keys, not both")
+    if values["halo_model_push"]:
+        raise ConfigError(host, "halo_model_push", True, "halo_models pushes with a 'file' source instead")
+    if engine == "llama-server" and values["halo_llama_source"] != "distro":
+        raise ConfigError(host, "halo_llama_source", values["halo_llama_source"],
+                          "halo_models (llama-server router mode) is built for halo_llama_source: distro")
+    if engine == "vllm" and (len(specs) != 1 or specs[0].source != "hf"):
+        raise ConfigError(host, "halo_models", [spec.name for spec in specs],
+                          "vLLM serves one model: one entry with an hf source")
+    if engine == "vllm" and values["halo_models_max"] is not None:
+        raise ConfigError(host, "halo_models_max", values["halo_models_max"], "is for llama-server's router")
+    if values["halo_llama_ubatch"] > values["halo_llama_batch"]:
+        raise ConfigError(host, "halo_llama_ubatch", values["halo_llama_ubatch"],
+                          f"must not exceed halo_llama_batch ({values['halo_llama_batch']})")
+    if engine == "vllm" and values["halo_runtime"] != "podman":
+        raise ConfigError(host, "halo_runtime", values["halo_runtime"], "vLLM is served by a podman Quadlet unit")
+    bind = ipaddress.ip_address(values["halo_bind"])
+    if not bind.is_loopback and values["halo_api_key"] is None and not values["halo_allow_unauthenticated"]:
+        raise ConfigError(host, "halo_bind", values["halo_bind"],
+                          "listening beyond loopback needs an API key: set halo_api_key (or "
+                          "halo_allow_unauthenticated: true to serve anyone who can reach the port)")
 
 
 def options_as_dicts() -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ host whose data or state is bad (a raised exception would abort the whole fleet 
 
 from __future__ import annotations
 
+import dataclasses
+
 from pyinfra import host, logger, state
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
@@ -12,6 +14,7 @@ from pyinfra.context import ctx_host
 from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
 from .facts.halo import HostProbe
+from .hfhub import resolve_models
 from .plan import HostPlan, build_plan
 from .serving import probe_args
 
@@ -26,7 +29,7 @@ def current_plan() -> HostPlan | None:
     if hasattr(host, _PLAN_ATTR):
         return getattr(host, _PLAN_ATTR)
     try:
-        config = validate(host.name, host.data.dict())
+        config = resolve(validate(host.name, host.data.dict()))
         probe = read_probe(**probe_args(config))
         try:
             plan = build_plan(host.name, {}, probe, config=config)
@@ -41,6 +44,14 @@ def current_plan() -> HostPlan | None:
         logger.warning(f"{host.print_prefix}halofleet: {warning}")
     setattr(host, _PLAN_ATTR, plan)
     return plan
+
+
+def resolve(config: HaloConfig) -> HaloConfig:
+    """``halo_models`` with every file and digest known (the Hub asked from here, pushed files hashed here)."""
+    if not config.models or config.serve == "none":
+        return config
+    specs = resolve_models(config.host, config.models, config.hf_endpoint, config.hf_token, config.serve)
+    return dataclasses.replace(config, values={**config.values, "halo_models": specs})
 
 
 def current_config_and_probe() -> tuple[HaloConfig, dict] | None:

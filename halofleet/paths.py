@@ -24,6 +24,9 @@ SERVE_CACHE = "/var/lib/halofleet/cache"  # HF / vLLM / Triton caches of the con
 
 BENCH_RESULT = "/var/lib/halofleet/bench.json"  # last llama-bench run, read by verify/report
 
-MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP)
+MODELS_PRESET = "/etc/halofleet/models.ini"  # 0644: llama-server's router preset (halo_models)
+HF_HEADER = "/etc/halofleet/hf.header"  # 0600 root: the Hub token as a header line, fed to curl on stdin
+
+MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP, MODELS_PRESET, HF_HEADER)
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
-SECRET_FILES = frozenset({SERVE_ENV})
+SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER})

@@ -166,6 +166,27 @@ def check_image(value: str) -> str | None:
     return None
 
 
+def check_http_url(value: str) -> str | None:
+    """An http(s) URL (the Hub endpoint: urllib and curl reach it; file:/ is not a Hub)."""
+    if not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    return check_url(value)
+
+
+def check_hf_token(value: str) -> str | None:
+    # Goes into an HTTP header line: printable token characters only (no CR/LF, no spaces, no ':').
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{8,512}", value):
+        return "must be 8 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
+    return None
+
+
+def check_model_name(value: str) -> str | None:
+    """A served model name: one word in an Exec line, an INI section and a URL (as halo_models' name)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        return "must be 1-64 characters from A-Z a-z 0-9 . _ - starting with a letter or digit"
+    return None
+
+
 def check_sha256(value: str) -> str | None:
     return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
 
@@ -221,6 +242,10 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
             isinstance(item, str) and item and not any(c.isspace() for c in item) for item in value
         ):
             raise fail("must be a non-empty list of package names")
+        return list(value)
+    if kind == "models":  # the entries are checked by halofleet.models.parse_models
+        if not isinstance(value, (list, tuple)):
+            raise fail("must be a list of model entries (mappings)")
         return list(value)
     if kind == "args":
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
