@@ -21,6 +21,7 @@ class FileAction:
     spec: str  # the model's name
     file: ModelFile
     current: dict[str, Any] | None  # the probe's view of the file (None: absent)
+    hub: bool = False  # an hf source: the token goes with this request (and only with these)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def plan_models(config: HaloConfig, probe: dict[str, Any]) -> ModelsPlan:
             elif spec.source == "file":
                 plan.pushes.append(FileAction(spec.name, item, current))
             else:
-                plan.downloads.append(FileAction(spec.name, item, current))
+                plan.downloads.append(FileAction(spec.name, item, current, hub=spec.source == "hf"))
         # Files are named by content where a digest is known; a host path without one by size and mtime.
         files = [(item.host_path, item.sha256 or item.git_oid or
                   "{size}:{mtime}".format(**(on_host.get(item.host_path) or {"size": 0, "mtime": 0})))

@@ -108,7 +108,7 @@ def _models(plan) -> None:
         halo_models.model_download(
             name=f"Model {action.spec}: {item.name} ({size}) from {urlsplit(item.url).netloc}",
             path=item.host_path, url=item.url, owner=user, sha256=item.sha256, git_oid=item.git_oid,
-            header_file=header if action.file.url.startswith(config.hf_endpoint.rstrip("/") + "/") else None,
+            header_file=header if action.hub else None,
             current=action.current,
         )
     if models and models.preset is not None:
