@@ -10,10 +10,12 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from halofleet.operations.halo_models import download_script
 from halofleet.testing.tinymodel import write_tiny_llama
 
 from .conftest import TIER_DATA
@@ -165,3 +167,39 @@ def test_single_model_alias_and_metrics(network, tmp_path):
     assert srv.ssh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/metrics").stdout == "401"
     second = network.run_pyinfra(inventory, "deploys/full.py")
     assert second.returncode == 0 and second.changed_ops == []
+
+
+def test_small_hub_files_are_verified_by_their_git_blob_id(network, tmp_path):
+    """The download script itself (controller side, in the test network): a non-LFS file, checked by its git blob
+    id (computed here with hashlib, not by the code under test), and a wrong id refused with nothing installed."""
+    repo = tmp_path / "mirror" / "hub" / "acme" / "tiny"
+    repo.mkdir(parents=True)
+    data = b'{"architectures": ["Tiny"]}\n'
+    (repo / "config.json").write_bytes(data)
+    log = tmp_path / "mirror.log"
+    network.popen([sys.executable, "-m", "halofleet.testing.hubmirror", str(tmp_path / "mirror"), network.gateway,
+                   "8001", str(log), TOKEN], cwd=Path(__file__).resolve().parents[2])
+    header = tmp_path / "hf.header"
+    header.write_text(f"Authorization: Bearer {TOKEN}\n")
+    header.chmod(0o600)
+    url = f"http://{network.gateway}:8001/acme/tiny/resolve/main/config.json"
+    blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    target = tmp_path / "models" / "m" / "config.json"
+    for _ in range(50):  # the mirror starts
+        if network.run(["curl", "-s", "-o", "/dev/null", url.replace("/acme", "/files/x")]).returncode == 0:
+            break
+        time.sleep(0.1)
+
+    def fetch(expected: str) -> subprocess.CompletedProcess:
+        script = download_script(str(target), url, "root", None, expected, str(header))
+        return network.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+
+    wrong = fetch("0" * 40)
+    assert wrong.returncode == 1 and f"has git blob id {blob_id}, expected {'0' * 40}" in wrong.stderr
+    assert sorted(path.name for path in target.parent.iterdir()) == []
+    right = fetch(blob_id)
+    assert right.returncode == 0, right.stderr
+    assert target.read_bytes() == data
+    record = (target.parent / ".config.json.sha256").read_text().split()
+    assert record[0] == hashlib.sha256(data).hexdigest() and record[3] == blob_id
+    assert record[1:3] == [str(target.stat().st_size), str(int(target.stat().st_mtime))]
