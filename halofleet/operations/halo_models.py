@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from .. import validators
-from ..facts.halo import sidecar_path
+from ..facts.halo_models import sidecar_path
 
 # Retries inside one curl run (transient errors); a run that still fails keeps the partial file for the next one.
 CURL = ("curl --fail --location --silent --show-error --retry 3 --retry-delay 2 --connect-timeout 30 "
@@ -41,6 +41,7 @@ def download_script(path: str, url: str, owner: str, sha256: str | None, git_oid
         digest = (f"$( {{ printf 'blob %s\\0' $(stat -c %s {q(part)}); cat {q(part)}; }} | sha1sum | cut -c1-40)")
         what = "git blob id"
     fetch = f"runuser -u {q(owner)} -- {CURL} --output {q(part)}"
+    refusal = f", expected {expected}: corrupt or a different file; not installed, the model served now is unchanged"
     return "\n".join([
         "set -e",
         f"runuser -u {q(owner)} -- mkdir -p {q(directory)}",
@@ -51,7 +52,7 @@ def download_script(path: str, url: str, owner: str, sha256: str | None, git_oid
         f'file is kept and the next run continues it" >&2; exit 1; fi',
         f"got={digest}",
         f'if [ "$got" != {q(expected)} ]; then rm -f {q(part)}; '
-        f'echo {q(f"halofleet: {name} from {url} has {what} ")}"$got"{q(f", expected {expected}: corrupt or a different file; not installed, the model served now is unchanged")} >&2; exit 1; fi',
+        f'echo {q(f"halofleet: {name} from {url} has {what} ")}"$got"{q(refusal)} >&2; exit 1; fi',
         f"chmod 0640 {q(part)}",
         f"mv -f {q(part)} {q(path)}",
         f"sum=$(sha256sum < {q(path)} | cut -c1-64)" if not sha256 else f"sum={q(sha256)}",

@@ -10,7 +10,8 @@ import pytest
 
 from halofleet import hfhub, models, paths, serving
 from halofleet.config import ConfigError, HostRefused, validate
-from halofleet.facts.halo import ModelFiles, parse_model_files, parse_probe
+from halofleet.facts.halo import parse_probe
+from halofleet.facts.halo_models import ModelFiles, parse_model_files
 from halofleet.testing.tinymodel import write_tiny_llama
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
