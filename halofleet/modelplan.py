@@ -57,7 +57,8 @@ def plan_models(config: HaloConfig, probe: dict[str, Any]) -> ModelsPlan:
     identity = []
     for spec in specs:
         if not spec.resolved:
-            raise HostRefused(config.host, f"model {spec.name}: its files were not resolved (internal error)")
+            raise HostRefused(config.host, f"model {spec.name}: its {spec.source} source is resolved when a deploy "
+                                           "plans the host (hfhub.resolve_models: the Hub asked, pushed files hashed)")
         if spec.source != "path":
             plan.directories.append(spec.directory)
         plan.token_needed |= spec.source == "hf"
