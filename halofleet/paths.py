@@ -25,5 +25,9 @@ SERVE_CACHE = "/var/lib/halofleet/cache"  # HF / vLLM / Triton caches of the con
 BENCH_RESULT = "/var/lib/halofleet/bench.json"  # last llama-bench run, read by verify/report
 
 MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP)
+# The gateway (halo_gateway): Debian's haproxy reads this file; the certificate holds its private key.
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+GATEWAY_CERT = "/etc/haproxy/halofleet-gateway.pem"
+
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
-SECRET_FILES = frozenset({SERVE_ENV})
+SECRET_FILES = frozenset({SERVE_ENV, GATEWAY_CERT})
