@@ -193,11 +193,10 @@ def inventory_groups(config: HaloConfig, inventory: Any) -> dict[str, list[tuple
         return {DEFAULT_GROUP: members(inventory)}
     groups = {}
     for group in config.gateway_groups:
-        try:
-            hosts = inventory.get_group(group)
-        except Exception:  # pyinfra's NoGroupError: say which group, refuse this host only
+        hosts = inventory.get_group(group, default=None)
+        if hosts is None:
             raise ConfigError(config.host, "halo_gateway_groups", config.gateway_groups,
-                              f"the inventory has no group {group!r}") from None
+                              f"the inventory has no group {group!r}")
         groups[group] = members(hosts)
     return groups
 

@@ -48,6 +48,10 @@ class GatewayState(FactBase[dict]):
          "backends": [{"group": "fleet", "server": "box1", "status": "UP", "check": "L7OK"}]}
     """
 
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return parse_gateway_state([])
+
     def command(self) -> str:
         hashes = "; ".join(f'[ -f {path} ] && echo "@sha256 $(sha256sum {path})"' for path in GATEWAY_FILES)
         return (f"{hashes}; echo \"@active $(systemctl is-active haproxy.service 2>/dev/null)\"; "

@@ -238,15 +238,15 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
 
 def _restart_in_turn(state, host, command: StringCommand, connector: dict) -> bool:
     """One host's turn in the rolling restart: refused once an earlier batch failed; a failure here halts it."""
-    halted = restart_halted()
+    halted = getattr(state, ROLLOUT_ATTR, None)  # the run's State, as passed (no context in this call)
     if halted:
-        logger.error(f"{host.print_prefix}halofleet: not restarted: the rolling restart stopped because {halted}")
+        logger.error(f"{host.print_prefix}halofleet: not restarted: the rollout stopped because {halted}")
         return False
     ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
                                         **connector)
     if not ok:
         if not getattr(state, ROLLOUT_ATTR, None):
-            setattr(state, ROLLOUT_ATTR, f"{host.name} did not come back serving")
+            setattr(state, ROLLOUT_ATTR, f"{host.name} was not serving after its restart")
         if not state.print_output:
             print_host_combined_output(host, output)
         return False
