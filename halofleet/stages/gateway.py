@@ -19,8 +19,17 @@ from ..operations import halo_files
 
 GATEWAY_PACKAGES = ["haproxy", "netcat-openbsd"]  # nc reads haproxy's stats socket for verify
 HAPROXY_CHECK = 'haproxy -c -dW -q -f "$HALO_CANDIDATE"'  # -dW: a warning refuses the file too
-# Reload, not restart: established connections (streaming generations) finish on the old process.
-HAPROXY_ACTIVATE = "systemctl reload-or-restart haproxy.service"
+# Reload, not restart: established connections (streaming generations) finish on the old process. Debian's unit
+# starts haproxy with a master CLI (-S /run/haproxy-master.sock): its "reload" answers Success=0 when the new
+# configuration does not load (a port taken...), where `systemctl reload` (kill -USR2) says success regardless
+# and the old configuration would stay live unnoticed. Not running: a start, whose failure systemd reports.
+MASTER_SOCKET = "/run/haproxy-master.sock"
+HAPROXY_ACTIVATE = (
+    f"if systemctl is-active --quiet haproxy.service && [ -S {MASTER_SOCKET} ]; then "
+    f"r=$(echo reload | nc -N -w 60 -U {MASTER_SOCKET}); "
+    'case "$r" in Success=1*) ;; *) printf "%s\n" "$r" >&2; exit 1;; esac; '
+    "else systemctl reload-or-restart haproxy.service; fi"
+)
 _GATEWAY_ATTR = "_halofleet_gateway_plan"
 
 

@@ -198,3 +198,32 @@ def test_routing_by_model_and_tls(network, tmp_path):
 
     second = network.run_pyinfra(description, "deploys/full.py")
     assert second.returncode == 0 and second.changed_ops == []
+
+
+def test_a_configuration_haproxy_cannot_load_never_goes_live(network, tmp_path):
+    """haproxy -c accepts a listener on a port sshd holds; the reload fails: the previous file is put back."""
+    model = write_tiny_llama(tmp_path / "tiny.gguf")
+    gw, srv1 = network.boot(["gw", "srv1"])
+    gateway = {**TIER_DATA, "halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": gw.address,
+               "halo_gateway_check_inter_s": 1}
+    serving = {**TIER_DATA, "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512,
+               "halo_api_key": KEY, "halo_bind": srv1.address}
+
+    def describe(**extra):
+        return network.write_inventory(tmp_path / "hosts.json", host_data={"gw": {**gateway, **extra},
+                                                                           "srv1": serving})
+
+    first = network.run_pyinfra(describe(), "deploys/full.py")
+    assert first.returncode == 0, first.stderr[-3000:]
+    live = gw.ssh("sha256sum /etc/haproxy/haproxy.cfg").stdout
+
+    taken = network.run_pyinfra(describe(halo_gateway_port=22), "deploys/full.py")
+    assert taken.returncode != 0 and "gw" in taken.failed_hosts
+    assert "cannot bind socket" in taken.stderr and "the previous file is back in place" in taken.stderr
+    assert gw.ssh("sha256sum /etc/haproxy/haproxy.cfg").stdout == live
+    # Still serving on the old listener, and the next run with the old data has nothing to do.
+    health = network.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
+                          f"http://{gw.address}:8080/health"], capture_output=True, text=True)
+    assert health.stdout == "200"
+    again = network.run_pyinfra(describe(), "deploys/full.py")
+    assert again.returncode == 0 and again.changed_ops == []

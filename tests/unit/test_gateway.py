@@ -259,7 +259,7 @@ def test_only_the_gateway_host_gets_haproxy_checked_before_it_is_live():
     commands = "\n".join(run.changes("gw"))
     assert "haproxy netcat-openbsd" in commands
     assert 'haproxy -c -dW -q -f "$HALO_CANDIDATE"' in commands
-    assert "systemctl reload-or-restart haproxy.service" in commands
+    assert "echo reload | nc -N -w 60 -U /run/haproxy-master.sock" in commands and "Success=1" in commands
     assert KEY not in commands
 
 
