@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import ConfigError, HaloConfig, HostRefused, option_value
-from .paths import GATEWAY_CERT, HAPROXY_CFG  # noqa: F401 (re-exported for the stage and the facts)
+from .paths import GATEWAY_CERT
 from .templating import render
 
 STATS_SOCKET = "/run/haproxy/admin.sock"  # Debian's path; root only (mode 600)
@@ -123,6 +123,13 @@ def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str,
         resolved[group] = backends
 
     bind = ipaddress.ip_address(config.gateway_bind)
+    own = ipaddress.ip_address(config.bind)
+    if config.serve != "none" and config.port == config.gateway_port and (
+        own == bind or own.is_unspecified or bind.is_unspecified
+    ):
+        raise ConfigError(gateway, "halo_gateway_port", config.gateway_port,
+                          f"this host's own engine listens on {config.bind}:{config.port} (halo_bind, halo_port): "
+                          "choose another port for the gateway")
     unkeyed = sorted({backend.host for backends in resolved.values() for backend in backends if not backend.keyed})
     if not bind.is_loopback and unkeyed:
         if not config.allow_unauthenticated:

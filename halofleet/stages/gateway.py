@@ -14,8 +14,9 @@ from .. import policy, summary
 from ..config import ConfigError, HostRefused, option_value, validate
 from ..deploy import _refuse
 from ..facts.gateway import GatewayState
-from ..gateway import GATEWAY_CERT, HAPROXY_CFG, GatewayPlan, inventory_groups, plan_gateway
+from ..gateway import GatewayPlan, inventory_groups, plan_gateway
 from ..operations import halo_files
+from ..paths import GATEWAY_CERT, HAPROXY_CFG
 
 GATEWAY_PACKAGES = ["haproxy", "netcat-openbsd"]  # nc reads haproxy's stats socket for verify
 HAPROXY_CHECK = 'haproxy -c -dW -q -f "$HALO_CANDIDATE"'  # -dW: a warning refuses the file too

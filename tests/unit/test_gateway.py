@@ -292,3 +292,11 @@ def test_the_certificate_goes_up_private_and_never_into_a_diff_or_command(tmp_pa
     commands = "\n".join(run.changes("gw"))
     assert "chmod 0600 /etc/haproxy/.halofleet-gateway.pem.halofleet-new" in commands
     assert "MIIEfake" not in commands
+
+
+def test_the_gateway_port_must_not_be_its_own_engines():
+    engine = {"halo_serve": "llama-server", "halo_model": "/m.gguf", "halo_api_key": KEY}
+    with pytest.raises(ConfigError, match="this host's own engine listens on 0.0.0.0:8080"):
+        plan({"fleet": [("a", SERVING)]}, **engine, halo_bind="0.0.0.0")
+    # Loopback engine, gateway on the network address: both may use 8080.
+    assert plan({"fleet": [("a", SERVING)]}, **engine).url == "http://10.9.0.1:8080"
