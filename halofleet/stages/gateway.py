@@ -28,7 +28,9 @@ MASTER_SOCKET = "/run/haproxy-master.sock"
 HAPROXY_ACTIVATE = (
     f"if systemctl is-active --quiet haproxy.service && [ -S {MASTER_SOCKET} ]; then "
     f"r=$(echo reload | nc -N -w 60 -U {MASTER_SOCKET}); "
-    'case "$r" in Success=1*) ;; *) printf "%s\n" "$r" >&2; exit 1;; esac; '
+    # [U] haproxy before 2.7 (Debian 12's 2.6) answers without Success=: then systemd's reload, unverified.
+    'case "$r" in Success=1*) ;; Success=*) printf "%s\\n" "$r" >&2; exit 1;; '
+    "*) systemctl reload haproxy.service;; esac; "
     "else systemctl reload-or-restart haproxy.service; fi"
 )
 _GATEWAY_ATTR = "_halofleet_gateway_plan"
