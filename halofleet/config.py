@@ -48,7 +48,8 @@ class HostRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class Option:
-    type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret"
+    type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret" |
+    # "names" (a list of words) | "map" (words to words)
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -249,6 +250,56 @@ OPTIONS: dict[str, Option] = {
     "halo_devices_optional": Option(
         "bool", False, "Test hosts only: start containers even where /dev/kfd or /dev/dri is missing."
     ),
+    "halo_restart_batch": Option(
+        "int", None, "Engines restarted at a time when a model or flag changes, each batch answering /health and "
+        "a real completion before the next; a failure stops the rollout (fleet-wide: the smallest value wins; "
+        "unset: every engine restarts at once).", nullable=True, minimum=1, maximum=10000,
+    ),
+    # -- the front door (deploys/gateway.py): haproxy in front of the fleet's engines --
+    "halo_gateway": Option(
+        "bool", False, "Run the fleet's front door on this host: Debian's haproxy, one OpenAI endpoint balancing "
+        "the serving hosts of halo_gateway_groups, health-checked on /health.",
+    ),
+    "halo_gateway_groups": Option(
+        "names", None, "Inventory groups whose serving hosts are the gateway's backends, one haproxy backend per "
+        "group (default: every serving host of the inventory, as one backend).", nullable=True,
+        check=validators.check_gateway_groups,
+    ),
+    "halo_gateway_models": Option(
+        "map", None, "Routing by model name: {model name: group of halo_gateway_groups}; a request's JSON "
+        "'model' picks the group, an unknown one gets a 404 (needed when there are several groups).",
+        nullable=True, check=validators.check_gateway_models,
+    ),
+    "halo_gateway_bind": Option(
+        "str", None, "Address the gateway listens on (required with halo_gateway; beyond loopback every backend "
+        "needs halo_api_key, or this host halo_allow_unauthenticated).", nullable=True,
+        check=validators.check_bind,
+    ),
+    "halo_gateway_port": Option("int", 8080, "TCP port the gateway listens on.", minimum=1, maximum=65535),
+    "halo_gateway_balance": Option(
+        "choice", "leastconn", "How requests are spread over a group's healthy backends ('leastconn' suits "
+        "requests that last seconds to minutes).", choices=("leastconn", "roundrobin"),
+    ),
+    "halo_gateway_check_inter_s": Option(
+        "int", 2, "Seconds between two health checks (GET /health, 200 expected) of a backend.", minimum=1,
+        maximum=3600,
+    ),
+    "halo_gateway_fall": Option("int", 3, "Failed checks in a row that take a backend out.", minimum=1,
+                                maximum=100),
+    "halo_gateway_rise": Option("int", 2, "Passed checks in a row that put a backend back.", minimum=1,
+                                maximum=100),
+    "halo_gateway_timeout_s": Option(
+        "int", 600, "Seconds a request may stay silent (client and server side; long generations stream).",
+        minimum=10, maximum=86400,
+    ),
+    "halo_gateway_max_body_kib": Option(
+        "int", 1024, "Largest request body (KiB) the gateway reads to route by model; a larger one gets a 413 "
+        "(only with halo_gateway_models; sets haproxy's buffer size).", minimum=16, maximum=65536,
+    ),
+    "halo_gateway_tls_cert": Option(
+        "str", None, "TLS for the gateway: a PEM file on the control machine holding the certificate chain and "
+        "its private key, pushed mode 0600 (unset: plain HTTP).", nullable=True,
+    ),
 }
 
 SECRET_KEYS = {key for key, option in OPTIONS.items() if option.type == "secret"}
@@ -311,6 +362,7 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     # Undoing a deploy (serving=False) needs no model: a pushed file gone from this machine must not block it.
     values["halo_models"] = parse_models(host, values["halo_models"], values["halo_model_dir"]) if serving else []
     _validate_rocm(host, values)
+    _validate_gateway(host, values)
     if serving:
         _validate_serving(host, values)
     return HaloConfig(host=host, values=values)
@@ -335,6 +387,28 @@ def _validate_rocm(host: str, values: dict[str, Any]) -> None:
                 f"ROCm {version} installs TheRock's per-target packages of its series, like amdrocm{series}-gfx1151 "
                 f"or amdrocm-core-sdk{series}-gfx1151; {package!r} is not one",
             )
+
+
+def _validate_gateway(host: str, values: dict[str, Any]) -> None:
+    """The gateway keys together (the backends themselves are judged from the inventory, in the gateway plan)."""
+    if not values["halo_gateway"]:
+        return
+    if values["halo_gateway_bind"] is None:
+        raise ConfigError(host, "halo_gateway_bind", None,
+                          "a gateway needs an explicit listener: the address clients reach it on (127.0.0.1 keeps "
+                          "it on this host)")
+    routes, groups = values["halo_gateway_models"], values["halo_gateway_groups"]
+    if routes is not None:
+        if groups is None:
+            raise ConfigError(host, "halo_gateway_models", routes,
+                              "routing by model needs halo_gateway_groups (the groups the models map to)")
+        unknown = sorted({group for group in routes.values() if group not in groups})
+        if unknown:
+            raise ConfigError(host, "halo_gateway_models", routes,
+                              f"maps models to {', '.join(unknown)}, not in halo_gateway_groups {groups}")
+    cert = values["halo_gateway_tls_cert"]
+    if cert is not None and (not cert or any(not c.isprintable() for c in cert)):
+        raise ConfigError(host, "halo_gateway_tls_cert", cert, "must be a path on the control machine")
 
 
 def _validate_serving(host: str, values: dict[str, Any]) -> None:

@@ -104,3 +104,19 @@ def reboot_batch() -> int:
         except ConfigError:
             continue
     return min(sizes or [1])
+
+
+def restart_batch() -> int | None:
+    """
+    Engines restarted together when a model or flag changes: the smallest ``halo_restart_batch`` set in the
+    inventory, read through the contract; None (no host sets it): every engine at once, as before.
+    """
+    sizes = []
+    for each in state.inventory:
+        try:
+            size = option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch"))
+        except ConfigError:
+            continue
+        if size is not None:
+            sizes.append(size)
+    return min(sizes) if sizes else None

@@ -28,5 +28,9 @@ MODELS_PRESET = "/etc/halofleet/models.ini"  # 0644: llama-server's router prese
 HF_HEADER = "/etc/halofleet/hf.header"  # 0600 root: the Hub token as a header line, fed to curl on stdin
 
 MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP, MODELS_PRESET, HF_HEADER)
+# The gateway (halo_gateway): Debian's haproxy reads this file; the certificate holds its private key.
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+GATEWAY_CERT = "/etc/haproxy/halofleet-gateway.pem"
+
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
-SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER})
+SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER, GATEWAY_CERT})

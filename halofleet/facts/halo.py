@@ -19,6 +19,7 @@ from .. import cmdline as cmdline_mod
 from .. import policy
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .halo_models import ModelFiles
+from .gateway import GatewayState
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
 from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
@@ -590,6 +591,7 @@ LIVE_PARTS: dict[str, type[FactBase]] = {
     "bench": BenchResult,
     "faults": AmdgpuFaults,
     "running_image": RunningImage,
+    "gateway": GatewayState,
 }
 # Parts present in the probe's output only when asked for (``image=``, ``live=True``).
 OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, "model_files": ModelFiles, **LIVE_PARTS}

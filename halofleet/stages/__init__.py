@@ -11,16 +11,18 @@ before kernel so the one reboot picks up both. A stage does nothing on a host ha
 
 from pyinfra.api import deploy
 
+from .gateway import gateway
 from .serve import bench, serve
 from .system import cwsr, kernel, modprobe, preflight, rocm, runtime
 from .undo import rollback
 
-__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve", "bench", "rollback"]
+__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "serve", "bench", "gateway",
+           "rollback"]
 
 
 @deploy("halofleet")
 def full() -> None:
-    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, serve."""
+    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, serve; gateway on halo_gateway hosts."""
     preflight()
     modprobe()
     kernel()
@@ -28,3 +30,4 @@ def full() -> None:
     cwsr()
     runtime()
     serve()
+    gateway()

@@ -12,7 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, dnf
 
 from .. import policy, summary
-from ..deploy import current_plan, managed_sha256
+from ..deploy import current_plan, managed_sha256, restart_batch
 from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_models, halo_serve
 from ..paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
@@ -67,9 +67,12 @@ def serve() -> None:
         name=f"{engine.engine} unit ({engine.flavour})", path=engine.unit_path, content=engine.unit,
         current_sha256=managed_sha256(plan, engine.unit_path),
     )
+    batch = restart_batch()
     halo_serve.engine_running(
         name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
         enable=engine.flavour == "distro", stamp=engine.model_stamp,
+        # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
+        rolling_url=engine.url if batch else None, _parallel=batch or 0,
     )
 
 

@@ -315,3 +315,51 @@ def test_download_script_keeps_every_url_and_path_one_quoted_word():
     curl_lines = [line for line in script.splitlines() if "-- curl " in line]
     assert curl_lines and all(shlex.quote(url) in line and f" {url} " not in line for line in curl_lines)
     assert shlex.quote(url) != url  # the URL needed quoting, and got it
+
+
+# -- the gateway's keys land in haproxy.cfg: an accepted value is one plain haproxy word --------------------------
+
+HAPROXY_SPECIAL = set(" \t#'\"\\${}")
+
+
+@given(st.dictionaries(TEXT, TEXT, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_accepted_gateway_models_are_plain_haproxy_words(value):
+    if value and validators.check_gateway_models(value) is None:
+        for model, group in value.items():
+            assert not HAPROXY_SPECIAL & set(model + group) and model.isprintable() and group.isascii()
+
+
+@given(st.lists(TEXT, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_accepted_gateway_groups_are_plain_haproxy_words(value):
+    if value and validators.check_gateway_groups(value) is None:
+        assert all(not HAPROXY_SPECIAL & set(group) and not group.startswith(("-", ".")) for group in value)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_gateway_values_are_refused_by_the_contract(value):
+    from halofleet.config import validate
+
+    base = {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "127.0.0.1"}
+    for data in ({"halo_gateway_bind": value}, {"halo_gateway_groups": [value]},
+                 {"halo_gateway_groups": ["g"], "halo_gateway_models": {value: "g"}},
+                 {"halo_gateway_groups": ["g"], "halo_gateway_models": {"m": value}},
+                 {"halo_gateway_port": value}, {"halo_restart_batch": value}):
+        if data.get("halo_gateway_groups") == [value] and validators.HAPROXY_GROUP.fullmatch(value):
+            continue
+        with pytest.raises(ConfigError):
+            validate("gw", {**base, **data}, serving=False)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_backend_value_refuses_the_gateway_and_never_reaches_its_config(value):
+    from halofleet.config import HostRefused, validate
+    from halofleet.gateway import plan_gateway
+
+    config = validate("gw", {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "10.1.0.1"},
+                      serving=False)
+    for field in ("halo_bind", "halo_port", "halo_serve", "halo_api_key"):
+        backend = {"halo_bind": "10.1.0.2", "halo_api_key": "k" * 20, field: value}
+        with pytest.raises((HostRefused, ConfigError)):
+            plan_gateway(config, {"fleet": [("b", backend)]})
