@@ -49,7 +49,8 @@ class HostRefused(RuntimeError):
 @dataclass(frozen=True)
 class Option:
     type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret" |
-    #            "names" (inventory host names) | "numbers"
+    # "names" (a list of words) | "map" (words to words) | "hosts" (inventory host names, maybe none) |
+    # "numbers"
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -175,6 +176,32 @@ OPTIONS: dict[str, Option] = {
         "str", "/var/lib/halofleet/models", "Directory for pushed models (owned by the service user).",
         check=validators.check_absolute_path,
     ),
+    "halo_models": Option(
+        "models", [], "Several models on one host (llama-server router mode; vLLM: one hf entry): a list of "
+        "mappings with name, one source (file on the control machine, path on the host, url of a GGUF or of a "
+        "split set's first shard, hf owner/repo with include and revision), sha256 (required for url), ctx, "
+        "keep_loaded. Files land in halo_model_dir/<name>/, verified by SHA-256. Empty: halo_model.",
+    ),
+    "halo_hf_endpoint": Option(
+        "url", "https://huggingface.co", "Hugging Face Hub (or mirror) the hf sources of halo_models come from.",
+        check=validators.check_http_url,
+    ),
+    "halo_hf_token": Option(
+        "secret", None, "Hugging Face token for private or gated repos; sent to the Hub only, kept on the host in a "
+        "0600 file, never in argv, diffs or logs.", nullable=True, check=validators.check_hf_token,
+    ),
+    "halo_model_alias": Option(
+        "str", None, "Name clients use for halo_model (llama-server --alias, vLLM --served-model-name).",
+        nullable=True, check=validators.check_model_name,
+    ),
+    "halo_models_max": Option(
+        "int", None, "llama-server router --models-max: models loaded at once (default: every model of halo_models, "
+        "so none is ever evicted).", nullable=True, minimum=1, maximum=1024,
+    ),
+    "halo_metrics": Option(
+        "bool", False, "llama-server --metrics: Prometheus /metrics on the API's own address and port (behind "
+        "halo_api_key; in router mode per model: /metrics?model=NAME).",
+    ),
     "halo_bind": Option("str", "127.0.0.1", "Address the engine listens on (beyond loopback: set halo_api_key).",
                         check=validators.check_bind),
     "halo_port": Option("int", 8080, "TCP port the engine listens on.", minimum=1024, maximum=65535),
@@ -213,7 +240,7 @@ OPTIONS: dict[str, Option] = {
         "CPU).", nullable=True, check=validators.check_rpc_device,
     ),
     "halo_rpc_workers": Option(
-        "names", [], "Head: the inventory names of its RPC workers (each halo_serve: rpc-worker), in order: the head's "
+        "hosts", [], "Head: the inventory names of its RPC workers (each halo_serve: rpc-worker), in order: the head's "
         "llama-server gets --rpc with their addresses in this order.", check=validators.check_host_names,
     ),
     "halo_tensor_split": Option(
@@ -269,6 +296,56 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_devices_optional": Option(
         "bool", False, "Test hosts only: start containers even where /dev/kfd or /dev/dri is missing."
+    ),
+    "halo_restart_batch": Option(
+        "int", None, "Engines restarted at a time when a model or flag changes, each batch answering /health and "
+        "a real completion before the next; a failure stops the rollout (fleet-wide: the smallest value wins; "
+        "unset: every engine restarts at once).", nullable=True, minimum=1, maximum=10000,
+    ),
+    # -- the front door (deploys/gateway.py): haproxy in front of the fleet's engines --
+    "halo_gateway": Option(
+        "bool", False, "Run the fleet's front door on this host: Debian's haproxy, one OpenAI endpoint balancing "
+        "the serving hosts of halo_gateway_groups, health-checked on /health.",
+    ),
+    "halo_gateway_groups": Option(
+        "names", None, "Inventory groups whose serving hosts are the gateway's backends, one haproxy backend per "
+        "group (default: every serving host of the inventory, as one backend).", nullable=True,
+        check=validators.check_gateway_groups,
+    ),
+    "halo_gateway_models": Option(
+        "map", None, "Routing by model name: {model name: group of halo_gateway_groups}; a request's JSON "
+        "'model' picks the group, an unknown one gets a 404 (needed when there are several groups).",
+        nullable=True, check=validators.check_gateway_models,
+    ),
+    "halo_gateway_bind": Option(
+        "str", None, "Address the gateway listens on (required with halo_gateway; beyond loopback every backend "
+        "needs halo_api_key, or this host halo_allow_unauthenticated).", nullable=True,
+        check=validators.check_bind,
+    ),
+    "halo_gateway_port": Option("int", 8080, "TCP port the gateway listens on.", minimum=1, maximum=65535),
+    "halo_gateway_balance": Option(
+        "choice", "leastconn", "How requests are spread over a group's healthy backends ('leastconn' suits "
+        "requests that last seconds to minutes).", choices=("leastconn", "roundrobin"),
+    ),
+    "halo_gateway_check_inter_s": Option(
+        "int", 2, "Seconds between two health checks (GET /health, 200 expected) of a backend.", minimum=1,
+        maximum=3600,
+    ),
+    "halo_gateway_fall": Option("int", 3, "Failed checks in a row that take a backend out.", minimum=1,
+                                maximum=100),
+    "halo_gateway_rise": Option("int", 2, "Passed checks in a row that put a backend back.", minimum=1,
+                                maximum=100),
+    "halo_gateway_timeout_s": Option(
+        "int", 600, "Seconds a request may stay silent (client and server side; long generations stream).",
+        minimum=10, maximum=86400,
+    ),
+    "halo_gateway_max_body_kib": Option(
+        "int", 1024, "Largest request body (KiB) the gateway reads to route by model; a larger one gets a 413 "
+        "(only with halo_gateway_models; sets haproxy's buffer size).", minimum=16, maximum=65536,
+    ),
+    "halo_gateway_tls_cert": Option(
+        "str", None, "TLS for the gateway: a PEM file on the control machine holding the certificate chain and "
+        "its private key, pushed mode 0600 (unset: plain HTTP).", nullable=True,
     ),
 }
 
@@ -327,7 +404,12 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
     values = {}
     for key, option in OPTIONS.items():
         values[key] = _coerce(host, key, option, data.get(key, option.default))
+    from .models import parse_models  # models builds on this module's errors
+
+    # Undoing a deploy (serving=False) needs no model: a pushed file gone from this machine must not block it.
+    values["halo_models"] = parse_models(host, values["halo_models"], values["halo_model_dir"]) if serving else []
     _validate_rocm(host, values)
+    _validate_gateway(host, values)
     if serving:
         _validate_rpc(host, values)
         _validate_serving(host, values)
@@ -382,6 +464,10 @@ def _validate_rpc(host: str, values: dict[str, Any]) -> None:
     if address is None:
         raise ConfigError(host, "halo_rpc_address", None,
                           "the head needs its address on the private link: its workers' firewalls let only it in")
+    if values["halo_models"]:
+        raise ConfigError(host, "halo_models", HIDDEN,
+                          "router mode (halo_models) serves many models on one box; it cannot be an RPC head "
+                          "(halo_rpc_workers), which serves one model (halo_model) across boxes")
     router = [arg for arg in values["halo_llama_args"] if arg.split("=", 1)[0] in ROUTER_ARGS]
     if router:
         raise ConfigError(host, "halo_llama_args", HIDDEN,
@@ -393,12 +479,39 @@ def _validate_rpc(host: str, values: dict[str, Any]) -> None:
                           f"has {len(split)} shares for {len(workers) + 1} boxes (the workers, then the head)")
 
 
+def _validate_gateway(host: str, values: dict[str, Any]) -> None:
+    """The gateway keys together (the backends themselves are judged from the inventory, in the gateway plan)."""
+    if not values["halo_gateway"]:
+        return
+    if values["halo_gateway_bind"] is None:
+        raise ConfigError(host, "halo_gateway_bind", None,
+                          "a gateway needs an explicit listener: the address clients reach it on (127.0.0.1 keeps "
+                          "it on this host)")
+    routes, groups = values["halo_gateway_models"], values["halo_gateway_groups"]
+    if routes is not None:
+        if groups is None:
+            raise ConfigError(host, "halo_gateway_models", routes,
+                              "routing by model needs halo_gateway_groups (the groups the models map to)")
+        unknown = sorted({group for group in routes.values() if group not in groups})
+        if unknown:
+            raise ConfigError(host, "halo_gateway_models", routes,
+                              f"maps models to {', '.join(unknown)}, not in halo_gateway_groups {groups}")
+    cert = values["halo_gateway_tls_cert"]
+    if cert is not None and (not cert or any(not c.isprintable() for c in cert)):
+        raise ConfigError(host, "halo_gateway_tls_cert", cert, "must be a path on the control machine")
+
+
 def _validate_serving(host: str, values: dict[str, Any]) -> None:
     """Rules between serving keys, and the pushed model file itself (it is on this machine: check it now)."""
     engine = values["halo_serve"]
     if engine in ("none", "rpc-worker"):  # a worker needs no model: the head pushes the weights at load
         return
     model = values["halo_model"]
+    if values["halo_models"]:
+        _validate_models(host, values)
+        return
+    if values["halo_models_max"] is not None:
+        raise ConfigError(host, "halo_models_max", values["halo_models_max"], "is for halo_models (router mode)")
     if model is None:
         raise ConfigError(
             host, "halo_model", None,
@@ -447,6 +560,34 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
         hint = " or a Hugging Face id like org/name" if engine == "vllm" else ""
         raise ConfigError(host, "halo_model", model,
                           f"must be an absolute path on the host{hint} ({problem.removeprefix('must be ')})")
+
+
+def _validate_models(host: str, values: dict[str, Any]) -> None:
+    """halo_models replaces the single-model keys; router mode is built for the distro's llama-server."""
+    engine, specs = values["halo_serve"], values["halo_models"]
+    for key in ("halo_model", "halo_model_sha256", "halo_model_alias"):
+        if values[key] is not None:
+            raise ConfigError(host, key, values[key], "set either halo_models or the single-model keys, not both")
+    if values["halo_model_push"]:
+        raise ConfigError(host, "halo_model_push", True, "halo_models pushes with a 'file' source instead")
+    if engine == "llama-server" and values["halo_llama_source"] != "distro":
+        raise ConfigError(host, "halo_llama_source", values["halo_llama_source"],
+                          "halo_models (llama-server router mode) is built for halo_llama_source: distro")
+    if engine == "vllm" and (len(specs) != 1 or specs[0].source != "hf"):
+        raise ConfigError(host, "halo_models", [spec.name for spec in specs],
+                          "vLLM serves one model: one entry with an hf source")
+    if engine == "vllm" and values["halo_models_max"] is not None:
+        raise ConfigError(host, "halo_models_max", values["halo_models_max"], "is for llama-server's router")
+    if values["halo_llama_ubatch"] > values["halo_llama_batch"]:
+        raise ConfigError(host, "halo_llama_ubatch", values["halo_llama_ubatch"],
+                          f"must not exceed halo_llama_batch ({values['halo_llama_batch']})")
+    if engine == "vllm" and values["halo_runtime"] != "podman":
+        raise ConfigError(host, "halo_runtime", values["halo_runtime"], "vLLM is served by a podman Quadlet unit")
+    bind = ipaddress.ip_address(values["halo_bind"])
+    if not bind.is_loopback and values["halo_api_key"] is None and not values["halo_allow_unauthenticated"]:
+        raise ConfigError(host, "halo_bind", values["halo_bind"],
+                          "listening beyond loopback needs an API key: set halo_api_key (or "
+                          "halo_allow_unauthenticated: true to serve anyone who can reach the port)")
 
 
 def options_as_dicts() -> list[dict[str, Any]]:

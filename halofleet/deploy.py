@@ -5,6 +5,8 @@ host whose data or state is bad (a raised exception would abort the whole fleet 
 
 from __future__ import annotations
 
+import dataclasses
+
 from pyinfra import host, logger, state
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
@@ -12,6 +14,7 @@ from pyinfra.context import ctx_host
 from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
 from .facts.halo import HostProbe
+from .hfhub import resolve_models
 from .plan import HostPlan, build_plan
 from .rpc import check_group
 from .serving import probe_args
@@ -27,7 +30,7 @@ def current_plan() -> HostPlan | None:
     if hasattr(host, _PLAN_ATTR):
         return getattr(host, _PLAN_ATTR)
     try:
-        config = validate(host.name, host.data.dict())
+        config = resolve(validate(host.name, host.data.dict()))
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
         probe = read_probe(**probe_args(config))
@@ -67,6 +70,14 @@ def _worker_plans(names: list[str]) -> dict[str, HostPlan | None]:
         with ctx_host.use(other):
             plans[name] = current_plan()
     return plans
+
+
+def resolve(config: HaloConfig) -> HaloConfig:
+    """``halo_models`` with every file and digest known (the Hub asked from here, pushed files hashed here)."""
+    if not config.models or config.serve == "none":
+        return config
+    specs = resolve_models(config.host, config.models, config.hf_endpoint, config.hf_token, config.serve)
+    return dataclasses.replace(config, values={**config.values, "halo_models": specs})
 
 
 def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
@@ -119,3 +130,19 @@ def reboot_batch() -> int:
         except ConfigError:
             continue
     return min(sizes or [1])
+
+
+def restart_batch() -> int | None:
+    """
+    Engines restarted together when a model or flag changes: the smallest ``halo_restart_batch`` set in the
+    inventory, read through the contract; None (no host sets it): every engine at once, as before.
+    """
+    sizes = []
+    for each in state.inventory:
+        try:
+            size = option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch"))
+        except ConfigError:
+            continue
+        if size is not None:
+            sizes.append(size)
+    return min(sizes) if sizes else None

@@ -24,6 +24,10 @@ SERVE_CACHE = "/var/lib/halofleet/cache"  # HF / vLLM / Triton caches of the con
 
 BENCH_RESULT = "/var/lib/halofleet/bench.json"  # last llama-bench run, read by verify/report
 
+MODELS_PRESET = "/etc/halofleet/models.ini"  # 0644: llama-server's router preset (halo_models)
+HF_HEADER = "/etc/halofleet/hf.header"  # 0600 root: the Hub token as a header line, fed to curl on stdin
+
+MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP, MODELS_PRESET, HF_HEADER)
 # llama.cpp RPC workers: ggml-rpc-server, behind a firewall unit that loads our own nftables table first.
 RPC_SERVICE = "halo-rpc.service"
 RPC_UNIT = "/etc/systemd/system/halo-rpc.service"
@@ -31,7 +35,10 @@ RPC_FIREWALL_SERVICE = "halo-rpc-firewall.service"
 RPC_FIREWALL_UNIT = "/etc/systemd/system/halo-rpc-firewall.service"
 RPC_NFT = "/etc/halofleet/rpc.nft"  # table inet halofleet_rpc only: the user's ruleset is never touched
 RPC_CACHE = "/var/lib/halofleet/rpc-cache"  # LLAMA_CACHE of ggml-rpc-server -c (it adds rpc/)
+MANAGED_FILES += (RPC_UNIT, RPC_FIREWALL_UNIT, RPC_NFT)
+# The gateway (halo_gateway): Debian's haproxy reads this file; the certificate holds its private key.
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+GATEWAY_CERT = "/etc/haproxy/halofleet-gateway.pem"
 
-MANAGED_FILES += (SERVE_UNIT, SERVE_QUADLET, SERVE_ENV, SERVE_CONF, SERVE_STAMP, RPC_UNIT, RPC_FIREWALL_UNIT, RPC_NFT)
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
-SECRET_FILES = frozenset({SERVE_ENV})
+SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER, GATEWAY_CERT})

@@ -19,6 +19,8 @@ def cell_class(column: str, value: str) -> str:
     """'ok', 'bad', 'warn' or '' for one cell, so the eye finds the problem."""
     if column == "host" or value == "-":
         return ""
+    if column == "gateway":
+        return "bad" if " DOWN" in value or value == "no backends" else "ok" if " UP" in value else ""
     if column == "reboot pending":
         return "warn" if value == "yes" else "ok"
     if value.startswith(BAD_PREFIXES) or " failed" in value:

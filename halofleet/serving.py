@@ -14,6 +14,7 @@ from typing import Any
 
 from . import paths, policy, validators
 from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
+from .modelplan import ModelsPlan, plan_models
 from .rpc import head_args
 from .templating import render, sha256_text
 
@@ -59,6 +60,7 @@ class ServePlan:
     restart: bool  # unit, environment or model changed since the engine started
     start: bool  # not running (or not enabled) although nothing changed
     warnings: list[str] = field(default_factory=list)
+    models: ModelsPlan | None = None  # halo_models: downloads, pushes and the router preset
 
 
 def pushed_model_path(config: HaloConfig) -> str:
@@ -78,9 +80,16 @@ def engine_image(config: HaloConfig) -> str | None:
 def probe_args(config: HaloConfig) -> dict[str, Any]:
     """What the preflight probe must look at for this host's engine: the model (hashed only where a digest is
     compared) and the image."""
+    if config.serve != "none" and config.models:
+        fetched = [spec.directory for spec in config.models if spec.source != "path"]
+        args: dict[str, Any] = {"model_files": [path for spec in config.models for path in spec.host_paths],
+                                "model_dirs": [config.model_dir, *fetched] if fetched else []}
+        if engine_image(config):
+            args["image"] = engine_image(config)
+        return args
     if config.serve == "none" or config.model is None:
         return {}
-    args: dict[str, Any] = {}
+    args = {}
     if config.model_push:
         args.update(model_path=pushed_model_path(config), hash_model=True)
     elif config.model.startswith("/"):
@@ -193,14 +202,23 @@ def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str |
     return config.model, None, f"dir:{config.model}"
 
 
-def _llama_args(config: HaloConfig, model_path: str, rpc_members: tuple = ()) -> list[str]:
+def _llama_args(config: HaloConfig, model_path: str | None, models_max: int = 0,
+                rpc_members: tuple = ()) -> list[str]:
     # DOMAIN.md "Server flags": all layers on the GPU, flash attention (no mmap: LLAMA_NO_MMAP_ENVIRONMENT).
+    # Router mode: no -m; the preset names the models. No -c either: the router's own arguments override a
+    # preset's (measured on 0.7.0), and each model has its own ctx-size there. The rest reaches every model.
     # An RPC head: its workers' devices take layers too (-ngl 999 spreads over local and remote devices).
-    args = ["--model", model_path, "--host", config.bind, "--port", str(config.port),
-            "-ngl", "999", "-fa", "on", "-c", str(config.ctx),
+    model = ["--models-preset", paths.MODELS_PRESET, "--models-max", str(models_max)] if model_path is None \
+        else ["--model", model_path]
+    context = [] if model_path is None else ["-c", str(config.ctx)]
+    args = [*model, "--host", config.bind, "--port", str(config.port), "-ngl", "999", "-fa", "on", *context,
             "-b", str(config.llama_batch), "-ub", str(config.llama_ubatch), "-np", str(config.llama_parallel)]
     if config.llama_kv_type != "f16":
         args += ["--cache-type-k", config.llama_kv_type, "--cache-type-v", config.llama_kv_type]
+    if config.model_alias:
+        args += ["--alias", config.model_alias]
+    if config.metrics:
+        args.append("--metrics")
     return args + head_args(config, list(rpc_members)) + list(config.llama_args)
 
 
@@ -211,6 +229,9 @@ def _vllm_args(config: HaloConfig, model: str) -> list[str]:
             "--max-model-len", str(config.ctx), "--max-num-seqs", str(config.vllm_max_num_seqs)]
     if config.vllm_enforce_eager:
         args.append("--enforce-eager")
+    served = config.models[0].name if config.models else config.model_alias
+    if served:
+        args += ["--served-model-name", served]
     return args + list(config.vllm_args)
 
 
@@ -243,7 +264,11 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         warnings.append(f"the API on {config.bind}:{config.port} is reachable beyond this host without an API key "
                         "(halo_allow_unauthenticated)")
 
-    model_host_path, push_source, stamp = _model(config, probe.get("model") or {})
+    models = plan_models(config, probe) if config.models else None
+    if models:
+        model_host_path, push_source, stamp = models.serve_path, None, models.stamp
+    else:
+        model_host_path, push_source, stamp = _model(config, probe.get("model") or {})
     flavour = "vllm" if config.serve == "vllm" else config.llama_source
     mem_max = memory_max_gib(config, visible_gib)
     url = _url(config.bind, config.port)
@@ -256,9 +281,12 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     image = engine_image(config)
     if flavour == "distro":
         packages += [policy.LLAMA_DISTRO_PACKAGE] + policy.LLAMA_BACKEND_PACKAGES[config.llama_backend]
+        router = models is not None
         if rpc_members:  # without the RPC backend llama-server has no --rpc option at all
             packages.append(policy.RPC_BACKEND_PACKAGE)
-        unit = render("halo-serve.service.j2", exec_args=_llama_args(config, model_host_path, rpc_members),
+        args = _llama_args(config, None if router else model_host_path, models.models_max if router else 0,
+                           rpc_members)
+        unit = render("halo-serve.service.j2", exec_args=args,
                       environment=LLAMA_NO_MMAP_ENVIRONMENT, rpc_members=rpc_members, **context)
         unit_path, stale = paths.SERVE_UNIT, paths.SERVE_QUADLET
     else:
@@ -297,10 +325,11 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     env = render("serve.env.j2", key_name=policy.API_KEY_ENV[config.serve], api_key=config.api_key)
     conf = render("serve.conf.j2", engine=config.serve, flavour=flavour, url=url, service=paths.SERVE_SERVICE)
     files = probe.get("files") or {}
-    changed = any(
-        files.get(path) != sha256_text(content)
-        for path, content in ((unit_path, unit), (paths.SERVE_ENV, env))
-    ) or serve_state.get("stamp") != stamp or stale in files
+    watched = [(unit_path, unit), (paths.SERVE_ENV, env)]
+    if models and models.preset is not None:
+        watched.append((paths.MODELS_PRESET, models.preset))  # the router reads it at start only
+    changed = any(files.get(path) != sha256_text(content) for path, content in watched) \
+        or serve_state.get("stamp") != stamp or stale in files
     enabled = serve_state.get("enabled") in ("enabled", "generated")
     return ServePlan(
         engine=config.serve, flavour=flavour, packages=packages, unit_path=unit_path, unit=unit,
@@ -308,5 +337,5 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         model_push_source=push_source, model_push_sha256=stamp.split(":", 1)[1] if push_source else None,
         model_host_sha256=(probe.get("model") or {}).get("sha256"), model_stamp=stamp, url=url,
         image=image, image_present=bool((probe.get("image") or {}).get("present")), restart=changed,
-        start=not changed and not (running and enabled), warnings=warnings,
+        start=not changed and not (running and enabled), warnings=warnings, models=models,
     )

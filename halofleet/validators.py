@@ -214,6 +214,27 @@ def check_image(value: str) -> str | None:
     return None
 
 
+def check_http_url(value: str) -> str | None:
+    """An http(s) URL (the Hub endpoint: urllib and curl reach it; file:/ is not a Hub)."""
+    if not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    return check_url(value)
+
+
+def check_hf_token(value: str) -> str | None:
+    # Goes into an HTTP header line: printable token characters only (no CR/LF, no spaces, no ':').
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{8,512}", value):
+        return "must be 8 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
+    return None
+
+
+def check_model_name(value: str) -> str | None:
+    """A served model name: one word in an Exec line, an INI section and a URL (as halo_models' name)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        return "must be 1-64 characters from A-Z a-z 0-9 . _ - starting with a letter or digit"
+    return None
+
+
 def check_sha256(value: str) -> str | None:
     return None if re.fullmatch(r"[0-9a-f]{64}", value) else "must be 64 lower-case hex digits"
 
@@ -221,6 +242,34 @@ def check_sha256(value: str) -> str | None:
 def check_api_key(value: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,512}", value):
         return "must be 16 to 512 characters from A-Z a-z 0-9 . _ ~ + / = - (no spaces, quotes or newlines)"
+    return None
+
+
+# -- haproxy.cfg (the gateway) ----------------------------------------------------------------------------------
+# haproxy splits a line into words on spaces, reads '#' as a comment, quotes and '\\' as quoting, "${...}" as an
+# environment variable and braces as anonymous ACLs: names written into it hold none of these.
+HAPROXY_GROUP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+HAPROXY_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+GROUP_ALLOWED = "inventory group names of A-Z a-z 0-9 _ . - (at most 64 characters, not starting with '.' or '-')"
+MODEL_ALLOWED = ("model names of A-Z a-z 0-9 . _ : / @ + - (at most 128 characters, starting with a letter or "
+                 "digit; no spaces, quotes, '#', '$' or braces: they would change haproxy's configuration)")
+
+
+def check_gateway_groups(value: list[str]) -> str | None:
+    for item in value:
+        if not HAPROXY_GROUP.fullmatch(item):
+            return f"must be a list of {GROUP_ALLOWED}; {item!r} is not one"
+    if len(set(value)) != len(value):
+        return "must name each group once"
+    return None
+
+
+def check_gateway_models(value: dict[str, str]) -> str | None:
+    for model, group in value.items():
+        if not HAPROXY_MODEL.fullmatch(model):
+            return f"must map {MODEL_ALLOWED} to groups; {model!r} is not one"
+        if not HAPROXY_GROUP.fullmatch(group):
+            return f"must map model names to {GROUP_ALLOWED}; {group!r} is not one"
     return None
 
 
@@ -270,7 +319,21 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
         ):
             raise fail("must be a non-empty list of package names")
         return list(value)
+    if kind == "models":  # the entries are checked by halofleet.models.parse_models
+        if not isinstance(value, (list, tuple)):
+            raise fail("must be a list of model entries (mappings)")
+        return list(value)
     if kind == "names":
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(item, str) for item in value):
+            raise fail("must be a non-empty list of names")
+        return list(value)
+    if kind == "map":
+        if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise fail("must be a non-empty mapping of names to names")
+        return dict(value)
+    if kind == "hosts":
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
             raise fail("must be a list of inventory host names")
         return list(value)

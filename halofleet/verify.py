@@ -11,10 +11,11 @@ from . import cmdline, policy, rpc
 from .bench import BenchFigures, bench_cell
 from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HostRefused
+from .gateway import gateway_cell
 from .plan import build_plan
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
-           "reboot pending", "serving", "image", "completion", "rpc", "bench", "status")
+           "reboot pending", "serving", "image", "completion", "rpc", "bench", "gateway", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -56,6 +57,8 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     image = probe.get("running_image")
     # name@digest prefix: enough to see which hosts of a fleet run another build of the same tag
     row["image"] = f"{image['name'].rsplit('/', 1)[-1]}@{image['digest'][len('sha256:'):][:12]}" if image else "-"
+    # A gateway host: each backend as haproxy sees it (its stats socket); "-" where no haproxy of ours runs.
+    row["gateway"] = gateway_cell((probe.get("gateway") or {}).get("backends"))
     try:
         plan = build_plan(host, data, probe, fleet=fleet, worker_plans=worker_plans)
     except (ConfigError, HostRefused, ParamConflict) as error:

@@ -18,6 +18,8 @@ from pyinfra.api import FactBase
 from .. import cmdline as cmdline_mod
 from .. import policy
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
+from .halo_models import ModelFiles
+from .gateway import GatewayState
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
 from .halo_rpc import RpcLog, RpcState
 from ..paths import BENCH_RESULT, MANAGED_FILES, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
@@ -592,9 +594,10 @@ LIVE_PARTS: dict[str, type[FactBase]] = {
     "faults": AmdgpuFaults,
     "running_image": RunningImage,
     "rpc_log": RpcLog,
+    "gateway": GatewayState,
 }
 # Parts present in the probe's output only when asked for (``image=``, ``live=True``).
-OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, **LIVE_PARTS}
+OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, "model_files": ModelFiles, **LIVE_PARTS}
 PROBE_MARK = "@@halofleet-probe "
 
 
@@ -610,16 +613,21 @@ class HostProbe(FactBase[dict]):
 
     + model_path: also stat (and with ``hash_model`` hash) the model file the serving stage will use
     + image: also ask podman whether the engine's image is pulled already (key ``image``)
+    + model_files: also stat (and, without a matching verified record, hash) these ``halo_models`` files
+    + model_dirs: ... and report owner and mode of these directories (key ``model_files``)
     + live: also ask the engine (``ServeHealth``) and read the last bench (``BenchResult``): keys
       ``health`` and ``bench``, for ``halofleet verify``
     """
 
     # Not mutated: mutmut's wrapper hides this signature from pyinfra's getcallargs (the probe's kwargs fail).
     def command(self, model_path: str | None = None, hash_model: bool = False, image: str | None = None,
-                live: bool = False) -> str:  # pragma: no mutate block
+                live: bool = False, model_files: list[str] | None = None,
+                model_dirs: list[str] | None = None) -> str:  # pragma: no mutate block
         commands = {name: fact().command() for name, fact in PROBE_PARTS.items()}
         if model_path:
             commands["model"] = ModelFile().command(model_path, hash_model)
+        if model_files:
+            commands["model_files"] = ModelFiles().command(model_files, model_dirs or [])
         if image:
             commands["image"] = ContainerImage().command(image)
         if live:  # `halofleet verify`: the engine's health and the last bench too, still in one round trip

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra import host, logger, state
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api.util import print_host_combined_output
 
 from .. import paths
 from . import halo_files
@@ -150,25 +152,64 @@ def owned_directory(path: str, owner: str, mode: str = "0750", current: str | No
                         QuoteString(mode), QuoteString(path))
 
 
+ROLLOUT_ATTR = "_halofleet_restart_halted"
+
+
+def restart_halted() -> str | None:
+    """Why the rolling engine restart stopped in this run (an engine did not come back serving), or None."""
+    return getattr(state, ROLLOUT_ATTR, None)
+
+
+def completion_check(url: str, service: str, timeout: int = 300) -> str:
+    """
+    Shell: the restarted engine answers ``/health`` with 200 and a real one-token completion (the model id from
+    ``/v1/models``). The API key is read on the host and handed to curl on stdin, never in an argument.
+    """
+    fail = "halofleet: {what} after the restart of " + service + "; the rolling restart stops here"
+    return "\n".join([
+        f"url={shlex.quote(url)}",
+        f"key=$(sed -n 's/^[A-Z_]*API_KEY=//p' {paths.SERVE_ENV} 2>/dev/null | head -n 1)",
+        "auth() { [ -z \"$key\" ] || printf 'header = \"Authorization: Bearer %s\"\\n' \"$key\"; }",
+        "code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \"$url/health\")",
+        f'[ "$code" = 200 ] || {{ echo {shlex.quote(fail.format(what="no /health 200"))} "(HTTP $code)" >&2; '
+        "exit 1; }",
+        "m=$(auth | curl -s -K - --max-time 30 \"$url/v1/models\")",
+        "id=$(printf '%s' \"$m\" | grep -o '\"id\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//')",
+        "body=$(printf '{\"model\":\"%s\",\"prompt\":\"Hello\",\"max_tokens\":1,\"temperature\":0}' \"$id\")",
+        f"r=$(auth | curl -s -K - --max-time {int(timeout)} -H 'Content-Type: application/json' -d \"$body\" "
+        "-w '\\n%{http_code}' \"$url/v1/completions\")",
+        "code=$(printf '%s' \"$r\" | tail -n 1)",
+        f'if [ "$code" != 200 ] || ! printf \'%s\' "$r" | grep -q \'"choices"\'; then '
+        f'echo {shlex.quote(fail.format(what="no completion"))} "(HTTP $code)" >&2; exit 1; fi',
+    ])
+
+
 @operation()
-def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE):
+def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE,
+                   rolling_url: str | None = None):
     """
     (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
 
     The unit's ``ExecStartPost`` waits for the health endpoint, so ``systemctl restart`` returns only once the
     engine serves (or fails, bounded by ``TimeoutStartSec``).
 
+    Rolling (``rolling_url`` set, run with ``_parallel=N``): after the restart the engine must also answer
+    ``/health`` with 200 and a real completion; one that does not stops the rollout: every host of a later batch
+    is failed instead of restarted (a run-wide flag, checked first by each host's restart).
+
     + restart: the unit, its environment or the model changed
     + start: nothing changed but the engine is not running
     + enable: ``systemctl enable`` (plain units; Quadlet units are wanted by their generated [Install])
     + stamp: identifies the model the engine now runs; stored for the next run's comparison
     + service: the systemd service name
+    + rolling_url: the engine's base URL, asked for /health and a completion before the next batch restarts
 
     **Example:**
 
     .. code:: python
 
-        engine_running(name="Engine serving", restart=True, start=False, enable=True, stamp="sha256:...")
+        engine_running(name="Engine serving", restart=True, start=False, enable=True, stamp="sha256:...",
+                       rolling_url="http://127.0.0.1:8080", _parallel=1)
     """
     if not (restart or start):
         host.noop(f"{service} is running and up to date")
@@ -184,7 +225,32 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     ]
     if enable:
         script.insert(0, f"systemctl enable --quiet {service}")
-    yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
+    if rolling_url is None:
+        yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
+        return
+    script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
+    command = StringCommand("sh", "-c", QuoteString("\n".join(script)))
+    # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
+    connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
+                 if key in CONNECTOR_ARGUMENT_KEYS}
+    yield FunctionCommand(_restart_in_turn, (command, connector), {})
+
+
+def _restart_in_turn(state, host, command: StringCommand, connector: dict) -> bool:
+    """One host's turn in the rolling restart: refused once an earlier batch failed; a failure here halts it."""
+    halted = getattr(state, ROLLOUT_ATTR, None)  # the run's State, as passed (no context in this call)
+    if halted:
+        logger.error(f"{host.print_prefix}halofleet: not restarted: the rollout stopped because {halted}")
+        return False
+    ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
+                                        **connector)
+    if not ok:
+        if not getattr(state, ROLLOUT_ATTR, None):
+            setattr(state, ROLLOUT_ATTR, f"{host.name} was not serving after its restart")
+        if not state.print_output:
+            print_host_combined_output(host, output)
+        return False
+    return True
 
 
 @operation()

@@ -11,17 +11,20 @@ before kernel so the one reboot picks up both. A stage does nothing on a host ha
 
 from pyinfra.api import deploy
 
+from .gateway import gateway
 from .rpc import rpc
 from .serve import bench, serve
 from .system import cwsr, kernel, modprobe, preflight, rocm, runtime
 from .undo import rollback
 
-__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "rpc", "serve", "bench", "rollback"]
+__all__ = ["full", "preflight", "modprobe", "kernel", "rocm", "cwsr", "runtime", "rpc", "serve", "bench",
+           "gateway", "rollback"]
 
 
 @deploy("halofleet")
 def full() -> None:
-    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, rpc, serve (RPC workers before heads)."""
+    """The whole host: preflight, modprobe, kernel, rocm, cwsr, runtime, rpc, serve (RPC workers before heads);
+    gateway on halo_gateway hosts."""
     preflight()
     modprobe()
     kernel()
@@ -30,3 +33,4 @@ def full() -> None:
     runtime()
     rpc()
     serve()
+    gateway()

@@ -5,15 +5,17 @@ the distro or a toolbox image, or vLLM) as halo-serve.service, and llama-bench a
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, dnf
 
 from .. import policy, summary
-from ..deploy import current_plan, managed_sha256
+from ..deploy import current_plan, managed_sha256, restart_batch
 from ..facts.model_header import host_model_token_cost
-from ..operations import halo_bench, halo_files, halo_serve
-from ..paths import SERVE_CACHE, SERVE_CONF, SERVE_ENV
+from ..operations import halo_bench, halo_files, halo_models, halo_serve
+from ..paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
 
 
 @deploy("serve")
@@ -37,6 +39,7 @@ def serve() -> None:
     if engine.image:
         halo_serve.image_pulled(name=f"Image {engine.image}", image=engine.image, present=engine.image_present)
 
+    _models(plan)
     if engine.model_push_source:
         halo_serve.owned_directory(name="Model directory", path=config.model_dir, owner=user,
                                    current=plan.probe["model"].get("parent"))
@@ -64,10 +67,59 @@ def serve() -> None:
         name=f"{engine.engine} unit ({engine.flavour})", path=engine.unit_path, content=engine.unit,
         current_sha256=managed_sha256(plan, engine.unit_path),
     )
+    batch = restart_batch()
     halo_serve.engine_running(
         name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
         enable=engine.flavour == "distro", stamp=engine.model_stamp,
+        # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
+        rolling_url=engine.url if batch else None, _parallel=batch or 0,
     )
+
+
+def _models(plan) -> None:
+    """
+    halo_models: per-model directories, the Hub token file, pushed and downloaded files (each verified), then the
+    router preset; all before the engine's environment and unit, so a failed or mismatching download fails this
+    host while the running engine keeps serving the previous models with its unit unchanged.
+    """
+    engine, config = plan.serve, plan.config
+    models, user = engine.models, config.service_user
+    on_host = (plan.probe.get("model_files") or {}) if models else {}
+    dirs = on_host.get("dirs") or {}
+    if models and models.directories:
+        for path in [config.model_dir, *models.directories]:
+            halo_serve.owned_directory(name=f"Model directory {path}", path=path, owner=user, current=dirs.get(path))
+    if models and models.token_needed and config.hf_token:
+        halo_files.checked_file(
+            name="Hugging Face token (for curl, root only)", path=HF_HEADER,
+            content=f"Authorization: Bearer {config.hf_token}\n", mode="0600", redact=True,
+            current_sha256=managed_sha256(plan, HF_HEADER),
+        )
+    else:
+        halo_files.absent_file(name="No Hugging Face token file", path=HF_HEADER,
+                               current_sha256=managed_sha256(plan, HF_HEADER))
+    header = HF_HEADER if models and models.token_needed and config.hf_token else None
+    for action in models.pushes if models else []:
+        halo_serve.model_file(
+            name=f"Model {action.spec}: {action.file.name} (pushed)", path=action.file.host_path,
+            source=action.file.local, owner=user, source_sha256=action.file.sha256,
+            current_sha256=(action.current or {}).get("sha256"),
+        )
+    for action in models.downloads if models else []:
+        item = action.file
+        size = f"{item.size:,} bytes" if item.size is not None else "size unknown"
+        halo_models.model_download(
+            name=f"Model {action.spec}: {item.name} ({size}) from {urlsplit(item.url).netloc}",
+            path=item.host_path, url=item.url, owner=user, sha256=item.sha256, git_oid=item.git_oid,
+            header_file=header if action.hub else None,
+            current=action.current,
+        )
+    if models and models.preset is not None:
+        halo_files.checked_file(name="Router preset (the models llama-server serves)", path=MODELS_PRESET,
+                                content=models.preset, current_sha256=managed_sha256(plan, MODELS_PRESET))
+    else:
+        halo_files.absent_file(name="No router preset", path=MODELS_PRESET,
+                               current_sha256=managed_sha256(plan, MODELS_PRESET))
 
 
 @deploy("bench")

@@ -9,7 +9,8 @@ from .. import cmdline, summary
 from ..deploy import current_config_and_probe
 from ..operations import halo_files, halo_kernel, halo_serve
 from ..paths import (
-    GRUB_DROPIN, MODPROBE_FILE, ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE, ROCM_LIST, ROCM_PIN, ROCM_SOURCES,
+    GRUB_DROPIN, HF_HEADER, MODELS_PRESET, MODPROBE_FILE, ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE,
+    ROCM_LIST, ROCM_PIN, ROCM_SOURCES,
     SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
     SERVE_UNIT,
 )
@@ -40,7 +41,7 @@ def rollback() -> None:
     for path in units:
         halo_files.absent_file(name=f"Remove {path}", path=path, activate=halo_serve.DAEMON_RELOAD,
                                current_sha256=files.get(path))
-    for path in (SERVE_ENV, SERVE_CONF, SERVE_STAMP):
+    for path in (SERVE_ENV, SERVE_CONF, SERVE_STAMP, MODELS_PRESET, HF_HEADER):
         halo_files.absent_file(name=f"Remove {path}", path=path, current_sha256=files.get(path))
 
     remove_worker(probe)  # an RPC worker: its firewall table goes with it

@@ -98,10 +98,12 @@ class FakeRun:
         return [command for command in self.commands[host] if PROBE_MARK not in command]
 
 
-def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]], diff: bool = False) -> FakeRun:
+def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]], diff: bool = False,
+             groups: dict[str, list[str]] | None = None) -> FakeRun:
     """
-    Run ``deploy_file`` against fake hosts: ``{name: (host data, probe output lines)}``. Returns every command
-    each host received; a host refused by halofleet is in ``failed_hosts`` with its error in ``errors``.
+    Run ``deploy_file`` against fake hosts: ``{name: (host data, probe output lines)}``, optionally in inventory
+    ``groups`` (``{group: [host names]}``). Returns every command each host received; a host refused by
+    halofleet is in ``failed_hosts`` with its error in ``errors``.
     """
     import pyinfra
     from pyinfra.api import Config, Inventory, State
@@ -117,9 +119,10 @@ def run_fake(deploy_file: str, hosts: dict[str, tuple[dict[str, Any], list[str]]
         # data's own fake_responses (e.g. for a fact other than the probe) are added to the probe's
         responses = {PROBE_MARK: {"stdout": probe_lines}, "uname -s": "Linux",
                      "command -v useradd": "/usr/sbin/useradd", **data.get("fake_responses", {})}
-        names.append((f"@fake/{name}", {**data, "fake_delay": 0, "fake_delay_jitter": 0,
+        names.append((f"@fake/{name}", {"fake_delay": 0, **data, "fake_delay_jitter": 0,
                                          "fake_responses": responses}))
-    inventory = Inventory((names, {}))
+    inventory = Inventory((names, {}), **{group: ([f"@fake/{name}" for name in members], {})
+                                          for group, members in (groups or {}).items()})
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
     errors: list[str] = []

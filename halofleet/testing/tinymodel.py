@@ -33,8 +33,11 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
-    """Write the model to ``path`` (about 0.5 MB) and return it."""
+def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0) -> Path:
+    """
+    Write the model to ``path`` (about 0.5 MB) and return it. ``split_max_tensors``: write a split set instead
+    (llama.cpp's naming, ``<stem>-00001-of-0000N.gguf`` beside ``path``) and return its first shard.
+    """
     import gguf  # test-only dependency: imported here so the product does not need it
 
     rng = np.random.default_rng(seed)
@@ -44,7 +47,7 @@ def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
     def weights(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     writer.add_name("halofleet-tiny-test")
     writer.add_context_length(CONTEXT)
     writer.add_embedding_length(N_EMBD)
@@ -82,6 +85,8 @@ def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if split_max_tensors:
+        return sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))[0]
     return path
 
 

@@ -19,3 +19,8 @@ _description = json.loads(_path.read_text())
 _group = {"halo_allow_non_strix_halo": True, **_description.get("group_data", {})}
 
 vms = ([tuple(entry) for entry in _description["hosts"]], _group)
+
+# Extra inventory groups by name ({"groups": {"small": ["srv1"]}}), e.g. a gateway's halo_gateway_groups.
+for _name, _members in _description.get("groups", {}).items():
+    if _name.isidentifier() and _name != "vms":
+        globals()[_name] = list(_members)

@@ -299,3 +299,97 @@ def test_the_live_probe_parts_survive_garbage():
     probe = parse_probe(["@@halofleet-probe health", "@completion 200 x", "@tokens \u00b2", "@health",
                          "@@halofleet-probe bench", '{"llama_bench": [{"n_gen": 128}]}'])
     assert probe["health"]["healthy"] is False and probe["bench"].tg_tps is None
+
+
+# -- halo_models ----------------------------------------------------------------------------------------------
+
+MODEL_ENTRY_KEYS = {"name": {"url": "http://x.test/m.gguf", "sha256": "a" * 64},
+                    "url": {"name": "m", "sha256": "a" * 64}, "hf": {"name": "m"},
+                    "include": {"name": "m", "hf": "o/r"}, "revision": {"name": "m", "hf": "o/r"},
+                    "path": {"name": "m"}, "ctx": {"name": "m", "path": "/m.gguf"},
+                    "sha256": {"name": "m", "url": "http://x.test/m.gguf"}}
+
+
+@pytest.mark.parametrize("key", sorted(MODEL_ENTRY_KEYS))
+@pytest.mark.parametrize("value", HOSTILE + ["a\nb", "[x]", "x]\n[y", "../../etc/passwd", "/a/../b.gguf"])
+def test_hostile_model_entry_values_are_refused(key, value):
+    from halofleet.config import validate
+
+    entry = {**MODEL_ENTRY_KEYS[key], key: value}
+    with pytest.raises(ConfigError) as error:
+        validate("h", {"halo_models": [entry], "halo_llama_backend": "cpu"})
+    assert "halo_models[0]" in str(error.value)
+
+
+@pytest.mark.parametrize("key", ["halo_model_alias", "halo_hf_endpoint", "halo_hf_token"])
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_single_model_keys_are_refused(key, value):
+    with pytest.raises(ConfigError):
+        option_value("h", key, value)
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True))
+@settings(max_examples=100, deadline=None)
+def test_an_accepted_model_name_is_an_ini_section_an_exec_word_and_a_path_component(name):
+    from halofleet import models
+
+    assert models.check_ini_value(name) is None and validators.check_file_name(name) is None
+    assert validators.systemd_word(name) == name and shlex.quote(name) == name
+
+
+def test_download_script_keeps_every_url_and_path_one_quoted_word():
+    from halofleet.operations.halo_models import download_script
+
+    url = "http://x.test/m.gguf?sig=a;b&c=(d)|e"
+    script = download_script("/var/lib/m/a/m.gguf", url, "halo", "a" * 64, None, "/etc/halofleet/hf.header")
+    curl_lines = [line for line in script.splitlines() if "-- curl " in line]
+    assert curl_lines and all(shlex.quote(url) in line and f" {url} " not in line for line in curl_lines)
+    assert shlex.quote(url) != url  # the URL needed quoting, and got it
+
+
+# -- the gateway's keys land in haproxy.cfg: an accepted value is one plain haproxy word --------------------------
+
+HAPROXY_SPECIAL = set(" \t#'\"\\${}")
+
+
+@given(st.dictionaries(TEXT, TEXT, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_accepted_gateway_models_are_plain_haproxy_words(value):
+    if value and validators.check_gateway_models(value) is None:
+        for model, group in value.items():
+            assert not HAPROXY_SPECIAL & set(model + group) and model.isprintable() and group.isascii()
+
+
+@given(st.lists(TEXT, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_accepted_gateway_groups_are_plain_haproxy_words(value):
+    if value and validators.check_gateway_groups(value) is None:
+        assert all(not HAPROXY_SPECIAL & set(group) and not group.startswith(("-", ".")) for group in value)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_gateway_values_are_refused_by_the_contract(value):
+    from halofleet.config import validate
+
+    base = {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "127.0.0.1"}
+    for data in ({"halo_gateway_bind": value}, {"halo_gateway_groups": [value]},
+                 {"halo_gateway_groups": ["g"], "halo_gateway_models": {value: "g"}},
+                 {"halo_gateway_groups": ["g"], "halo_gateway_models": {"m": value}},
+                 {"halo_gateway_port": value}, {"halo_restart_batch": value}):
+        if data.get("halo_gateway_groups") == [value] and validators.HAPROXY_GROUP.fullmatch(value):
+            continue
+        with pytest.raises(ConfigError):
+            validate("gw", {**base, **data}, serving=False)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_backend_value_refuses_the_gateway_and_never_reaches_its_config(value):
+    from halofleet.config import HostRefused, validate
+    from halofleet.gateway import plan_gateway
+
+    config = validate("gw", {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "10.1.0.1"},
+                      serving=False)
+    for field in ("halo_bind", "halo_port", "halo_serve", "halo_api_key"):
+        backend = {"halo_bind": "10.1.0.2", "halo_api_key": "k" * 20, field: value}
+        with pytest.raises((HostRefused, ConfigError)):
+            plan_gateway(config, {"fleet": [("b", backend)]})

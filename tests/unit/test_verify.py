@@ -71,3 +71,15 @@ def test_live_probe_runs_in_a_real_shell_on_a_host_without_halofleet():
     probe = parse_probe(output.stdout.splitlines())
     assert probe["health"]["configured"] is False and probe["health"]["healthy"] is False
     assert probe["memtotal_kib"] > 0
+
+
+def test_a_gateway_row_shows_each_backend_as_haproxy_sees_it():
+    from halofleet.report import cell_class
+
+    stat = ["@@halofleet-probe gateway", "@active active", "@stat",
+            "# pxname,svname,qcur,status,check_status", "halo_fleet,FRONTEND,,OPEN,", "halo_fleet,srv1,0,UP,L7OK",
+            "halo_fleet,srv2,0,DOWN,L4CON", "halo_fleet,BACKEND,0,UP,"]
+    result = row(probe_output(cmdline=LIVE) + stat)
+    assert result["gateway"] == "fleet/srv1 UP, fleet/srv2 DOWN"
+    assert cell_class("gateway", result["gateway"]) == "bad"
+    assert row(probe_output(cmdline=LIVE))["gateway"] == "-"  # no haproxy of ours: nothing to show

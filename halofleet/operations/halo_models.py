@@ -1,0 +1,97 @@
+"""
+Model files fetched on the host (``halo_models`` url and hf sources): downloaded as the service user, resumed
+from the partial file a broken run left, verified before they are moved into place, and recorded so the next run
+neither hashes nor downloads them again.
+
+The client is curl, not ``hf download`` (Debian's python3-huggingface-hub): curl is on every host already (the
+engine's readiness check uses it), one client covers plain URLs and the Hub, ``--continue-at -`` resumes into a
+file we name, and ``-H @-`` reads the token from stdin, so it is never in argv. The Hub's digests come from the
+plan (its tree API), so verification does not depend on the client.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+
+from .. import validators
+from ..facts.halo_models import sidecar_path
+
+# Retries inside one curl run (transient errors); a run that still fails keeps the partial file for the next one.
+CURL = ("curl --fail --location --silent --show-error --retry 3 --retry-delay 2 --connect-timeout 30 "
+        "--proto =http,https --proto-redir =http,https")
+# curl's "server does not do ranges" (33) and HTTP errors such as 416 on a complete partial (22): start over once.
+RESTART_CODES = "22|33"
+
+
+def download_script(path: str, url: str, owner: str, sha256: str | None, git_oid: str | None,
+                    header_file: str | None) -> str:
+    """The shell script of :func:`model_download` (every value quoted; pure, for tests)."""
+    directory, name = path.rsplit("/", 1)
+    part, record = f"{directory}/.{name}.part", sidecar_path(path)
+    q = shlex.quote
+    header = f" -H @- < {q(header_file)}" if header_file else ""
+    if sha256:
+        expected, digest = sha256, f'$(sha256sum < {q(part)} | cut -c1-64)'
+        what = "SHA-256"
+    else:  # a small non-LFS Hub file: its git blob id, SHA-1 of "blob <size>\0" + content
+        expected = git_oid
+        digest = (f"$( {{ printf 'blob %s\\0' $(stat -c %s {q(part)}); cat {q(part)}; }} | sha1sum | cut -c1-40)")
+        what = "git blob id"
+    fetch = f"runuser -u {q(owner)} -- {CURL} --output {q(part)}"
+    refusal = f", expected {expected}: corrupt or a different file; not installed, the model served now is unchanged"
+    return "\n".join([
+        "set -e",
+        f"runuser -u {q(owner)} -- mkdir -p {q(directory)}",
+        f"if [ -e {q(part)} ]; then resume='--continue-at -'; else resume=; fi",
+        f"rc=0; {fetch} $resume {q(url)}{header} || rc=$?",
+        f'case "$rc" in 0) ;; {RESTART_CODES}) rm -f {q(part)}; rc=0; {fetch} {q(url)}{header} || rc=$?;; esac',
+        f'if [ "$rc" != 0 ]; then echo {q(f"halofleet: download of {url} failed")}" (curl exit $rc); the partial '
+        f'file is kept and the next run continues it" >&2; exit 1; fi',
+        f"got={digest}",
+        f'if [ "$got" != {q(expected)} ]; then rm -f {q(part)}; '
+        f'echo {q(f"halofleet: {name} from {url} has {what} ")}"$got"{q(refusal)} >&2; exit 1; fi',
+        f"chmod 0640 {q(part)}",
+        f"mv -f {q(part)} {q(path)}",
+        f"sum=$(sha256sum < {q(path)} | cut -c1-64)" if not sha256 else f"sum={q(sha256)}",
+        f"set -- $(stat -c '%s %Y' {q(path)})",
+        f"printf '%s %s %s %s\\n' \"$sum\" \"$1\" \"$2\" {q(git_oid or '-')} > {q(record)}",
+        f"chown {q(f'{owner}:{owner}')} {q(record)}",
+        f"echo {q(f'halofleet: {name} verified and installed')}",
+    ])
+
+
+@operation()
+def model_download(path: str, url: str, owner: str, sha256: str | None = None, git_oid: str | None = None,
+                   header_file: str | None = None, current: dict | None = None):
+    """
+    Download one model file on the host as ``owner``, verify it, then move it into place atomically.
+
+    + path: the file's final path (its directory is created as ``owner``)
+    + url: http(s) URL to fetch (redirects followed; curl sends a custom Authorization header to the first host
+      only)
+    + owner: the service user that downloads and owns the file
+    + sha256: expected SHA-256 (required unless ``git_oid`` is given)
+    + git_oid: expected git blob id of a small non-LFS Hub file
+    + header_file: a root-only file with header lines (the Hub token) fed to curl on stdin (``-H @-``)
+    + current: the probe's view of ``path`` (``sha256``, ``git_oid``); a match is a no-op: no network at all
+
+    **Example:**
+
+    .. code:: python
+
+        model_download(name="Model tiny: tiny.gguf", path="/var/lib/halofleet/models/tiny/tiny.gguf",
+                       url="https://example.org/tiny.gguf", owner="halo", sha256="...")
+    """
+    if validators.check_absolute_path(path):
+        raise OperationError(f"model_download needs an absolute path in the path grammar, got {path!r}")
+    if not url.startswith(("http://", "https://")):
+        raise OperationError(f"model_download fetches http(s) URLs only, got {url!r}")
+    if not (sha256 or git_oid):
+        raise OperationError(f"model_download of {path} needs the expected sha256 (or a git blob id)")
+    if current and ((sha256 and current.get("sha256") == sha256) or (not sha256 and current.get("git_oid") == git_oid)):
+        host.noop(f"{path} is present and verified")
+        return
+    yield StringCommand("sh", "-c", QuoteString(download_script(path, url, owner, sha256, git_oid, header_file)))
