@@ -67,6 +67,7 @@ VLLM_RAY_NOT_BUILT = (
     "(halo_rpc_workers) instead"
 )
 SERVE_ENGINES = ("llama-server", "vllm", "rpc-worker", "none")
+NO_ENDPOINT = ("none", "rpc-worker")  # hosts without an OpenAI endpoint of their own (an RPC worker lends memory)
 
 OPTIONS: dict[str, Option] = {
     "halo_serve": Option(

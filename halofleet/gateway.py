@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import ConfigError, HaloConfig, HostRefused, option_value
+from .config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused, option_value
 from .paths import GATEWAY_CERT
 from .templating import render
 
@@ -59,7 +59,7 @@ def backend_of(gateway: str, name: str, data: dict[str, Any]) -> Backend | None:
     refused: haproxy on another host cannot reach it.
     """
     try:
-        if option_value(name, "halo_serve", data.get("halo_serve")) == "none":
+        if option_value(name, "halo_serve", data.get("halo_serve")) in NO_ENDPOINT:
             return None
         bind = option_value(name, "halo_bind", data.get("halo_bind"))
         port = option_value(name, "halo_port", data.get("halo_port"))
@@ -124,7 +124,7 @@ def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str,
 
     bind = ipaddress.ip_address(config.gateway_bind)
     own = ipaddress.ip_address(config.bind)
-    if config.serve != "none" and config.port == config.gateway_port and (
+    if config.serve not in NO_ENDPOINT and config.port == config.gateway_port and (
         own == bind or own.is_unspecified or bind.is_unspecified
     ):
         raise ConfigError(gateway, "halo_gateway_port", config.gateway_port,

@@ -434,3 +434,10 @@ def test_a_group_deploys_and_a_broken_group_member_refuses_only_what_depends_on_
     assert all(run.commands[name] == [] for name in ("head", "w2", "other"))  # data errors: not even the probe
     assert "systemctl restart halo-rpc-firewall.service halo-rpc.service" in "\n".join(run.changes("w1"))
     assert any("@fake/w2' is also named by @fake/other" in error for error in run.errors), run.errors
+
+
+def test_an_rpc_worker_is_no_backend_of_the_gateway():
+    from halofleet.gateway import backend_of
+
+    assert backend_of("gw", "w1", W1) is None  # it has no OpenAI endpoint: it only lends memory to its head
+    assert backend_of("gw", "head", {**HEAD, "halo_bind": "10.0.0.1", "halo_api_key": "k" * 20}) is not None
