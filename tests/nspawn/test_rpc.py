@@ -72,7 +72,7 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
         "head": {**TIER_DATA, "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512,
                  "halo_api_key": KEY, "halo_rpc_address": head.address, "halo_rpc_workers": ["w1", "w2"]},
         "w1": {**worker, "halo_rpc_address": w1.address, "halo_rpc_cache": True},
-        "w2": {**worker, "halo_rpc_address": w2.address},
+        "w2": {**worker, "halo_rpc_address": w2.address, "halo_rpc_device": "CPU"},
     }
     description = network.write_inventory(tmp_path / "hosts.json", host_data=data, hosts=[head, w1, w2])
 
@@ -97,6 +97,10 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
         # ggml-rpc-server runs as the service user, bound to the private address only.
         assert _listeners(box, 50052) == [box.address]
         assert box.ssh("ps -o user= -C ggml-rpc-server").stdout.split() == ["halo"]
+    # -c with its cache directory (LLAMA_CACHE) owned by the service user; -d as ggml-rpc-server takes it.
+    assert w1.ssh("stat -c '%U %a' /var/lib/halofleet/rpc-cache").stdout.split() == ["halo", "750"]
+    assert f"-H {w1.address} -p 50052 -c" in w1.ssh("ps -o args= -C ggml-rpc-server").stdout
+    assert f"-H {w2.address} -p 50052 -d CPU" in w2.ssh("ps -o args= -C ggml-rpc-server").stdout
     unit = head.ssh("systemctl cat halo-serve.service").stdout
     assert f"--rpc {','.join(endpoints)}" in unit  # inventory order
 
