@@ -1,0 +1,216 @@
+"""
+KV-cache and weight sizes from real architectures' headers, against numbers worked out here by hand from the
+published configs (tests/unit/ggufheaders.py cites each value) and llama.cpp's sizing rules (halofleet/kvcache.py
+docstring), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from halofleet import kvcache
+from halofleet.gguf import read_header
+from halofleet.kvcache import KVError, need_of_file, need_of_header
+
+from . import ggufheaders as gh
+
+pytest.importorskip("gguf")
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def llama_path(tmp_path_factory):
+    return str(gh.llama8b(tmp_path_factory.mktemp("llama") / "llama8b.gguf"))
+
+
+@pytest.fixture(scope="module")
+def headers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("headers")
+    return {name: read_header((write(root / f"{name}.gguf")).read_bytes()) for name, write in (
+        ("llama8b", gh.llama8b), ("gpt-oss-20b", gh.gpt_oss_20b), ("qwen3-30b-a3b", gh.qwen3_30b_a3b),
+        ("mamba2", gh.mamba2_27b), ("llama8b-q8", lambda p: gh.llama8b(p, gh.Q8_0)))}
+
+
+# Llama-3.1-8B by hand: 32 layers x 8 KV heads x head dim 128 (4096 / 32), K and V, 2 bytes (f16) per value.
+LLAMA_KV_PER_CELL = 32 * 8 * 128 * 2 * 2  # 131072 bytes
+# its parameters: embeddings and output 128256 x 4096 each; per layer q, o 4096 x 4096, k, v 1024 x 4096,
+# gate, up, down 3 x 14336 x 4096, two norms of 4096; the final norm 4096
+LLAMA_MATRIX = 2 * 128256 * 4096 + 32 * (2 * 4096 * 4096 + 2 * 1024 * 4096 + 3 * 14336 * 4096)
+LLAMA_NORMS = 32 * 2 * 4096 + 4096
+
+
+def test_llama_8b_kv_at_8192_is_one_gib(headers):
+    need = need_of_header(headers["llama8b"], 8192)
+    assert need.kv == 8192 * LLAMA_KV_PER_CELL == 1 << 30
+    assert need.cells == 8192 and need.swa_cells == 0
+    # the published total: 8,030,261,248 parameters
+    assert LLAMA_MATRIX + LLAMA_NORMS == 8_030_261_248
+    assert need.weights == LLAMA_MATRIX * 2 + LLAMA_NORMS * 4
+    assert need.total == need.weights + need.kv
+
+
+def test_llama_8b_q8_0_kv_and_weights(headers):
+    need = need_of_header(headers["llama8b-q8"], 8192, "q8_0")
+    # a row of 8 x 128 = 1024 values is 32 blocks of 34 bytes (q8_0: 32 values + a 2-byte scale)
+    assert need.kv == 32 * 2 * (1024 // 32 * 34) * 8192 == 570_425_344
+    assert need.weights == LLAMA_MATRIX // 32 * 34 + LLAMA_NORMS * 4
+
+
+def test_llama_context_is_padded_to_256_and_split_among_slots(headers):
+    header = headers["llama8b"]
+    # -c 1000: 1024 cells (llama_context pads n_ctx to 256)
+    assert need_of_header(header, 1000).kv == 1024 * LLAMA_KV_PER_CELL
+    # -c 10000 -np 3: n_ctx 10240, per slot 10240 // 3 = 3413 -> 3584 cells, three streams
+    three = need_of_header(header, 10000, parallel=3)
+    assert three.cells == 3 * 3584 and three.kv == 3 * 3584 * LLAMA_KV_PER_CELL
+    # --kv-unified: one stream of the padded n_ctx
+    assert need_of_header(header, 10000, parallel=3, unified=True).kv == 10240 * LLAMA_KV_PER_CELL
+
+
+def test_gpt_oss_20b_sliding_window_layers_are_sized_to_the_window(headers):
+    need = need_of_header(headers["gpt-oss-20b"], 8192)
+    full = 12 * 8 * 64 * 2 * 2 * 8192  # 12 full-attention layers, 8 KV heads x 64, K+V, f16
+    # 12 sliding layers: min(8192, window 128 + ubatch 512) = 640 cells, padded to 768
+    swa = 12 * 8 * 64 * 2 * 2 * 768
+    assert need.kv == full + swa == 192 * MIB + 18 * MIB
+    assert need.cells == 8192 and need.swa_cells == 768
+    assert need.notes == ("12 of 24 layers use a sliding window of 128",)
+    # -np 2 (streams): each slot gets its own 4096-cell full and 768-cell window cache
+    two = need_of_header(headers["gpt-oss-20b"], 8192, parallel=2)
+    assert two.kv == 12 * (8 * 64) * 2 * 2 * (4096 + 768) * 2  # x 2 streams
+    # --swa-full: the window layers get the whole context too
+    assert need_of_header(headers["gpt-oss-20b"], 8192, swa_full=True).kv == 2 * full
+
+
+def test_gpt_oss_window_cache_with_a_small_context_is_the_context(headers):
+    need = need_of_header(headers["gpt-oss-20b"], 256, ubatch=512)
+    # ubatch is capped by the batch, and the batch by the context (256): min(256, 128 + 256) -> 256
+    assert need.swa_cells == 256 and need.kv == 24 * 512 * 2 * 2 * 256
+
+
+def test_qwen3_30b_a3b_uses_the_header_head_dim(headers):
+    need = need_of_header(headers["qwen3-30b-a3b"], 32768)
+    # 48 layers x 4 KV heads x 128 (key_length, not 2048 / 32 = 64), K+V, f16
+    assert need.kv == 48 * 4 * 128 * 2 * 2 * 32768 == 3 << 30
+
+
+def test_mamba2_state_is_per_slot_and_not_per_token(headers):
+    one = need_of_header(headers["mamba2"], 4096)
+    # per layer: conv state (4 - 1) x (5120 + 2 x 1 x 128) + ssm state 128 x 5120 floats, 4 bytes each
+    per_layer = ((4 - 1) * (5120 + 2 * 1 * 128) + 128 * 5120) * 4
+    assert one.kv == 64 * per_layer == 171_900_928
+    assert need_of_header(headers["mamba2"], 65536).kv == one.kv
+    assert need_of_header(headers["mamba2"], 4096, parallel=4).kv == 4 * one.kv
+    assert one.cells == 0 and one.notes == ("64 recurrent layers",)
+
+
+def test_need_of_file_reads_the_file_and_names_it(llama_path):
+    need = need_of_file(llama_path, 4096, "f16")
+    assert need.name == "llama8b.gguf" and need.architecture == "llama" and need.ctx == 4096
+    assert need.kv == 4096 * LLAMA_KV_PER_CELL
+
+
+def test_layer_bytes_place_weights_and_kv_per_block(headers):
+    need = need_of_header(headers["llama8b"], 8192)
+    block = (2 * 4096 * 4096 + 2 * 1024 * 4096 + 3 * 14336 * 4096) * 2 + 2 * 4096 * 4
+    assert need.layer_bytes == (block + 8192 * LLAMA_KV_PER_CELL // 32,) * 32
+    assert need.output_bytes == 128256 * 4096 * 2 + 4096 * 4
+    assert need.input_bytes == 128256 * 4096 * 2
+    assert sum(need.layer_bytes) + need.output_bytes + need.input_bytes == need.total
+
+
+def test_a_kv_type_that_does_not_divide_the_head_is_refused(headers, tmp_path):
+    from halofleet.testing.tinymodel import write_tiny_llama
+
+    tiny = read_header(write_tiny_llama(tmp_path / "tiny.gguf").read_bytes())  # head dim 64 / 4 = 16
+    with pytest.raises(KVError, match="q8_0 .blocks of 32. does not divide a row of 16"):
+        need_of_header(tiny, 512, "q8_0")
+    assert need_of_header(tiny, 512, "f16").kv == 2 * 4 * 16 * 2 * 2 * 512
+
+
+@pytest.mark.parametrize("kv_type, row_bytes", [("f32", 4096), ("f16", 2048), ("bf16", 2048), ("q8_0", 1088),
+                                                ("q4_0", 576), ("q4_1", 640), ("q5_0", 704), ("q5_1", 768),
+                                                ("iq4_nl", 576)])
+def test_kv_row_bytes_of_every_llama_server_kv_type(kv_type, row_bytes):
+    # 1024 values: 32 blocks of (q4_0 18, q4_1 20, q5_0 22, q5_1 24, q8_0 34, iq4_nl 18) bytes; f16 2 each
+    assert kvcache.kv_row_bytes(kv_type, 1024) == row_bytes
+
+
+def test_unknown_kv_type_and_bad_context_are_refused(headers):
+    with pytest.raises(KVError, match="'q3_k' is not one of"):
+        kvcache.kv_row_bytes("q3_k", 1024)
+    with pytest.raises(KVError, match="must be positive"):
+        kvcache.cache_cells(0)
+    with pytest.raises(KVError, match="must be positive"):
+        kvcache.cache_cells(512, 0)
+
+
+def test_cache_cells():
+    assert kvcache.cache_cells(1) == (256, 1)
+    assert kvcache.cache_cells(256) == (256, 1)
+    assert kvcache.cache_cells(257) == (512, 1)
+    assert kvcache.cache_cells(1000, 3) == (512, 3)  # measured: forky llama-server -c 1000 -np 3: 512 cells x 3
+    assert kvcache.cache_cells(1000, 3, unified=True) == (1024, 1)
+    assert kvcache.cache_cells(8192, 4) == (2048, 4)
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({}, "no general.architecture"),
+    ({"general.architecture": "llama"}, "block_count and llama.embedding_length are needed"),
+    ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+      "llama.attention.head_count": [4, 4, 4]}, "head_count has 3 entries for 2 layers"),
+    ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+      "llama.attention.head_count": -4}, "head_count is -4, not a non-negative integer"),
+    ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+      "llama.attention.head_count": 4, "split.count": 3}, "split GGUF of 3 files: 1 headers given"),
+    ({"general.architecture": "gpt-oss", "gpt-oss.block_count": 2, "gpt-oss.embedding_length": 64,
+      "gpt-oss.attention.head_count": 4}, "gpt-oss.attention.sliding_window is missing"),
+])
+def test_headers_that_cannot_be_sized_are_refused(metadata, message):
+    from halofleet.gguf import GGUFHeader
+
+    with pytest.raises(KVError, match=message):
+        need_of_header(GGUFHeader(3, metadata, (), 0), 512)
+
+
+def test_per_layer_kv_heads_array(headers):
+    from halofleet.gguf import GGUFHeader
+
+    meta = {"general.architecture": "llama", "llama.block_count": 3, "llama.embedding_length": 64,
+            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2, 0]}
+    # layer widths 4 x 16, 2 x 16, 0 (no KV values) -> (64 + 32 + 0) x (K, V) x 2 bytes x 256 cells
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (64 + 32) * 2 * 2 * 256
+
+
+def test_variable_v_width_is_padded_without_flash_attention():
+    from halofleet.gguf import GGUFHeader
+
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2]}
+    with_fa = need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    without = need_of_header(GGUFHeader(3, meta, (), 0), 256, flash_attn=False)
+    assert with_fa.kv == (64 + 64 + 32 + 32) * 2 * 256
+    assert without.kv == (64 + 64 + 32 + 64) * 2 * 256  # V of layer 1 padded to 64
+
+
+def test_glm4moe_nextn_layers_hold_no_kv():
+    from halofleet.gguf import GGUFHeader
+
+    meta = {"general.architecture": "glm4moe", "glm4moe.block_count": 4, "glm4moe.embedding_length": 64,
+            "glm4moe.attention.head_count": 4, "glm4moe.nextn_predict_layers": 1}
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 3 * 64 * 2 * 2 * 256
+
+
+def test_shard_paths():
+    assert kvcache.shard_paths("/m/x-00002-of-00003.gguf") == [
+        "/m/x-00001-of-00003.gguf", "/m/x-00002-of-00003.gguf", "/m/x-00003-of-00003.gguf"]
+    assert kvcache.shard_paths("/m/x.gguf") == ["/m/x.gguf"]
+
+
+def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
+    with pytest.raises(KVError, match="not readable"):
+        need_of_file(str(tmp_path / "missing.gguf"), 512)
+    (tmp_path / "junk.gguf").write_bytes(b"not a model at all")
+    with pytest.raises(KVError, match="not a GGUF file"):
+        need_of_file(str(tmp_path / "junk.gguf"), 512)
