@@ -112,6 +112,11 @@ OPTIONS: dict[str, Option] = {
         "choice", "enforce", "Without kernel CWSR support: 'enforce' refuses vLLM, 'warn' only reports.",
         choices=("enforce", "warn"),
     ),
+    "halo_boot": Option(
+        "choice", "manage", "Who owns the kernel cmdline: halofleet ('manage': GRUB drop-in or grubby, reboots) or "
+        "'external' (containers, systemd-boot, image-built hosts: the kernel stage changes nothing and warns when the "
+        "live cmdline lacks the Strix Halo parameters).", choices=("manage", "external"),
+    ),
     "halo_reboot": Option(
         "choice", "auto", "Reboot when the configured cmdline differs from the live one ('never': report only).",
         choices=("auto", "never"),

@@ -160,9 +160,10 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     warnings += _gpu_firmware_and_carveout(host, probe.get("amdgpu") or {}, strix_halo)
 
     boot = probe.get("boot") or {"kind": "unknown", "cmdline": []}
-    if boot["kind"] not in ("grub", "grubby"):
+    if boot["kind"] not in ("grub", "grubby") and config.boot == "manage":
         raise HostRefused(
-            host, f"bootloader {boot['kind']!r} is not supported by the kernel stage (GRUB or grubby needed)"
+            host, f"bootloader {boot['kind']!r} is not supported by the kernel stage (GRUB or grubby needed; "
+                  "halo_boot: external leaves the cmdline to you)"
         )
 
     params = cmdline.KernelParams()

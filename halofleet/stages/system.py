@@ -75,6 +75,11 @@ def kernel() -> None:
     plan = current_plan()
     if plan is None:
         return
+    if plan.config.boot == "external":
+        if plan.reboot_needed:
+            logger.warning(f"{host.print_prefix}halofleet: the live cmdline lacks {' '.join(plan.kernel_params)} "
+                           "(halo_boot: external: set it where the bootloader is managed)")
+        return
     if plan.probe["boot"]["kind"] == "grub":
         configure = halo_kernel.grub_cmdline(
             name="Strix Halo kernel cmdline (GRUB drop-in)",

@@ -198,9 +198,13 @@ def test_vllm_needs_the_cwsr_properties_unless_told_to_warn():
 
 def test_bootloaders():
     assert refusal(boot={"kind": "systemd-boot", "cmdline": []}) == (
-        "host 'h': bootloader 'systemd-boot' is not supported by the kernel stage (GRUB or grubby needed)")
+        "host 'h': bootloader 'systemd-boot' is not supported by the kernel stage (GRUB or grubby needed; "
+        "halo_boot: external leaves the cmdline to you)")
     assert refusal(boot=None) == (
-        "host 'h': bootloader 'unknown' is not supported by the kernel stage (GRUB or grubby needed)")
+        "host 'h': bootloader 'unknown' is not supported by the kernel stage (GRUB or grubby needed; "
+        "halo_boot: external leaves the cmdline to you)")
+    external = plan({"halo_boot": "external"}, boot={"kind": "systemd-boot", "cmdline": ["quiet"]})
+    assert external.expected_cmdline == ["quiet", *OURS] and external.reboot_needed
     fedora = plan(boot={"kind": "grubby", "cmdline": ["ro", "rhgb"]}, os={"id": "fedora"})
     assert fedora.expected_cmdline == ["ro", "rhgb", *OURS]
 
