@@ -33,8 +33,9 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
-    """Write the model to ``path`` (about 0.5 MB) and return it."""
+def write_tiny_llama(path: Path, seed: int = 1151, n_head: int = N_HEAD) -> Path:
+    """Write the model to ``path`` (about 0.5 MB) and return it. ``n_head`` 2 gives heads of 32, which quantized
+    KV types (blocks of 32) need."""
     import gguf  # test-only dependency: imported here so the product does not need it
 
     rng = np.random.default_rng(seed)
@@ -50,9 +51,9 @@ def write_tiny_llama(path: Path, seed: int = 1151) -> Path:
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYERS)
     writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD)
-    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(N_EMBD // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
