@@ -86,6 +86,60 @@ def write_tiny_llama(path: Path, seed: int = 1151, n_head: int = N_HEAD) -> Path
     return path
 
 
+def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
+    """
+    A tiny gemma2 (4 layers, 2 heads of 32, 1 KV head, sliding window ``window``): llama.cpp gives every other
+    layer a sliding-window KV cache, so tests can check that cache's size on a real llama-server.
+    """
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = vocabulary()
+    layers, heads, kv_heads = 4, 2, 1
+    head_dim = N_EMBD // heads
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "gemma2")
+    writer.add_name("halofleet-tiny-gemma2-test")
+    writer.add_context_length(CONTEXT)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(window)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+    writer.add_tensor("token_embd.weight", weights(len(tokens), N_EMBD))  # also the output (tied)
+    for layer in range(layers):
+        prefix = f"blk.{layer}."
+        for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+            writer.add_tensor(prefix + norm + ".weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(prefix + "attn_q.weight", weights(heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_k.weight", weights(kv_heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_v.weight", weights(kv_heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_output.weight", weights(N_EMBD, heads * head_dim))
+        writer.add_tensor(prefix + "ffn_gate.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_up.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_down.weight", weights(N_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 if __name__ == "__main__":
     import sys
 

@@ -12,7 +12,7 @@ import pytest
 
 from halofleet.config import OPTIONS
 from halofleet.kvcache import need_on_host
-from halofleet.testing.tinymodel import write_tiny_llama
+from halofleet.testing.tinymodel import write_tiny_gemma2, write_tiny_llama
 
 from .conftest import TIER_DATA
 
@@ -37,13 +37,13 @@ class SshHost:
         return instance.process(self.box.ssh(instance.command(**kwargs)).stdout.splitlines())
 
 
-def kv_lines(box, timeout: float = 90) -> list[tuple]:
+def kv_lines(box, caches: int = 1, timeout: float = 90) -> list[tuple]:
     """The llama_kv_cache lines of the engine's last start (llama-server sizes its context twice: -fit, then real)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         log = box.ssh("journalctl -u halo-serve --no-pager -o cat", check=False).stdout
         found = KV_LINE.findall(log)
-        if len(found) >= 2 and "listening on http" in log:
+        if len(found) >= 2 * caches and "listening on http" in log:
             return found
         time.sleep(1)
     raise AssertionError(f"no llama_kv_cache line in the engine's log after {timeout:.0f} s")
@@ -72,3 +72,21 @@ def test_predicted_kv_cache_is_what_llama_server_allocates(network, tmp_path):
     second = network.run_pyinfra(description, "deploys/full.py")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.changed_ops == []
+
+
+def test_sliding_window_cache_of_a_gemma2_is_what_llama_server_allocates(network, tmp_path):
+    # every other layer of a gemma2 uses the window (64): per slot pad(min(1024, 64 + ubatch 512)) = 768 cells
+    model = write_tiny_gemma2(tmp_path / "tiny-gemma2.gguf", window=64)
+    (srv1,) = network.boot(["srv1"])
+    data = {**TIER_DATA, "halo_model": str(model), "halo_model_push": True, "halo_ctx": 2048,
+            "halo_llama_parallel": 2, "halo_llama_args": ["-v"]}
+    description = network.write_inventory(tmp_path / "hosts.json", host_data={"srv1": data}, hosts=[srv1])
+    first = network.run_pyinfra(description, "deploys/full.py")
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    need = need_on_host(SshHost(srv1), f"{OPTIONS['halo_model_dir'].default}/{model.name}", 2048, parallel=2)
+    full, window = kv_lines(srv1, caches=2)[-2:]  # llama_kv_cache_iswa: the full cache, then the window's
+    assert (int(full[1]), int(window[1]), int(full[4]), int(window[4])) == (1024, 768, 2, 2)
+    assert need.cells == 1024 * 2 and need.swa_cells == 768 * 2
+    allocated = float(full[0]) + float(window[0])
+    assert abs(allocated - need.kv / MIB) <= 0.01, (allocated, need.kv / MIB)
