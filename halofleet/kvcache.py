@@ -252,9 +252,11 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
     heads = _per_layer(header, "attention.head_count", layers, [0] * layers)
     kv_heads = _per_layer(header, "attention.head_count_kv", layers, heads)
     ff = _per_layer(header, "feed_forward_length", layers, [0] * layers)
-    head = max(heads) if heads else 0
-    key = _uint(header, "attention.key_length", embd // head if head else 0) or 0
-    value = _uint(header, "attention.value_length", embd // head if head else 0) or 0
+    # load_hparams: head dims only when layer 0 has heads (n_head() is layer 0's), else 0 whatever the keys say
+    key = value = 0
+    if heads[0]:
+        key = _uint(header, "attention.key_length", embd // heads[0]) or 0
+        value = _uint(header, "attention.value_length", embd // heads[0]) or 0
     attention, recurrent = _recurrent_layers(header, layers, kv_heads, ff)
     swa, window = _swa_layers(header, layers)
     kv_row = [(key * h, value * h) for h in kv_heads]

@@ -214,3 +214,15 @@ def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
     (tmp_path / "junk.gguf").write_bytes(b"not a model at all")
     with pytest.raises(KVError, match="not a GGUF file"):
         need_of_file(str(tmp_path / "junk.gguf"), 512)
+
+
+def test_head_dims_come_from_layer_0s_head_count():
+    from halofleet.gguf import GGUFHeader
+
+    # llama_model::load_hparams: n_embd_head_k = embedding_length / n_head(0), and 0 when layer 0 has no heads
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": [4, 2]}
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (4 * 16 + 2 * 16) * 2 * 2 * 256
+    meta["llama.attention.head_count"] = [0, 4]
+    meta["llama.attention.key_length"] = 16
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 0
