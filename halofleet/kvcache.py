@@ -34,6 +34,7 @@ from .gguf import GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
 
 GIB = 1 << 30
 CELL_PAD = 256  # llama_context pads n_ctx and n_ctx_seq to 256; llama_kv_cache_iswa pads the SWA cache to 256
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama-hparams.h): a header claiming more is refused, never looped over
 STATE_BYTES = 4  # recurrent states are GGML_TYPE_F32 (llama_model::create_memory)
 
 # -ctk/-ctv values llama-server accepts (common/arg.cpp kv_cache_types) -> ggml type id (gguf.GGML_TYPES)
@@ -246,6 +247,8 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
     embd = _uint(header, "embedding_length")
     if not layers or embd is None:
         raise KVError(f"{arch}.block_count and {arch}.embedding_length are needed")
+    if layers > MAX_LAYERS:
+        raise KVError(f"{arch}.block_count {layers} is more than llama.cpp's {MAX_LAYERS} layers")
     split = header.metadata.get("split.count")
     if isinstance(split, int) and split > 1 and len(shards) != split - 1:
         raise KVError(f"split GGUF of {split} files: {len(shards) + 1} headers given")

@@ -158,6 +158,10 @@ def test_cache_cells():
 @pytest.mark.parametrize("metadata, message", [
     ({}, "no general.architecture"),
     ({"general.architecture": "llama"}, "block_count and llama.embedding_length are needed"),
+    ({"general.architecture": "llama", "llama.block_count": 513, "llama.embedding_length": 64},
+     "block_count 513 is more than llama.cpp's 512 layers"),
+    ({"general.architecture": "llama", "llama.block_count": 1 << 40, "llama.embedding_length": 64},
+     "is more than llama.cpp's 512 layers"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
       "llama.attention.head_count": [4, 4, 4]}, "head_count has 3 entries for 2 layers"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
