@@ -218,7 +218,10 @@ def weights_by_layer(headers: list[GGUFHeader], layers: int) -> tuple[list[int],
     per_layer, output, other = [0] * layers, 0, 0
     for header in headers:
         for tensor in header.tensors:
-            size = tensor.nbytes()
+            try:
+                size = tensor.nbytes()
+            except GGUFError as error:  # a row that does not fill its type's blocks
+                raise KVError(str(error)) from None
             if size is None:
                 raise KVError(f"tensor {tensor.name} has ggml type {tensor.ggml_type}, unknown here")
             block = _layer_of(tensor.name)

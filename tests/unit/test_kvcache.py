@@ -230,3 +230,39 @@ def test_head_dims_come_from_layer_0s_head_count():
     meta["llama.attention.head_count"] = [0, 4]
     meta["llama.attention.key_length"] = 16
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 0
+
+
+def test_damaged_headers_are_refused_never_crash(tmp_path):
+    import random
+
+    from halofleet.testing.tinymodel import write_tiny_llama
+
+    good = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
+    header_end = 16384  # damage only the header (metadata and tensor infos) part
+    rng = random.Random(1151)
+    outcomes = set()
+    for attempt in range(120):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(header_end)] = rng.randrange(256)
+        path = tmp_path / f"bad{attempt % 3}.gguf"
+        path.write_bytes(bytes(data))
+        try:
+            need_of_file(str(path), 512, "f16")
+            outcomes.add("sized")
+        except KVError:
+            outcomes.add("refused")
+    assert outcomes == {"sized", "refused"}
+
+
+def test_tensor_rows_that_do_not_fill_blocks_are_refused():
+    from halofleet.gguf import GGUFHeader, TensorInfo
+
+    meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 64,
+            "llama.attention.head_count": 4}
+    broken = GGUFHeader(3, meta, (TensorInfo("blk.0.attn_q.weight", (40, 64), 8, 0),), 0)  # q8_0 row of 40
+    with pytest.raises(KVError, match="row of 40 is not a multiple of the Q8_0 block of 32"):
+        need_of_header(broken, 256)
+    unknown = GGUFHeader(3, meta, (TensorInfo("blk.0.attn_q.weight", (64, 64), 99, 0),), 0)
+    with pytest.raises(KVError, match="ggml type 99, unknown here"):
+        need_of_header(unknown, 256)
