@@ -42,17 +42,19 @@ KV_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2
                             "q5_0": 6, "q5_1": 7}
 
 # Sliding-window layers, per architecture, as llama_model::load_hparams sets them (hard-coded there, not in the
-# header): (pattern, dense_first, default window or None, needs the header's sliding_window > 0). With pattern n a
-# layer il is SWA when il % n < n - 1 (dense_first: when il % n != 0) -- llama_hparams::set_swa_pattern.
-SWA_ARCHS: dict[str, tuple[int, bool, int | None, bool]] = {
-    "gemma2": (2, False, 4096, False),
-    "gemma3": (6, False, None, True),
-    "gemma3n": (5, False, None, False),
-    "cohere2": (4, False, None, False),
-    "olmo2": (4, False, None, True),
-    "gpt-oss": (2, False, None, False),
-    "afmoe": (4, False, None, True),
-    "smallthinker": (4, True, 4096, True),
+# header): (pattern, dense_first, window). With pattern n a layer il is SWA when il % n < n - 1 (dense_first: when
+# il % n != 0) -- llama_hparams::set_swa_pattern. window: "header" (the header's sliding_window, required),
+# "positive" (SWA only when the header's sliding_window is > 0), an int (the default, the header's value wins), or
+# ("positive", n) (SWA only when the header's is > 0, and then n whatever it says).
+SWA_ARCHS: dict[str, tuple[int, bool, Any]] = {
+    "gemma2": (2, False, 4096),
+    "gemma3": (6, False, "positive"),
+    "gemma3n": (5, False, "header"),
+    "cohere2": (4, False, "header"),
+    "olmo2": (4, False, "positive"),
+    "gpt-oss": (2, False, "header"),
+    "afmoe": (4, False, "positive"),
+    "smallthinker": (4, True, ("positive", 4096)),
 }
 LLAMA4_CHUNK = 8192  # llama4: chunked attention of 8192 on 3 of 4 layers unless sliding_window is 0
 KV_FROM_START = {"gemma3n": 20}  # only the first 20 layers hold KV; later ones reuse them
@@ -163,12 +165,15 @@ def _swa_layers(header: GGUFHeader, layers: int) -> tuple[list[bool], int]:
         return [il % 4 < 3 for il in range(layers)], window if window is not None else 4096
     if arch not in SWA_ARCHS:
         return [False] * layers, 0
-    pattern, dense_first, default, needs_window = SWA_ARCHS[arch]
-    if needs_window and not window:
-        return [False] * layers, 0
-    window = window if window is not None else default
-    if window is None:
+    pattern, dense_first, rule = SWA_ARCHS[arch]
+    if rule == "header" and window is None:
         raise KVError(f"{arch}.attention.sliding_window is missing")
+    if isinstance(rule, int):
+        window = rule if window is None else window
+    elif rule != "header":
+        if not window:  # "positive" rules: no window in the header, no SWA
+            return [False] * layers, 0
+        window = window if rule == "positive" else rule[1]
     if dense_first:
         return [il % pattern != 0 for il in range(layers)], window
     return [il % pattern < pattern - 1 for il in range(layers)], window

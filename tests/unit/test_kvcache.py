@@ -266,3 +266,97 @@ def test_tensor_rows_that_do_not_fill_blocks_are_refused():
     unknown = GGUFHeader(3, meta, (TensorInfo("blk.0.attn_q.weight", (64, 64), 99, 0),), 0)
     with pytest.raises(KVError, match="ggml type 99, unknown here"):
         need_of_header(unknown, 256)
+
+
+def small(arch: str, layers: int, **keys) -> "GGUFHeader":
+    """A header of ``layers`` layers, 64 wide, 4 heads of 16 (so 4 x 16 x (K, V) x 2 bytes = 256 bytes per cell
+    and layer in f16); ``keys`` without the arch prefix, dots as underscores."""
+    from halofleet.gguf import GGUFHeader
+
+    meta = {"general.architecture": arch, f"{arch}.block_count": layers, f"{arch}.embedding_length": 64,
+            f"{arch}.attention.head_count": 4}
+    meta.update({f"{arch}.{key.replace('__', '.')}": value for key, value in keys.items()})
+    return GGUFHeader(3, meta, (), 0)
+
+
+CELL = 4 * 16 * 2 * 2  # bytes per cell and layer of small()
+
+
+# Patterns and windows from llama_model::load_hparams (llama.cpp src/llama-model.cpp): for each case the layers
+# that use the window, and the window cache's cells: pad256(min(ctx, window + ubatch 512)).
+@pytest.mark.parametrize("arch, layers, keys, ctx, expected", [
+    # gemma2: every other layer (pattern 2), window 4096 unless the header says
+    ("gemma2", 4, {}, 4096, 4 * 4096 * CELL),
+    ("gemma2", 4, {"attention__sliding_window": 64}, 4096, (2 * 4096 + 2 * 768) * CELL),
+    # gemma3: 5 of 6 layers when the header has a window > 0, else none
+    ("gemma3", 6, {"attention__sliding_window": 1024}, 4096, (1 * 4096 + 5 * 1536) * CELL),
+    ("gemma3", 6, {}, 4096, 6 * 4096 * CELL),
+    # gemma3n: only the first 20 layers hold KV, 4 of every 5 windowed: 16 window + 4 full
+    ("gemma3n", 25, {"attention__sliding_window": 512}, 4096, (4 * 4096 + 16 * 1024) * CELL),
+    # cohere2: 3 of 4, the window from the header (1000 + 512 -> 1536)
+    ("cohere2", 4, {"attention__sliding_window": 1000}, 4096, (4096 + 3 * 1536) * CELL),
+    # olmo2 and afmoe: 3 of 4 when the window is > 0
+    ("olmo2", 4, {"attention__sliding_window": 100}, 4096, (4096 + 3 * 768) * CELL),
+    ("olmo2", 4, {"attention__sliding_window": 0}, 4096, 4 * 4096 * CELL),
+    ("afmoe", 4, {"attention__sliding_window": 100}, 4096, (4096 + 3 * 768) * CELL),
+    ("afmoe", 4, {}, 4096, 4 * 4096 * CELL),
+    # smallthinker: dense first (layers 1, 2, 3 windowed), the window forced to 4096 when the header has one
+    ("smallthinker", 4, {"attention__sliding_window": 100}, 8192, (8192 + 3 * 4608) * CELL),
+    ("smallthinker", 4, {}, 8192, 4 * 8192 * CELL),
+    # llama4: chunks of 8192 on 3 of 4 layers, unless sliding_window is 0
+    ("llama4", 4, {}, 16384, (16384 + 3 * 8704) * CELL),
+    ("llama4", 4, {"attention__sliding_window": 0}, 16384, 4 * 16384 * CELL),
+    # exaone4: only the 64-layer model, window 4096 (the header's if given): 48 windowed, 16 full
+    ("exaone4", 64, {}, 8192, (16 * 8192 + 48 * 4608) * CELL),
+    ("exaone4", 64, {"attention__sliding_window": 100}, 8192, (16 * 8192 + 48 * 768) * CELL),
+    ("exaone4", 32, {"attention__sliding_window": 100}, 8192, 32 * 8192 * CELL),
+    # an architecture llama.cpp gives no window: full attention whatever the header says
+    ("llama", 2, {"attention__sliding_window": 100}, 4096, 2 * 4096 * CELL),
+])
+def test_sliding_window_architectures(arch, layers, keys, ctx, expected):
+    assert need_of_header(small(arch, layers, **keys), ctx).kv == expected
+
+
+def test_unknown_window_architecture_is_noted():
+    need = need_of_header(small("llama", 2, attention__sliding_window=100), 4096)
+    assert need.notes == ("sliding_window in the header, but llama is sized as full attention here [U]",)
+    assert need.swa_cells == 0
+    windowed = need_of_header(small("gemma2", 4, attention__sliding_window=64), 4096)
+    assert windowed.swa_cells == 768 and windowed.notes == ("2 of 4 layers use a sliding window of 64",)
+
+
+def test_cohere2_needs_its_window():
+    with pytest.raises(KVError, match="cohere2.attention.sliding_window is missing"):
+        need_of_header(small("cohere2", 4), 4096)
+
+
+SSM = {"ssm__conv_kernel": 4, "ssm__inner_size": 64, "ssm__state_size": 16, "ssm__group_count": 1}
+# a recurrent layer of SSM: conv (4 - 1) x (64 + 2 x 1 x 16) + state 16 x 64 floats, 4 bytes each
+SSM_LAYER = ((4 - 1) * (64 + 2 * 1 * 16) + 16 * 64) * 4
+
+
+@pytest.mark.parametrize("arch, layers, keys, ctx, parallel, expected", [
+    # RWKV: token shift 2 (default) x 64 + 64 x head size 16 floats per layer and slot
+    ("rwkv6", 2, {"attention__head_count": 0, "wkv__head_size": 16}, 256, 1, 2 * (2 * 64 + 64 * 16) * 4),
+    ("rwkv7", 2, {"attention__head_count": 0, "wkv__head_size": 16, "token_shift_count": 1}, 256, 3,
+     3 * 2 * (1 * 64 + 64 * 16) * 4),
+    # LFM2: layer 0 (no KV heads) is a short convolution of l_cache 3: 64 x (3 - 1) floats; layer 1 attention
+    ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 1, 64 * 2 * 4 + 256 * CELL),
+    # hybrids size their attention cache with n_ctx for every stream [U]: -np 2 -> 2 x 512 cells
+    ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 2,
+     2 * 64 * 2 * 4 + 2 * 512 * CELL),
+    # Nemotron-H: SSM layers have no KV heads and no FFN, attention layers no FFN, MLP layers neither
+    ("nemotron_h", 3, {"attention__head_count_kv": [0, 4, 0], "feed_forward_length": [0, 0, 128], **SSM}, 256, 1,
+     SSM_LAYER + 256 * CELL),
+    # Qwen3-Next: every 4th layer attention, the others recurrent
+    ("qwen3next", 4, SSM, 256, 1, 3 * SSM_LAYER + 256 * CELL),
+    # Falcon-H1: every layer both
+    ("falcon-h1", 2, SSM, 256, 1, 2 * (SSM_LAYER + 256 * CELL)),
+    # Jamba and Granite hybrids: recurrent where head_count_kv is 0
+    ("jamba", 2, {"attention__head_count_kv": [0, 4], **SSM}, 256, 1, SSM_LAYER + 256 * CELL),
+    ("granitehybrid", 2, {"attention__head_count_kv": [4, 0], **SSM}, 256, 1, SSM_LAYER + 256 * CELL),
+    # MTP layers of bailingmoe2 hold no KV either
+    ("bailingmoe2", 3, {"nextn_predict_layers": 1}, 256, 1, 2 * 256 * CELL),
+])
+def test_recurrent_and_hybrid_architectures(arch, layers, keys, ctx, parallel, expected):
+    assert need_of_header(small(arch, layers, **keys), ctx, parallel=parallel).kv == expected
