@@ -28,7 +28,7 @@ def has_ctx(spec: str) -> bool:
 def parse_model(spec: str, default_ctx: int, default_source: str) -> tuple[str, int, str]:
     """(path, ctx, where the ctx came from) of a ``--model`` value."""
     if not spec.strip():
-        raise ValueError("--model '': give a GGUF path, optionally PATH@CTX")
+        raise ValueError(f"--model {spec!r}: give a GGUF path, optionally PATH@CTX")
     if not has_ctx(spec):
         return spec, default_ctx, default_source
     path, _, tail = spec.rpartition("@")

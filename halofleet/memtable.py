@@ -154,7 +154,7 @@ def split_across(need: Need, boxes: list[tuple[str, int]], tensor_split: list[fl
     placed: list[list[int]] = [[] for _ in boxes]
     sizes = [0] * len(boxes)
     for il in range(blocks + 1):
-        device = min(bisect.bisect_right(points, il / (blocks + 1)), len(boxes) - 1)
+        device = bisect.bisect_right(points, il / (blocks + 1))  # std::upper_bound; the last point is 1.0
         placed[device].append(il)
         sizes[device] += need.layer_bytes[il] if il < blocks else need.output_bytes
     sizes[-1] += need.input_bytes

@@ -113,29 +113,57 @@ def test_serve_with_a_local_file_adds_the_table(llama):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/x.gguf"], "/nonexistent/x.gguf: model file not readable"),
-    (["--model", ""], "--model '': give a GGUF path"),
-    (["--model", "{llama}@100"], "ctx 100 is not in 256..1048576"),
-    (["--model", "{llama}@99999999999"], "ctx 99999999999 is not in 256..1048576"),
-    (["--model", "{llama}@12x"], "model file not readable"),
-    (["--model", "{llama}", "--ctx", "0"], "Invalid value for '--ctx'"),
-    (["--model", "{llama}", "--kv-type", "q3_k"], "Invalid value for '--kv-type'"),
-    (["--model", "{llama}", "--models-max", "-1"], "Invalid value for '--models-max'"),
-    (["--model", "{llama}", "--rpc-worker-ram-gib", "0"], "Invalid value for '--rpc-worker-ram-gib'"),
-    (["--model", "{llama}", "--rpc-worker-ram-gib", "8"], "--rpc-worker-ram-gib 8 (worker1): OS reserve 8 GiB"),
-    (["--model", "{llama}", "--tensor-split", "1,x"], "--tensor-split '1,x': give comma-separated numbers"),
-    (["--model", "{llama}", "--tensor-split", "1,nan"], "must be finite, not negative, not all 0"),
-    (["--model", "{llama}", "--tensor-split", "1,-1"], "must be finite, not negative, not all 0"),
-    (["--model", "{llama}", "--tensor-split", "0,0"], "must be finite, not negative, not all 0"),
-    (["--model", "{llama}", "--tensor-split", "1,1"], "2 values for 1 devices (0 workers and the head)"),
-    (["--model", "{llama}", "--model", "{llama}", "--rpc-worker-ram-gib", "64"], "give one --model"),
-    (["--rpc-worker-ram-gib", "64"], "need a local GGUF --model to split"),
-    (["--model", "{junk}"], "not a GGUF file"),
+    (["--model", ""], "--model '': give a GGUF path, optionally PATH@CTX"),
+    (["--model", "{llama}@100"], "--model '{llama}@100': ctx 100 is not in 256..1048576"),
+    (["--model", "{llama}@99999999999"], "--model '{llama}@99999999999': ctx 99999999999 is not in 256..1048576"),
+    (["--model", "{llama}@12x"], "{llama}@12x: model file not readable"),
+    (["--model", "{llama}", "--rpc-worker-ram-gib", "8"],
+     "--rpc-worker-ram-gib 8 (worker1): OS reserve 8 GiB must leave at least 4 GiB of the 8 GiB Linux sees for GTT "
+     "(at most 4)"),
+    (["--model", "{llama}", "--tensor-split", "1,x"], "--tensor-split '1,x': give comma-separated numbers, e.g. 3,1"),
+    (["--model", "{llama}", "--tensor-split", "1,nan"],
+     "--tensor-split '1,nan': the numbers must be finite, not negative, not all 0"),
+    (["--model", "{llama}", "--tensor-split", "1,-1"],
+     "--tensor-split '1,-1': the numbers must be finite, not negative, not all 0"),
+    (["--model", "{llama}", "--tensor-split", "0,0"],
+     "--tensor-split '0,0': the numbers must be finite, not negative, not all 0"),
+    (["--model", "{llama}", "--tensor-split", "1,1"], "--tensor-split '1,1': 2 values for 1 devices (0 workers and the head)"),
+    (["--model", "{llama}", "--model", "{llama}", "--rpc-worker-ram-gib", "64"],
+     "--rpc-worker-ram-gib splits one model across the group: give one --model"),
+    (["--rpc-worker-ram-gib", "64"], "--rpc-worker-ram-gib and --tensor-split need a local GGUF --model to split"),
+    (["--serve", "llama-server", "--model", "/srv/m.gguf", "--tensor-split", "1"],
+     "--rpc-worker-ram-gib and --tensor-split need a local GGUF --model to split"),
+    (["--model", "{junk}"], "{junk}: not a GGUF file (magic b'this')"),
 ])
 def test_hostile_values_exit_2_with_one_line(llama, tmp_path, args, message):
     junk = tmp_path / "junk.gguf"
     junk.write_text("this is not a model, only text\n" * 4)
-    result = plan("--ram-gib", "128", *[arg.replace("{llama}", llama).replace("{junk}", str(junk)) for arg in args])
+
+    def fill(text: str) -> str:
+        return text.replace("{llama}", llama).replace("{junk}", str(junk))
+
+    result = plan("--ram-gib", "128", *[fill(arg) for arg in args])
     assert result.exit_code == 2, result.output
-    assert message in result.stderr
-    if not message.startswith("Invalid value"):  # click's own usage errors add a usage line, as elsewhere
-        assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr == f"halofleet: {fill(message)}\n"
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--ctx", "0"], "--ctx"), (["--ctx", "1048577"], "--ctx"), (["--kv-type", "q3_k"], "--kv-type"),
+    (["--models-max", "-1"], "--models-max"), (["--rpc-worker-ram-gib", "0"], "--rpc-worker-ram-gib"),
+    (["--rpc-worker-ram-gib", "4097"], "--rpc-worker-ram-gib"),
+])
+def test_out_of_range_flags_are_usage_errors(llama, args, option):
+    result = plan("--ram-gib", "128", "--model", llama, *args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr
+
+
+def test_the_plan_settings_reach_the_sizes(llama):
+    result = plan("--ram-gib", "128", "--model", f"{llama}@10000", "--data", "halo_llama_parallel=3", "--data",
+                  "halo_llama_ubatch=256", "--data", "halo_llama_batch=1024", "--json")
+    memory = json.loads(result.stdout)["memory"]
+    assert {key: memory[key] for key in ("kv_type", "parallel", "ubatch", "batch")} == {
+        "kv_type": "f16", "parallel": 3, "ubatch": 256, "batch": 1024}
+    # -np 3: 10240 // 3 = 3413 -> 3584 cells per slot, 3 slots
+    assert memory["rows"][0]["kv_bytes"] == 3 * 3584 * LLAMA_KV_PER_CELL
+    assert memory["rows"][0]["resident"] is True and memory["rows"][0]["keep_loaded"] is False
+    assert memory["resident_total_gib"] == round((LLAMA_WEIGHTS + 3 * 3584 * LLAMA_KV_PER_CELL) / GIB, 2)

@@ -6,6 +6,8 @@ docstring), never from the code under test.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from halofleet import kvcache
@@ -17,6 +19,10 @@ from . import ggufheaders as gh
 pytest.importorskip("gguf")
 
 MIB = 1 << 20
+
+
+def exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +130,7 @@ def test_a_kv_type_that_does_not_divide_the_head_is_refused(headers, tmp_path):
     from halofleet.testing.tinymodel import write_tiny_llama
 
     tiny = read_header(write_tiny_llama(tmp_path / "tiny.gguf").read_bytes())  # head dim 64 / 4 = 16
-    with pytest.raises(KVError, match="q8_0 .blocks of 32. does not divide a row of 16"):
+    with pytest.raises(KVError, match=exact("KV type q8_0 (blocks of 32) does not divide a row of 16")):
         need_of_header(tiny, 512, "q8_0")
     assert need_of_header(tiny, 512, "f16").kv == 2 * 4 * 16 * 2 * 2 * 512
 
@@ -138,11 +144,11 @@ def test_kv_row_bytes_of_every_llama_server_kv_type(kv_type, row_bytes):
 
 
 def test_unknown_kv_type_and_bad_context_are_refused(headers):
-    with pytest.raises(KVError, match="'q3_k' is not one of"):
+    with pytest.raises(KVError, match=exact("KV type 'q3_k' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1")):
         kvcache.kv_row_bytes("q3_k", 1024)
-    with pytest.raises(KVError, match="must be positive"):
+    with pytest.raises(KVError, match=exact("ctx 0 and parallel 1 must be positive")):
         kvcache.cache_cells(0)
-    with pytest.raises(KVError, match="must be positive"):
+    with pytest.raises(KVError, match=exact("ctx 512 and parallel 0 must be positive")):
         kvcache.cache_cells(512, 0)
 
 
@@ -156,16 +162,16 @@ def test_cache_cells():
 
 
 @pytest.mark.parametrize("metadata, message", [
-    ({}, "no general.architecture"),
-    ({"general.architecture": "llama"}, "block_count and llama.embedding_length are needed"),
+    ({}, "the header has no general.architecture"),
+    ({"general.architecture": "llama"}, "llama.block_count and llama.embedding_length are needed"),
     ({"general.architecture": "llama", "llama.block_count": 513, "llama.embedding_length": 64},
-     "block_count 513 is more than llama.cpp's 512 layers"),
+     "llama.block_count 513 is more than llama.cpp's 512 layers"),
     ({"general.architecture": "llama", "llama.block_count": 1 << 40, "llama.embedding_length": 64},
-     "is more than llama.cpp's 512 layers"),
+     f"llama.block_count {1 << 40} is more than llama.cpp's 512 layers"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-      "llama.attention.head_count": [4, 4, 4]}, "head_count has 3 entries for 2 layers"),
+      "llama.attention.head_count": [4, 4, 4]}, "llama.attention.head_count has 3 entries for 2 layers"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-      "llama.attention.head_count": -4}, "head_count is -4, not a non-negative integer"),
+      "llama.attention.head_count": -4}, "llama.attention.head_count is -4, not a non-negative integer"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
       "llama.attention.head_count": 4, "split.count": 3}, "split GGUF of 3 files: 1 headers given"),
     ({"general.architecture": "gpt-oss", "gpt-oss.block_count": 2, "gpt-oss.embedding_length": 64,
@@ -174,7 +180,7 @@ def test_cache_cells():
 def test_headers_that_cannot_be_sized_are_refused(metadata, message):
     from halofleet.gguf import GGUFHeader
 
-    with pytest.raises(KVError, match=message):
+    with pytest.raises(KVError, match=exact(message)):
         need_of_header(GGUFHeader(3, metadata, (), 0), 512)
 
 
@@ -213,10 +219,10 @@ def test_shard_paths():
 
 
 def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
-    with pytest.raises(KVError, match="not readable"):
+    with pytest.raises(KVError, match=exact(f"{tmp_path}/missing.gguf: model file not readable")):
         need_of_file(str(tmp_path / "missing.gguf"), 512)
     (tmp_path / "junk.gguf").write_bytes(b"not a model at all")
-    with pytest.raises(KVError, match="not a GGUF file"):
+    with pytest.raises(KVError, match=exact(f"{tmp_path}/junk.gguf: not a GGUF file (magic b'not ')")):
         need_of_file(str(tmp_path / "junk.gguf"), 512)
 
 
@@ -261,10 +267,11 @@ def test_tensor_rows_that_do_not_fill_blocks_are_refused():
     meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 64,
             "llama.attention.head_count": 4}
     broken = GGUFHeader(3, meta, (TensorInfo("blk.0.attn_q.weight", (40, 64), 8, 0),), 0)  # q8_0 row of 40
-    with pytest.raises(KVError, match="row of 40 is not a multiple of the Q8_0 block of 32"):
+    with pytest.raises(KVError, match=exact(
+            "tensor 'blk.0.attn_q.weight': row of 40 is not a multiple of the Q8_0 block of 32")):
         need_of_header(broken, 256)
     unknown = GGUFHeader(3, meta, (TensorInfo("blk.0.attn_q.weight", (64, 64), 99, 0),), 0)
-    with pytest.raises(KVError, match="ggml type 99, unknown here"):
+    with pytest.raises(KVError, match=exact("tensor blk.0.attn_q.weight has ggml type 99, unknown here")):
         need_of_header(unknown, 256)
 
 
@@ -326,7 +333,7 @@ def test_unknown_window_architecture_is_noted():
 
 
 def test_cohere2_needs_its_window():
-    with pytest.raises(KVError, match="cohere2.attention.sliding_window is missing"):
+    with pytest.raises(KVError, match=exact("cohere2.attention.sliding_window is missing")):
         need_of_header(small("cohere2", 4), 4096)
 
 
@@ -360,3 +367,57 @@ SSM_LAYER = ((4 - 1) * (64 + 2 * 1 * 16) + 16 * 64) * 4
 ])
 def test_recurrent_and_hybrid_architectures(arch, layers, keys, ctx, parallel, expected):
     assert need_of_header(small(arch, layers, **keys), ctx, parallel=parallel).kv == expected
+
+
+class FileHost:
+    """A pyinfra host stand-in: ModelBytes facts answered from local files, each call recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def get_fact(self, fact, path, offset, length):
+        from halofleet.facts.model_header import ModelBytes
+
+        assert fact is ModelBytes
+        self.calls.append((path, offset, length))
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except OSError:
+            return None
+
+
+def test_need_on_host_reads_the_header_through_facts(llama_path):
+    host = FileHost()
+    need = kvcache.need_on_host(host, llama_path, 8192, "f16", parallel=2, name="on-host")
+    assert host.calls[0] == (llama_path, 0, 4 << 20)  # the gguf reader's first slice
+    assert need.name == "on-host" and need.kv == 8192 * LLAMA_KV_PER_CELL and need.parallel == 2
+    assert need == need_of_file(llama_path, 8192, "f16", parallel=2, name="on-host")
+    with pytest.raises(KVError, match=exact("/nonexistent.gguf: model file not readable")):
+        kvcache.need_on_host(FileHost(), "/nonexistent.gguf", 512)
+
+
+def test_split_gguf_weights_add_up_over_every_shard(tmp_path):
+    meta = {".context_length": 512, ".embedding_length": 64, ".block_count": 2, ".attention.head_count": 4,
+            "split.count": 2}
+    gh.write_header(tmp_path / "m-00001-of-00002.gguf", "llama", meta,
+                    [("token_embd.weight", (100, 64), gh.F16), ("blk.0.attn_q.weight", (64, 64), gh.F16)])
+    gh.write_header(tmp_path / "m-00002-of-00002.gguf", "llama", {"split.count": 2},
+                    [("blk.1.attn_q.weight", (64, 64), gh.Q8_0), ("output.weight", (100, 64), gh.F32)])
+    need = need_of_file(str(tmp_path / "m-00001-of-00002.gguf"), 512)
+    assert need.name == "m-00001-of-00002.gguf"
+    assert need.weights == 100 * 64 * 2 + 64 * 64 * 2 + 64 * 64 // 32 * 34 + 100 * 64 * 4
+    assert need.layer_bytes == (64 * 64 * 2 + 2 * 64 * 2 * 512, 64 * 64 // 32 * 34 + 2 * 64 * 2 * 512)
+    assert need.output_bytes == 100 * 64 * 4 and need.input_bytes == 100 * 64 * 2
+    (tmp_path / "m-00002-of-00002.gguf").unlink()
+    with pytest.raises(KVError, match=exact(f"{tmp_path}/m-00001-of-00002.gguf: model file not readable")):
+        need_of_file(str(tmp_path / "m-00001-of-00002.gguf"), 512)
+
+
+def test_need_fields_and_gib():
+    need = need_of_header(small("gemma2", 4, attention__sliding_window=64), 1000, "f16", parallel=1, name="g")
+    assert (need.name, need.ctx, need.kv_type, need.parallel, need.architecture) == ("g", 1000, "f16", 1, "gemma2")
+    assert need.weights == 0 and need.total == need.kv and need.cells == 1024 and need.swa_cells == 768
+    assert kvcache.gib(3 << 30) == 3.0 and kvcache.pad(1) == 256 and kvcache.pad(512, 32) == 512
+    assert kvcache.pad(513, 32) == 544

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from halofleet.kvcache import GIB, Need
 from halofleet.memtable import (OverBudget, check_memory, check_split, format_split, format_table, memory_table,
                                 split_across, split_json, table_rows)
+
+
+def exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
 
 
 def need(name: str, weights_gib: float, kv_gib: float, blocks: int = 0, ctx: int = 8192) -> Need:
@@ -51,7 +57,7 @@ def test_over_budget_names_every_number():
 
 
 def test_models_max_must_not_be_negative():
-    with pytest.raises(ValueError, match="models_max -1"):
+    with pytest.raises(ValueError, match=exact("models_max -1 must be 0 (no limit) or more")):
         memory_table([], GIB, models_max=-1)
 
 
@@ -111,22 +117,25 @@ def test_split_refusals_name_the_numbers():
                                        "worker1 ")
     # enough in sum, but a lopsided --tensor-split overloads the worker
     fits_sum = need("m.gguf", 90, 10, blocks=32)
-    with pytest.raises(OverBudget, match=r"worker1 over budget: split by --tensor-split: worker1 9\d\.\d\d of "
-                                         r"56\.00 GiB, head"):
+    # 100 GiB in 32 equal blocks of 3.125 GiB; 9,1 puts blocks 0..29 (il / 33 < 0.9) on the worker: 93.75 GiB
+    with pytest.raises(OverBudget, match=exact(
+            "m.gguf: 90.00 GiB weights + 10.00 GiB KV at ctx 8192 (f16) = 100.00 GiB worker1 over budget: split by "
+            "--tensor-split: worker1 93.75 of 56.00 GiB, head 6.25 of 120.00 GiB")):
         check_split(fits_sum, [("worker1", 56 * GIB), ("head", 120 * GIB)], [9, 1])
     assert check_split(fits_sum, [("worker1", 56 * GIB), ("head", 120 * GIB)]).fits
 
 
-@pytest.mark.parametrize("ratios, message", [([1], "1 values for 2 devices"), ([1, -1], "must not be negative")])
+@pytest.mark.parametrize("ratios, message", [([1], "--tensor-split has 1 values for 2 devices"),
+                                            ([1, -1], "--tensor-split values must not be negative")])
 def test_bad_tensor_split(ratios, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=exact(message)):
         split_across(need("m", 1, 0, blocks=2), [("w", GIB), ("head", GIB)], ratios)
 
 
 def test_split_needs_boxes_with_memory():
-    with pytest.raises(ValueError, match="at least one box"):
+    with pytest.raises(ValueError, match=exact("an RPC split needs at least one box")):
         split_across(need("m", 1, 0, blocks=2), [])
-    with pytest.raises(ValueError, match="no memory"):
+    with pytest.raises(ValueError, match=exact("the boxes have no memory to split over")):
         split_across(need("m", 1, 0, blocks=2), [("w", 0), ("head", 0)])
 
 
@@ -139,3 +148,52 @@ def test_split_text_and_json():
     data = split_json(split)
     assert data["boxes"][0]["layers"] == 11 and data["boxes"][1]["budget_gib"] == 120.0 and data["fits"]
     assert data["need_gib"] == 33.0 and data["budget_gib"] == 176.0 and data["source"] == "free memory"
+
+
+def test_three_boxes_the_head_is_last_and_holds_the_embeddings():
+    model = Need(name="m", ctx=256, kv_type="f16", parallel=1, weights=1000, kv=0, cells=256, swa_cells=0,
+                 layer_bytes=(100, 100, 100, 100, 100), output_bytes=200, input_bytes=300)
+    split = split_across(model, [("w1", 10), ("w2", 10), ("head", 10)])
+    # 6 layers, points 1/3, 2/3, 1: il / 6 -> 0, 1 on w1; 2, 3 on w2; 4 and the output (5) on the head
+    assert [s.layers for s in split.shares] == [(0, 1), (2, 3), (4, 5)]
+    assert [s.bytes for s in split.shares] == [200, 200, 100 + 200 + 300]
+    assert [s.budget for s in split.shares] == [10, 10, 10] and not split.fits
+
+
+def test_rows_and_split_as_json_exactly():
+    table = memory_table([(need("m.gguf", 4.5, 1), True)], 56 * GIB, 1)
+    assert table_rows(table, {"m.gguf": "--ctx"}) == [{
+        "model": "m.gguf", "architecture": "", "ctx": 8192, "ctx_source": "--ctx", "kv_type": "f16",
+        "weights_gib": 4.5, "kv_gib": 1.0, "total_gib": 5.5, "weights_bytes": int(4.5 * GIB), "kv_bytes": GIB,
+        "keep_loaded": True, "resident": True, "notes": []}]
+    assert table.rows[0].keep_loaded is True and table.models_max == 1 and table.budget == 56 * GIB
+    split = split_across(need("m.gguf", 31, 2, blocks=32), [("worker1", 56 * GIB), ("head", 120 * GIB)], [1, 1])
+    per_block = 33 * GIB // 32
+    assert split_json(split) == {
+        "model": "m.gguf", "source": "--tensor-split", "need_gib": 33.0, "budget_gib": 176.0, "fits": True,
+        "boxes": [{"box": "worker1", "ratio": 0.5, "layers": 17, "gib": round(17 * per_block / GIB, 2),
+                   "budget_gib": 56.0, "bytes": 17 * per_block, "fits": True},
+                  {"box": "head", "ratio": 0.5, "layers": 16, "gib": round((15 * per_block + split.need.output_bytes)
+                                                                             / GIB, 2),
+                   "budget_gib": 120.0, "bytes": 15 * per_block + split.need.output_bytes, "fits": True}]}
+
+
+def test_table_and_split_text_exactly():
+    table = memory_table([(need("m.gguf", 4.5, 1), False), (need("n", 1, 0.25), False)], 56 * GIB, 0)
+    assert format_table(table) == [
+        "  model   weights GiB    KV GiB      ctx  total GiB  at once",
+        "  m.gguf         4.50      1.00     8192       5.50  yes",
+        "  n              1.00      0.25     8192       1.25  yes",
+        "  loaded at once (no limit): 6.75 GiB of the 56.00 GiB GTT budget: fits"]
+    noted = Need(name="g", ctx=256, kv_type="f16", parallel=1, weights=0, kv=GIB, cells=256, swa_cells=0,
+                 notes=("a note",))
+    over = memory_table([(noted, True)], GIB // 2, 4)
+    assert format_table(over)[1:] == ["  g             0.00      1.00      256       1.00  yes",
+                                      "         note: a note",
+                                      "  loaded at once (at most 4): 1.00 GiB of the 0.50 GiB GTT budget: OVER BUDGET"]
+    split = split_across(need("m.gguf", 31, 2, blocks=32), [("worker1", 8 * GIB), ("head", 120 * GIB)], [1, 1])
+    assert format_split(split) == [
+        "  split of m.gguf (33.00 GiB) by --tensor-split, in llama.cpp's device order (--rpc workers, then the head):",
+        "  worker1   50.0%   17 layers     17.53 of 8.00 GiB  OVER",
+        "  head      50.0%   16 layers     15.47 of 120.00 GiB  ok",
+        "  group: 33.00 of 128.00 GiB: OVER BUDGET"]
