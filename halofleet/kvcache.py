@@ -153,7 +153,7 @@ def _per_layer(header: GGUFHeader, key: str, layers: int, default: list[int] | N
 
 def _swa_layers(header: GGUFHeader, layers: int) -> tuple[list[bool], int]:
     """Which layers use the sliding-window cache, and the window (0: none)."""
-    arch = header.architecture or ""
+    arch = header.architecture
     window = _uint(header, "attention.sliding_window")
     if arch == "llama4":
         if window == 0:
@@ -182,7 +182,7 @@ def _swa_layers(header: GGUFHeader, layers: int) -> tuple[list[bool], int]:
 def _recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int], ff: list[int]) -> tuple[list[bool],
                                                                                                     list[bool]]:
     """(has attention KV, has recurrent state) per layer (llm_arch_is_recurrent / is_hybrid and their filters)."""
-    arch = header.architecture or ""
+    arch = header.architecture
     if arch in RECURRENT_ARCHS:
         return [False] * layers, [True] * layers
     if arch in HYBRID_KV0_ARCHS:
@@ -196,19 +196,18 @@ def _recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int], ff: 
         return [True] * layers, [True] * layers
     start = KV_FROM_START.get(arch)
     if start is None and arch in ("glm4moe", "bailingmoe2"):  # MTP (nextn) layers have no KV
-        start = layers - (_uint(header, "nextn_predict_layers", 0) or 0)
+        start = layers - _uint(header, "nextn_predict_layers", 0)
     return [start is None or il < start for il in range(layers)], [False] * layers
 
 
 def _state_floats(header: GGUFHeader) -> int:
     """n_embd_r + n_embd_s of a recurrent layer (llama_hparams), in floats per slot."""
-    embd = _uint(header, "embedding_length") or 0
-    wkv = _uint(header, "wkv.head_size", 0) or 0
+    embd, wkv = _uint(header, "embedding_length", 0), _uint(header, "wkv.head_size", 0)
     if wkv:
-        return (_uint(header, "token_shift_count", 2) or 0) * embd + embd * wkv
-    conv = _uint(header, "shortconv.l_cache", 0) or 0
-    d_conv, d_inner = _uint(header, "ssm.conv_kernel", 0) or 0, _uint(header, "ssm.inner_size", 0) or 0
-    d_state, groups = _uint(header, "ssm.state_size", 0) or 0, _uint(header, "ssm.group_count", 0) or 0
+        return _uint(header, "token_shift_count", 2) * embd + embd * wkv
+    conv = _uint(header, "shortconv.l_cache", 0)
+    d_conv, d_inner, d_state, groups = (_uint(header, f"ssm.{key}", 0)
+                                        for key in ("conv_kernel", "inner_size", "state_size", "group_count"))
     r = embd * (conv - 1) if conv else max(d_conv - 1, 0) * (d_inner + 2 * groups * d_state)
     return r + d_state * d_inner
 
@@ -266,8 +265,8 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
     # load_hparams: head dims only when layer 0 has heads (n_head() is layer 0's), else 0 whatever the keys say
     key = value = 0
     if heads[0]:
-        key = _uint(header, "attention.key_length", embd // heads[0]) or 0
-        value = _uint(header, "attention.value_length", embd // heads[0]) or 0
+        key = _uint(header, "attention.key_length", embd // heads[0])
+        value = _uint(header, "attention.value_length", embd // heads[0])
     attention, recurrent = _recurrent_layers(header, layers, kv_heads, ff)
     swa, window = _swa_layers(header, layers)
     kv_row = [(key * h, value * h) for h in kv_heads]
@@ -281,27 +280,25 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
     hybrid = any(recurrent) and any(attention)
     if hybrid:  # llama_memory_hybrid sizes its attention cache with n_ctx, not n_ctx_seq [U: upstream quirk]
         cells = pad(ctx) if unified or parallel == 1 else cells * parallel
-    ub = min(ctx, batch, ubatch)
+    ub = min(batch, ubatch)  # n_ubatch <= n_batch; capping by ctx too changes nothing once padded to 256
     swa_cells = cells if swa_full or hybrid else pad(min(cells, window * (parallel if unified else 1) + ub))
     state = _state_floats(header) * STATE_BYTES * max(parallel, 1)
     weights, output, other = weights_by_layer([header, *shards], layers)
     layer_bytes, kv_total = [], 0
     for il in range(layers):
-        size = 0
-        if attention[il]:
-            k_width, v_width = kv_row[il]
-            rows = (swa_cells if swa[il] and not hybrid else cells) * streams
-            size += (kv_row_bytes(kv_type, k_width) + kv_row_bytes(kv_type, v_width)) * rows
+        k_width, v_width = kv_row[il]
+        rows = (swa_cells if swa[il] and not hybrid else cells) * streams
+        size = (kv_row_bytes(kv_type, k_width) + kv_row_bytes(kv_type, v_width)) * rows if attention[il] else 0
         if recurrent[il]:
             size += state
         kv_total += size
         layer_bytes.append(weights[il] + size)
     notes = []
-    if window and any(swa):
+    if any(swa):
         notes.append(f"{sum(swa)} of {layers} layers use a sliding window of {window}")
     if any(recurrent):
         notes.append(f"{sum(recurrent)} recurrent layers")
-    if _uint(header, "attention.sliding_window", 0) and not any(swa) and not hybrid:
+    if _uint(header, "attention.sliding_window") and not any(swa) and not hybrid:
         notes.append(f"sliding_window in the header, but {arch} is sized as full attention here [U]")
     return Need(name=name, ctx=ctx, kv_type=kv_type, parallel=parallel, weights=sum(weights) + output + other,
                 kv=kv_total, cells=cells * streams if any(attention) else 0,

@@ -190,7 +190,7 @@ def format_table(table: MemoryTable) -> list[str]:
         need = row.need
         lines.append(f"  {need.name.ljust(width)}  {_gib(need.weights):>11}  {_gib(need.kv):>8}  {need.ctx:>7}  "
                      f"{_gib(need.total):>9}  {'yes' if row.resident else 'no'}")
-        lines += [f"  {''.ljust(width)}  note: {note}" for note in need.notes]
+        lines += [f"  {' ' * width}  note: {note}" for note in need.notes]
     limit = "no limit" if table.models_max == 0 else f"at most {table.models_max}"
     lines.append(f"  loaded at once ({limit}): {_gib(table.resident_total)} GiB of the {_gib(table.budget)} GiB "
                  f"GTT budget: {'fits' if table.fits else 'OVER BUDGET'}")

@@ -167,3 +167,29 @@ def test_the_plan_settings_reach_the_sizes(llama):
     assert memory["rows"][0]["kv_bytes"] == 3 * 3584 * LLAMA_KV_PER_CELL
     assert memory["rows"][0]["resident"] is True and memory["rows"][0]["keep_loaded"] is False
     assert memory["resident_total_gib"] == round((LLAMA_WEIGHTS + 3 * 3584 * LLAMA_KV_PER_CELL) / GIB, 2)
+
+
+def test_batch_settings_reach_the_window_cache(tmp_path):
+    from halofleet.testing.tinymodel import write_tiny_gemma2
+
+    model = str(write_tiny_gemma2(tmp_path / "g.gguf", window=64))
+    rows = {}
+    for ubatch in ("256", "512"):
+        result = plan("--ram-gib", "128", "--model", f"{model}@2048", "--data", f"halo_llama_ubatch={ubatch}",
+                      "--data", "halo_llama_batch=512", "--json")
+        rows[ubatch] = json.loads(result.stdout)["memory"]["rows"][0]
+    # 4 layers, 1 KV head of 32, f16: 2 full layers x 2048 cells, 2 window layers x pad(64 + ubatch)
+    per_cell = 32 * 2 * 2
+    assert rows["256"]["kv_bytes"] == (2 * 2048 + 2 * 512) * per_cell
+    assert rows["512"]["kv_bytes"] == (2 * 2048 + 2 * 768) * per_cell
+
+
+def test_served_local_model_in_a_directory_with_an_at(tmp_path, llama):
+    import shutil
+
+    folder = tmp_path / "models@lab"
+    folder.mkdir()
+    shutil.copy(llama, folder / "m.gguf")
+    result = plan("--ram-gib", "128", "--serve", "llama-server", "--model", f"{folder}/m.gguf@4096")
+    assert result.exit_code == 0, result.output
+    assert "memory (KV f16, -np 1, ctx from " in result.stdout

@@ -91,7 +91,7 @@ def test_gpt_oss_20b_sliding_window_layers_are_sized_to_the_window(headers):
 
 def test_gpt_oss_window_cache_with_a_small_context_is_the_context(headers):
     need = need_of_header(headers["gpt-oss-20b"], 256, ubatch=512)
-    # ubatch is capped by the batch, and the batch by the context (256): min(256, 128 + 256) -> 256
+    # min(256 cells, 128 + 512) -> 256: the window cache is never larger than the full one
     assert need.swa_cells == 256 and need.kv == 24 * 512 * 2 * 2 * 256
 
 
@@ -369,6 +369,34 @@ def test_recurrent_and_hybrid_architectures(arch, layers, keys, ctx, parallel, e
     assert need_of_header(small(arch, layers, **keys), ctx, parallel=parallel).kv == expected
 
 
+@pytest.mark.parametrize("arch, layers, keys, parallel, unified, per_layer", [
+    # which layer holds what: the state where llama.cpp keeps it, the KV where it keeps that
+    ("jamba", 2, {"attention__head_count_kv": [0, 4], **SSM}, 1, False, (SSM_LAYER, 256 * CELL)),
+    ("nemotron_h", 3, {"attention__head_count_kv": [4, 0, 0], "feed_forward_length": [0, 128, 0], **SSM}, 1, False,
+     (256 * CELL, 0, SSM_LAYER)),
+    ("nemotron_h_moe", 2, {"attention__head_count_kv": [0, 4], **SSM}, 1, False, (SSM_LAYER, 256 * CELL)),
+    ("qwen3next", 8, SSM, 1, False, (SSM_LAYER,) * 3 + (256 * CELL,) + (SSM_LAYER,) * 3 + (256 * CELL,)),
+    # --kv-unified: one stream of n_ctx cells, the states per slot
+    ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 2, True, (2 * 64 * 2 * 4, 256 * CELL)),
+    # Mamba (v1, no groups) with and without a conv kernel: (4 - 1) x 64 + 16 x 64, or only the 16 x 64 state
+    ("mamba", 1, {"attention__head_count": 0, "ssm__conv_kernel": 4, "ssm__inner_size": 64, "ssm__state_size": 16},
+     1, False, (((4 - 1) * 64 + 16 * 64) * 4,)),
+    ("mamba", 1, {"ssm__inner_size": 64, "ssm__state_size": 16}, 1, False, (16 * 64 * 4,)),
+    # RWKV without head_count (optional there)
+    ("rwkv6", 1, {"wkv__head_size": 16}, 1, False, ((2 * 64 + 64 * 16) * 4,)),
+    # glm4moe without nextn layers: every layer has KV
+    ("glm4moe", 2, {}, 1, False, (256 * CELL, 256 * CELL)),
+])
+def test_recurrent_and_hybrid_layers(arch, layers, keys, parallel, unified, per_layer):
+    meta = small(arch, layers, **keys).metadata
+    if arch in ("mamba", "rwkv6") and "attention__head_count" not in keys:
+        del meta[f"{arch}.attention.head_count"]
+    from halofleet.gguf import GGUFHeader
+
+    need = need_of_header(GGUFHeader(3, meta, (), 0), 256, parallel=parallel, unified=unified)
+    assert need.layer_bytes == per_layer and need.kv == sum(per_layer)
+
+
 class FileHost:
     """A pyinfra host stand-in: ModelBytes facts answered from local files, each call recorded."""
 
@@ -421,3 +449,58 @@ def test_need_fields_and_gib():
     assert need.weights == 0 and need.total == need.kv and need.cells == 1024 and need.swa_cells == 768
     assert kvcache.gib(3 << 30) == 3.0 and kvcache.pad(1) == 256 and kvcache.pad(512, 32) == 512
     assert kvcache.pad(513, 32) == 544
+
+
+def test_sizes_are_whole_bytes(headers):
+    for need in (need_of_header(headers["gpt-oss-20b"], 10000, parallel=3),
+                 need_of_header(headers["gpt-oss-20b"], 10000, parallel=3, unified=True),
+                 need_of_header(headers["llama8b"], 1000, "q8_0", parallel=3)):
+        assert all(type(value) is int for value in (need.kv, need.weights, need.cells, need.swa_cells,
+                                                    *need.layer_bytes))
+    assert all(type(value) is int for value in kvcache.cache_cells(1000, 3))
+    assert type(kvcache.kv_row_bytes("q8_0", 1024)) is int
+
+
+def test_window_cache_with_unified_slots_and_a_small_batch(headers):
+    # --kv-unified -np 3: window 128 x 3 slots + ubatch 512 = 896 -> 1024 cells
+    assert need_of_header(headers["gpt-oss-20b"], 8192, parallel=3, unified=True).swa_cells == 1024
+    # -b 256: the ubatch is at most the batch: 128 + 256 = 384 -> 512
+    assert need_of_header(headers["gpt-oss-20b"], 8192, batch=256).swa_cells == 512
+    # -ub 128: 128 + 128 = 256
+    assert need_of_header(headers["gpt-oss-20b"], 8192, ubatch=128).swa_cells == 256
+
+
+def test_header_values_that_are_not_counts_are_refused():
+    from halofleet.gguf import GGUFHeader
+
+    for bad in (True, 2.5, "2"):
+        meta = {"general.architecture": "llama", "llama.block_count": bad, "llama.embedding_length": 64}
+        with pytest.raises(KVError, match=exact(f"llama.block_count is {bad!r}, not a non-negative integer")):
+            need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    meta = {"general.architecture": "llama", "llama.block_count": 2}
+    with pytest.raises(KVError, match=exact("llama.block_count and llama.embedding_length are needed")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    meta = {"general.architecture": "llama", "llama.block_count": 512, "llama.embedding_length": 64}
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 0  # 512 layers is allowed; no heads, no KV
+    meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 64, "split.count": 2}
+    with pytest.raises(KVError, match=exact("split GGUF of 2 files: 1 headers given")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    meta["split.count"] = 1
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).name == ""
+
+
+def test_tensors_outside_the_blocks_count_on_the_head():
+    from halofleet.gguf import GGUFHeader, TensorInfo
+
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64}
+    tensors = (TensorInfo("token_embd.weight", (64, 10), 1, 0), TensorInfo("rope_freqs.weight", (32,), 0, 0),
+               TensorInfo("blk.2.attn_q.weight", (64, 64), 1, 0), TensorInfo("blk.1.attn_q.weight", (64, 64), 1, 0),
+               TensorInfo("output_norm.weight", (64,), 0, 0))
+    need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
+    # blk.2 of a 2-block model is not a block llama.cpp places: it counts with the embeddings
+    assert need.input_bytes == 64 * 10 * 2 + 32 * 4 + 64 * 64 * 2
+    assert need.layer_bytes == (0, 64 * 64 * 2) and need.output_bytes == 64 * 4
+
+
+def test_need_on_host_defaults_to_f16(llama_path):
+    assert kvcache.need_on_host(FileHost(), llama_path, 8192).kv_type == "f16"

@@ -197,3 +197,19 @@ def test_table_and_split_text_exactly():
         "  worker1   50.0%   17 layers     17.53 of 8.00 GiB  OVER",
         "  head      50.0%   16 layers     15.47 of 120.00 GiB  ok",
         "  group: 33.00 of 128.00 GiB: OVER BUDGET"]
+
+
+def test_json_keeps_two_decimals():
+    odd = need("odd.gguf", 4.123456, 1.987654, blocks=3)
+    row = table_rows(memory_table([(odd, False)], 7 * GIB, 4))[0]
+    assert (row["weights_gib"], row["kv_gib"], row["total_gib"]) == (4.12, 1.99, 6.11)
+    split = split_across(odd, [("w", int(3.3333 * GIB)), ("head", int(5.55555 * GIB))])
+    data = split_json(split)
+    assert (data["need_gib"], data["budget_gib"]) == (6.11, 8.89)
+    assert [(b["ratio"], b["budget_gib"]) for b in data["boxes"]] == [(0.375, 3.33), (0.625, 5.56)]
+    assert [b["gib"] for b in data["boxes"]] == [round(b["bytes"] / GIB, 2) for b in data["boxes"]]
+
+
+def test_check_memory_defaults_to_four_models_at_once():
+    models = [(need(f"m{i}", 10, 0), False) for i in range(5)]
+    assert check_memory(models, 40 * GIB).resident_total == 40 * GIB
