@@ -11,7 +11,7 @@ import re
 import pytest
 
 from halofleet import kvcache
-from halofleet.gguf import read_header
+from halofleet.gguf import GGUFHeader, TensorInfo, read_header
 from halofleet.kvcache import KVError, need_of_file, need_of_header
 
 from . import ggufheaders as gh
@@ -178,14 +178,12 @@ def test_cache_cells():
       "gpt-oss.attention.head_count": 4}, "gpt-oss.attention.sliding_window is missing"),
 ])
 def test_headers_that_cannot_be_sized_are_refused(metadata, message):
-    from halofleet.gguf import GGUFHeader
 
     with pytest.raises(KVError, match=exact(message)):
         need_of_header(GGUFHeader(3, metadata, (), 0), 512)
 
 
 def test_per_layer_kv_heads_array(headers):
-    from halofleet.gguf import GGUFHeader
 
     meta = {"general.architecture": "llama", "llama.block_count": 3, "llama.embedding_length": 64,
             "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2, 0]}
@@ -194,7 +192,6 @@ def test_per_layer_kv_heads_array(headers):
 
 
 def test_variable_v_width_is_padded_without_flash_attention():
-    from halofleet.gguf import GGUFHeader
 
     meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
             "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2]}
@@ -205,7 +202,6 @@ def test_variable_v_width_is_padded_without_flash_attention():
 
 
 def test_glm4moe_nextn_layers_hold_no_kv():
-    from halofleet.gguf import GGUFHeader
 
     meta = {"general.architecture": "glm4moe", "glm4moe.block_count": 4, "glm4moe.embedding_length": 64,
             "glm4moe.attention.head_count": 4, "glm4moe.nextn_predict_layers": 1}
@@ -227,7 +223,6 @@ def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
 
 
 def test_head_dims_come_from_layer_0s_head_count():
-    from halofleet.gguf import GGUFHeader
 
     # llama_model::load_hparams: n_embd_head_k = embedding_length / n_head(0), and 0 when layer 0 has no heads
     meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
@@ -262,7 +257,6 @@ def test_damaged_headers_are_refused_never_crash(tmp_path):
 
 
 def test_tensor_rows_that_do_not_fill_blocks_are_refused():
-    from halofleet.gguf import GGUFHeader, TensorInfo
 
     meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 64,
             "llama.attention.head_count": 4}
@@ -275,10 +269,9 @@ def test_tensor_rows_that_do_not_fill_blocks_are_refused():
         need_of_header(unknown, 256)
 
 
-def small(arch: str, layers: int, **keys) -> "GGUFHeader":
+def small(arch: str, layers: int, **keys) -> GGUFHeader:
     """A header of ``layers`` layers, 64 wide, 4 heads of 16 (so 4 x 16 x (K, V) x 2 bytes = 256 bytes per cell
     and layer in f16); ``keys`` without the arch prefix, dots as underscores."""
-    from halofleet.gguf import GGUFHeader
 
     meta = {"general.architecture": arch, f"{arch}.block_count": layers, f"{arch}.embedding_length": 64,
             f"{arch}.attention.head_count": 4}
@@ -391,7 +384,6 @@ def test_recurrent_and_hybrid_layers(arch, layers, keys, parallel, unified, per_
     meta = small(arch, layers, **keys).metadata
     if arch in ("mamba", "rwkv6") and "attention__head_count" not in keys:
         del meta[f"{arch}.attention.head_count"]
-    from halofleet.gguf import GGUFHeader
 
     need = need_of_header(GGUFHeader(3, meta, (), 0), 256, parallel=parallel, unified=unified)
     assert need.layer_bytes == per_layer and need.kv == sum(per_layer)
@@ -471,7 +463,6 @@ def test_window_cache_with_unified_slots_and_a_small_batch(headers):
 
 
 def test_header_values_that_are_not_counts_are_refused():
-    from halofleet.gguf import GGUFHeader
 
     for bad in (True, 2.5, "2"):
         meta = {"general.architecture": "llama", "llama.block_count": bad, "llama.embedding_length": 64}
@@ -490,7 +481,6 @@ def test_header_values_that_are_not_counts_are_refused():
 
 
 def test_tensors_outside_the_blocks_count_on_the_head():
-    from halofleet.gguf import GGUFHeader, TensorInfo
 
     meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64}
     tensors = (TensorInfo("token_embd.weight", (64, 10), 1, 0), TensorInfo("rope_freqs.weight", (32,), 0, 0),
