@@ -136,17 +136,16 @@ def _uint(header: GGUFHeader, key: str, default: int | None = None) -> int | Non
     return value
 
 
-def _per_layer(header: GGUFHeader, key: str, layers: int, default: list[int] | None) -> list[int]:
+def _per_layer(header: GGUFHeader, key: str, layers: int, default: list[int]) -> list[int]:
     """``{arch}.key`` as one value per layer: a scalar for all, or an array of exactly ``layers`` values."""
     value = _arch_value(header, key)
     if value is None:
-        if default is None:
-            raise KVError(f"{header.architecture}.{key} is missing")
         return default
     if isinstance(value, list):
         if len(value) != layers or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                            for v in value):
-            raise KVError(f"{header.architecture}.{key} has {len(value)} entries for {layers} layers")
+            raise KVError(f"{header.architecture}.{key} has {len(value)} entries for {layers} layers, or one that "
+                          f"is not a count")
         return list(value)
     return [_uint(header, key)] * layers
 
@@ -200,9 +199,9 @@ def _recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int], ff: 
     return [start is None or il < start for il in range(layers)], [False] * layers
 
 
-def _state_floats(header: GGUFHeader) -> int:
+def _state_floats(header: GGUFHeader, embd: int) -> int:
     """n_embd_r + n_embd_s of a recurrent layer (llama_hparams), in floats per slot."""
-    embd, wkv = _uint(header, "embedding_length", 0), _uint(header, "wkv.head_size", 0)
+    wkv = _uint(header, "wkv.head_size", 0)
     if wkv:
         return _uint(header, "token_shift_count", 2) * embd + embd * wkv
     conv = _uint(header, "shortconv.l_cache", 0)
@@ -282,7 +281,7 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
         cells = pad(ctx) if unified or parallel == 1 else cells * parallel
     ub = min(batch, ubatch)  # n_ubatch <= n_batch; capping by ctx too changes nothing once padded to 256
     swa_cells = cells if swa_full or hybrid else pad(min(cells, window * (parallel if unified else 1) + ub))
-    state = _state_floats(header) * STATE_BYTES * max(parallel, 1)
+    state = _state_floats(header, embd) * STATE_BYTES * parallel
     weights, output, other = weights_by_layer([header, *shards], layers)
     layer_bytes, kv_total = [], 0
     for il in range(layers):

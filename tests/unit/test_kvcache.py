@@ -169,7 +169,14 @@ def test_cache_cells():
     ({"general.architecture": "llama", "llama.block_count": 1 << 40, "llama.embedding_length": 64},
      f"llama.block_count {1 << 40} is more than llama.cpp's 512 layers"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-      "llama.attention.head_count": [4, 4, 4]}, "llama.attention.head_count has 3 entries for 2 layers"),
+      "llama.attention.head_count": [4, 4, 4]},
+     "llama.attention.head_count has 3 entries for 2 layers, or one that is not a count"),
+    ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+      "llama.attention.head_count": [True, 4]},
+     "llama.attention.head_count has 2 entries for 2 layers, or one that is not a count"),
+    ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+      "llama.attention.head_count": [-1, 4]},
+     "llama.attention.head_count has 2 entries for 2 layers, or one that is not a count"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
       "llama.attention.head_count": -4}, "llama.attention.head_count is -4, not a non-negative integer"),
     ({"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
@@ -305,6 +312,7 @@ CELL = 4 * 16 * 2 * 2  # bytes per cell and layer of small()
     ("smallthinker", 4, {}, 8192, 4 * 8192 * CELL),
     # llama4: chunks of 8192 on 3 of 4 layers, unless sliding_window is 0
     ("llama4", 4, {}, 16384, (16384 + 3 * 8704) * CELL),
+    ("llama4", 6, {}, 16384, (16384 + 5 * 8704) * CELL),  # layers 0-2 and 4-5 chunked, layer 3 full
     ("llama4", 4, {"attention__sliding_window": 0}, 16384, 4 * 16384 * CELL),
     # exaone4: only the 64-layer model, window 4096 (the header's if given): 48 windowed, 16 full
     ("exaone4", 64, {}, 8192, (16 * 8192 + 48 * 4608) * CELL),
@@ -494,3 +502,17 @@ def test_tensors_outside_the_blocks_count_on_the_head():
 
 def test_need_on_host_defaults_to_f16(llama_path):
     assert kvcache.need_on_host(FileHost(), llama_path, 8192).kv_type == "f16"
+
+
+def test_smallthinker_windows_all_but_every_fourth_layer_from_the_first():
+    need = need_of_header(small("smallthinker", 8, attention__sliding_window=100), 8192)
+    full, window = 8192 * CELL, 4608 * CELL
+    assert need.layer_bytes == (full, window, window, window, full, window, window, window)
+
+
+def test_only_block_tensors_count_as_blocks():
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64}
+    tensors = (TensorInfo("mm.0.weight", (64, 64), 1, 0), TensorInfo("blk.1", (64,), 0, 0),
+               TensorInfo("blk.0.x.weight", (64,), 0, 0))
+    need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
+    assert need.layer_bytes == (64 * 4, 0) and need.input_bytes == 64 * 64 * 2 + 64 * 4

@@ -213,3 +213,8 @@ def test_json_keeps_two_decimals():
 def test_check_memory_defaults_to_four_models_at_once():
     models = [(need(f"m{i}", 10, 0), False) for i in range(5)]
     assert check_memory(models, 40 * GIB).resident_total == 40 * GIB
+
+
+def test_ratios_keep_four_decimals():
+    split = split_across(need("m", 3, 0, blocks=3), [("w1", GIB), ("w2", GIB), ("head", GIB)])
+    assert [box["ratio"] for box in split_json(split)["boxes"]] == [0.3333, 0.3333, 0.3333]
