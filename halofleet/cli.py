@@ -20,6 +20,7 @@ import click
 
 from . import __version__
 from . import config as config_mod
+from . import memplan
 from .config import ConfigError, HostRefused
 from .inventory import BadInput, writable_path
 from .memory import KIB_PER_GIB
@@ -105,15 +106,30 @@ def _data_items(items: tuple[str, ...]) -> dict:
 @click.option("--no-gttsize", is_flag=True, help="Leave out the deprecated amdgpu.gttsize.")
 @click.option("--serve", type=click.Choice(config_mod.SERVE_ENGINES), default="none", show_default=True,
               help="Also plan this engine (needs --model).")
-@click.option("--model", default=None, help="Model for --serve: a GGUF path on the host, or a HF id for vllm.")
+@click.option("--model", "models", multiple=True, metavar="PATH[@CTX]",
+              help="Model for --serve: a GGUF path on the host, or a HF id for vllm. Local GGUF files (repeatable, "
+                   "PATH@CTX sets that model's context) also get the memory table: weights + KV vs the GTT budget.")
+@click.option("--ctx", type=click.IntRange(*memplan.CTX_RANGE), default=None,
+              help="Context for the memory table where PATH@CTX does not say (default: halo_ctx).")
+@click.option("--kv-type", type=click.Choice(memplan.KV_CHOICES), default=None,
+              help="KV cache type for the memory table (default: halo_llama_kv_type).")
+@click.option("--models-max", type=click.IntRange(0, 1024), default=memplan.DEFAULT_MODELS_MAX, show_default=True,
+              help="Models loaded at once (llama-server --models-max; 0 = no limit): the largest are counted.")
+@click.option("--rpc-worker-ram-gib", "worker_ram", multiple=True, type=click.IntRange(1, 4096),
+              help="RAM of an RPC worker (repeatable, in --rpc order): print the model's split across the group.")
+@click.option("--tensor-split", default=None, metavar="N0,N1,...",
+              help="llama-server --tensor-split ratios, workers first and the head last (default: by memory).")
 @click.option("--data", "data_items", multiple=True, metavar="halo_KEY=VALUE", help="Any other host data key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str, no_gttsize: bool, serve: str,
-         model: str | None, data_items: tuple[str, ...], as_json: bool) -> None:
-    """Print the kernel params, modprobe file (and engine unit, with --serve) for a box with RAM_GIB."""
+         models: tuple[str, ...], ctx: int | None, kv_type: str | None, models_max: int,
+         worker_ram: tuple[int, ...], tensor_split: str | None, data_items: tuple[str, ...], as_json: bool) -> None:
+    """Print the kernel params, modprobe file (and engine unit, with --serve; the memory table, with --model) for a
+    box with RAM_GIB."""
     from .operations.halo_kernel import render_modprobe
     from .plan import build_plan
 
+    model = models[0].rpartition("@")[0] if models and memplan.has_ctx(models[0]) else (models[0] if models else None)
     data = {"halo_allow_non_strix_halo": True, "halo_iommu": iommu, "halo_emit_gttsize": not no_gttsize,
             "halo_serve": serve, "halo_model": model}
     for key, value in (("halo_os_reserve_gib", reserve_gib), ("halo_gtt_gib", gtt_gib)):
@@ -127,6 +143,11 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
         raise BadInput(str(error)) from None
     gtt, engine = host_plan.gtt, host_plan.serve
     modprobe = render_modprobe(host_plan.modprobe)
+    try:
+        sizing = memplan.size(host_plan, models, ctx=ctx, kv_type=kv_type, models_max=models_max,
+                              worker_ram=worker_ram, tensor_split=tensor_split, served=serve != "none")
+    except ValueError as error:  # KVError (unreadable or unsized model), bad --tensor-split, a worker's RAM
+        raise BadInput(str(error)) from None
     if as_json:
         result = {
             "ram_gib": ram_gib, "reserve_gib": gtt.reserve_gib, "gtt_gib": gtt.gtt_gib,
@@ -135,7 +156,10 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
                                                   "url": engine.url, "unit_path": engine.unit_path,
                                                   "unit": engine.unit, "packages": engine.packages},
         }
+        if sizing is not None:
+            result.update(sizing.as_json())
         click.echo(json.dumps(result, indent=2))
+        _refuse_if_over(sizing)
         return
     click.echo(f"# {ram_gib} GiB visible, {gtt.reserve_gib} GiB reserved for the OS -> GTT {gtt.gtt_gib} GiB")
     click.echo("kernel cmdline params:")
@@ -147,8 +171,17 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
         click.echo(f"serving: {engine.engine} ({engine.flavour}) on {engine.url}, unit {engine.unit_path}:")
         for line in engine.unit.splitlines():
             click.echo("  " + line)
+    if sizing is not None:
+        for line in sizing.lines():
+            click.echo(line)
     for warning in host_plan.warnings:
         click.echo(f"warning: {warning}", err=True)
+    _refuse_if_over(sizing)
+
+
+def _refuse_if_over(sizing) -> None:
+    if sizing is not None and sizing.refusal():
+        _fail(sizing.refusal(), EXIT_HOST_FAILED)
 
 
 @main.command()

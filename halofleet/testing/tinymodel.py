@@ -33,10 +33,11 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0) -> Path:
+def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n_head: int = N_HEAD) -> Path:
     """
     Write the model to ``path`` (about 0.5 MB) and return it. ``split_max_tensors``: write a split set instead
-    (llama.cpp's naming, ``<stem>-00001-of-0000N.gguf`` beside ``path``) and return its first shard.
+    (llama.cpp's naming, ``<stem>-00001-of-0000N.gguf`` beside ``path``) and return its first shard. ``n_head`` 2
+    gives heads of 32, which quantized KV types (blocks of 32) need.
     """
     import gguf  # test-only dependency: imported here so the product does not need it
 
@@ -53,9 +54,9 @@ def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0) -
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYERS)
     writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD)
-    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(N_EMBD // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
@@ -87,6 +88,60 @@ def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0) -
     writer.close()
     if split_max_tensors:
         return sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))[0]
+    return path
+
+
+def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
+    """
+    A tiny gemma2 (4 layers, 2 heads of 32, 1 KV head, sliding window ``window``): llama.cpp gives every other
+    layer a sliding-window KV cache, so tests can check that cache's size on a real llama-server.
+    """
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = vocabulary()
+    layers, heads, kv_heads = 4, 2, 1
+    head_dim = N_EMBD // heads
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "gemma2")
+    writer.add_name("halofleet-tiny-gemma2-test")
+    writer.add_context_length(CONTEXT)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(window)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+    writer.add_tensor("token_embd.weight", weights(len(tokens), N_EMBD))  # also the output (tied)
+    for layer in range(layers):
+        prefix = f"blk.{layer}."
+        for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+            writer.add_tensor(prefix + norm + ".weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(prefix + "attn_q.weight", weights(heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_k.weight", weights(kv_heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_v.weight", weights(kv_heads * head_dim, N_EMBD))
+        writer.add_tensor(prefix + "attn_output.weight", weights(N_EMBD, heads * head_dim))
+        writer.add_tensor(prefix + "ffn_gate.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_up.weight", weights(N_FF, N_EMBD))
+        writer.add_tensor(prefix + "ffn_down.weight", weights(N_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return path
 
 

@@ -1,0 +1,130 @@
+"""
+``halofleet plan --model``: the memory table (and an RPC group's split) for local GGUF files, from the host plan's
+GTT budget. Glue between the CLI, :mod:`halofleet.kvcache` (reads the files) and :mod:`halofleet.memtable` (pure).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import memory, memtable
+from .config import OPTIONS
+from .kvcache import GIB, Need, need_of_file
+
+CTX_RANGE = (OPTIONS["halo_ctx"].minimum, OPTIONS["halo_ctx"].maximum)
+KV_CHOICES = tuple(OPTIONS["halo_llama_kv_type"].choices)
+DEFAULT_MODELS_MAX = memtable.DEFAULT_MODELS_MAX
+
+
+def has_ctx(spec: str) -> bool:
+    """Whether ``spec`` is ``PATH@CTX`` (digits after the last @); a path with any other @ is a path."""
+    path, sep, tail = spec.rpartition("@")
+    return bool(sep and path and tail.isascii() and tail.isdigit())
+
+
+def parse_model(spec: str, default_ctx: int, default_source: str) -> tuple[str, int, str]:
+    """(path, ctx, where the ctx came from) of a ``--model`` value."""
+    if not spec.strip():
+        raise ValueError(f"--model {spec!r}: give a GGUF path, optionally PATH@CTX")
+    if not has_ctx(spec):
+        return spec, default_ctx, default_source
+    path, _, tail = spec.rpartition("@")
+    ctx = int(tail)
+    if not CTX_RANGE[0] <= ctx <= CTX_RANGE[1]:
+        raise ValueError(f"--model {spec!r}: ctx {ctx} is not in {CTX_RANGE[0]}..{CTX_RANGE[1]}")
+    return path, ctx, f"{path}@{ctx}"
+
+
+def parse_tensor_split(text: str | None, devices: int) -> list[float] | None:
+    """``--tensor-split 3,1`` as numbers, one per device (workers, then the head); None when not given."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--tensor-split {text!r}: give comma-separated numbers, e.g. 3,1") from None
+    if any(not math.isfinite(value) or value < 0 for value in values) or not any(values):
+        raise ValueError(f"--tensor-split {text!r}: the numbers must be finite, not negative, not all 0")
+    if len(values) != devices:
+        raise ValueError(f"--tensor-split {text!r}: {len(values)} values for {devices} devices "
+                         f"({devices - 1} workers and the head)")
+    return values
+
+
+@dataclass
+class Sizing:
+    table: memtable.MemoryTable
+    sources: dict[str, str]
+    split: memtable.Split | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def refusal(self) -> str:
+        return self.split.refusal() if self.split is not None else self.table.refusal()
+
+    def lines(self) -> list[str]:
+        ctx = sorted(set(self.sources.values()))
+        head = (f"memory (KV {self.settings['kv_type']}, -np {self.settings['parallel']}, ctx from "
+                f"{', '.join(ctx)}):")
+        if self.split is not None:
+            return [head] + memtable.format_table(self.table)[:-1] + memtable.format_split(self.split)
+        return [head] + memtable.format_table(self.table)
+
+    def as_json(self) -> dict:
+        result: dict[str, Any] = {"memory": {
+            **self.settings, "budget_gib": round(self.table.budget / GIB, 2),
+            "models_max": self.table.models_max,
+            "resident_total_gib": round(self.table.resident_total / GIB, 2),
+            "fits": self.table.fits if self.split is None else self.split.fits,
+            "rows": memtable.table_rows(self.table, self.sources)}}
+        if self.split is not None:
+            result["rpc_split"] = memtable.split_json(self.split)
+        return result
+
+
+def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: str | None, models_max: int,
+         worker_ram: tuple[int, ...] = (), tensor_split: str | None = None, served: bool = False) -> Sizing | None:
+    """
+    The memory table for ``models`` (``--model`` values) on the box of ``host_plan``; None when there is none to
+    make (no --model, or only --serve's model and it is not a local file). Raises ValueError (KVError included)
+    with a one-line reason.
+    """
+    if not models or (served and len(models) == 1 and not os.path.isfile(models[0].rpartition("@")[0]
+                                                                          if has_ctx(models[0]) else models[0])):
+        if worker_ram or tensor_split is not None:
+            raise ValueError("--rpc-worker-ram-gib and --tensor-split need a local GGUF --model to split")
+        return None
+    config = host_plan.config
+    kv = kv_type or config.llama_kv_type
+    default_ctx, default_source = (ctx, "--ctx") if ctx is not None else (config.ctx, "halo_ctx")
+    settings = {"kv_type": kv, "parallel": config.llama_parallel, "ubatch": config.llama_ubatch,
+                "batch": config.llama_batch}
+    needs: list[tuple[Need, bool]] = []
+    sources: dict[str, str] = {}
+    for spec in models:
+        path, model_ctx, source = parse_model(spec, default_ctx, default_source)
+        name = os.path.basename(path) or path
+        if name in sources:
+            name = path
+        need = need_of_file(path, model_ctx, kv, parallel=config.llama_parallel, ubatch=config.llama_ubatch,
+                            batch=config.llama_batch, name=name)
+        needs.append((need, False))
+        sources[name] = source
+    budget = host_plan.gtt.gtt_gib * GIB
+    table = memtable.memory_table(needs, budget, models_max)
+    sizing = Sizing(table, sources, settings=settings)
+    if worker_ram or tensor_split is not None:
+        if len(needs) != 1:
+            raise ValueError("--rpc-worker-ram-gib splits one model across the group: give one --model")
+        boxes = []
+        for index, ram in enumerate(worker_ram, 1):
+            try:
+                boxes.append((f"worker{index}", memory.plan_gtt(ram, host_plan.gtt.reserve_gib).gtt_gib * GIB))
+            except ValueError as error:
+                raise ValueError(f"--rpc-worker-ram-gib {ram} (worker{index}): OS reserve "
+                                 f"{host_plan.gtt.reserve_gib} GiB {error}") from None
+        boxes.append(("head", budget))
+        sizing.split = memtable.split_across(needs[0][0], boxes, parse_tensor_split(tensor_split, len(boxes)))
+    return sizing
