@@ -15,6 +15,7 @@ from .cmdline import ParamConflict
 from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
 from .facts.halo import HostProbe
 from .hfhub import resolve_models
+from .modelmemory import check_host_memory
 from .plan import HostPlan, build_plan
 from .rpc import check_group
 from .serving import probe_args
@@ -37,6 +38,10 @@ def current_plan() -> HostPlan | None:
         worker_plans = _worker_plans(config.rpc_workers)
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
+            worker_gtt = {name: each.gtt.gtt_gib << 30 for name, each in worker_plans.items() if each}
+            plan.memory = check_host_memory(plan, host, worker_gtt)
+        except (ConfigError, HostRefused, ParamConflict):
+            raise  # the plan's own refusals (some are ValueErrors) say what is wrong themselves
         except PARSE_FAILURES as error:  # facts the plan cannot judge: this host only, never the whole run
             raise HostRefused(host.name, f"could not plan from the host's facts ({type(error).__name__}: {error}); "
                                          "nothing was changed") from None

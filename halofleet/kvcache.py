@@ -315,8 +315,9 @@ def shard_paths(path: str) -> list[str]:
     return [f"{match['stem']}-{index:05d}-of-{count:05d}.gguf" for index in range(1, count + 1)]
 
 
-def _read_need(reader: Callable[[str], Callable[[int, int], bytes | None]], path: str, ctx: int, kv_type: str,
-               **options: Any) -> Need:
+def need_from_reader(reader: Callable[[str], Callable[[int, int], bytes | None]], path: str, ctx: int,
+                     kv_type: str, **options: Any) -> Need:
+    """The need of the (split) GGUF at ``path``, each shard's header read through ``reader(shard)(offset, length)``."""
     try:
         headers = [read_header_in_chunks(reader(shard)) for shard in shard_paths(path)]
     except GGUFError as error:
@@ -338,7 +339,7 @@ def _local_reader(path: str) -> Callable[[int, int], bytes | None]:
 
 def need_of_file(path: str, ctx: int, kv_type: str = "f16", **options: Any) -> Need:
     """:func:`need_of_header` of a local GGUF file (every shard of a split one); ``options`` as there."""
-    return _read_need(_local_reader, path, ctx, kv_type, **options)
+    return need_from_reader(_local_reader, path, ctx, kv_type, **options)
 
 
 def need_on_host(host: Any, path: str, ctx: int, kv_type: str = "f16", **options: Any) -> Need:
@@ -348,4 +349,4 @@ def need_on_host(host: Any, path: str, ctx: int, kv_type: str = "f16", **options
     def reader(shard: str) -> Callable[[int, int], bytes | None]:
         return lambda offset, length: host.get_fact(ModelBytes, path=shard, offset=offset, length=length)
 
-    return _read_need(reader, path, ctx, kv_type, **options)
+    return need_from_reader(reader, path, ctx, kv_type, **options)

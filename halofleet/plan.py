@@ -37,6 +37,7 @@ class HostPlan:
     rpc: rpc.WorkerPlan | None = None  # an RPC worker's ggml-rpc-server
     rpc_members: list[rpc.Member] = field(default_factory=list)  # an RPC head's workers, in order
     rpc_group: list[str] = field(default_factory=list)  # the group's memory plan, for preflight
+    memory: list[str] = field(default_factory=list)  # the KV-aware memory table or RPC split (modelmemory)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -50,6 +50,8 @@ def preflight() -> None:
         report["rpc memory"] = "; ".join(plan.rpc_group)
     for key, value in report.items():
         logger.info(f"{host.print_prefix}preflight {key}: {value}")
+    for line in plan.memory:
+        logger.info(f"{host.print_prefix}preflight memory plan: {line.strip()}")
 
 
 @deploy("modprobe")

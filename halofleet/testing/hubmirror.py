@@ -65,12 +65,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         data = path.read_bytes()
         wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes=") and wanted.endswith("-"):
-            start = int(wanted[6:-1])
+        if wanted.startswith("bytes=") and "-" in wanted:  # "bytes=N-" (resume) or "bytes=N-M" (a header slice)
+            first, last = wanted[6:].split("-", 1)
+            start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
             if start >= len(data):
                 self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
                 return
-            self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+            self._send(206, data[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
             return
         self._send(200, data, {"Accept-Ranges": "bytes"})
 

@@ -85,6 +85,11 @@ def test_rpc_group_splits_one_model_over_two_workers_behind_their_firewalls(netw
     assert f"--rpc {w1.address}:50052,{w2.address}:50052" in review.stdout
     first = network.run_pyinfra(description, "deploys/full.py")
     assert first.returncode == 0, first.stderr[-4000:]
+    # The KV-aware split in preflight, in llama.cpp's device order (workers first, the head last).
+    split = [line.split("preflight memory plan: ", 1)[1] for line in first.stderr.splitlines()
+             if "[head] preflight memory plan: " in line]
+    assert split[0].startswith("split of tiny.gguf") and split[-1].endswith("fits"), split
+    assert [line.split()[0] for line in split[1:-1]] == ["w1", "w2", "head"]
     endpoints = [f"{w1.address}:50052", f"{w2.address}:50052"]
     assert "llama-server serving on http://127.0.0.1:8080" in first.changed_names
 
