@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyinfra import host, logger, state
 from pyinfra.api import deploy
+from pyinfra.facts.files import FindInFile
 from pyinfra.operations import apt, systemd
 
 from .. import policy, summary
@@ -86,3 +87,21 @@ def gateway() -> None:
         halo_files.absent_file(name="Gateway TLS certificate (TLS is off)", path=GATEWAY_CERT,
                                current_sha256=current.get(GATEWAY_CERT))
     systemd.service(name="haproxy running and enabled", service="haproxy.service", running=True, enabled=True)
+
+
+MANAGED_MARK = "^# Managed by halofleet"  # the first line of haproxy.cfg.j2
+
+
+def remove_gateway() -> None:
+    """
+    For the rollback: a haproxy configuration halofleet wrote is removed (kept under /var/backups/halofleet) and
+    haproxy stopped and disabled, the certificate removed; the package stays, as the engines' do. A haproxy.cfg
+    that is not ours is left alone.
+    """
+    files = host.get_fact(GatewayState)["files"]
+    if host.get_fact(FindInFile, path=HAPROXY_CFG, pattern=MANAGED_MARK):
+        systemd.service(name="Stop the gateway (haproxy)", service="haproxy.service", running=False, enabled=False)
+        halo_files.absent_file(name=f"Remove {HAPROXY_CFG} (the gateway's)", path=HAPROXY_CFG,
+                               current_sha256=files.get(HAPROXY_CFG))
+    halo_files.absent_file(name="Remove the gateway TLS certificate", path=GATEWAY_CERT,
+                           current_sha256=files.get(GATEWAY_CERT))

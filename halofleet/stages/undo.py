@@ -14,13 +14,15 @@ from ..paths import (
     SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
     SERVE_UNIT,
 )
+from .gateway import remove_gateway
 from .rpc import remove_worker
 
 
 @deploy("rollback")
 def rollback() -> None:
     """
-    Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its units, nft table and file), the GRUB drop-in
+    Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its units, nft table and file), a
+    gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB drop-in
     (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
     the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user. Removed files
     are kept under /var/backups/halofleet (the API key file too, mode kept). Packages and models stay.
@@ -45,6 +47,7 @@ def rollback() -> None:
         halo_files.absent_file(name=f"Remove {path}", path=path, current_sha256=files.get(path))
 
     remove_worker(probe)  # an RPC worker: its firewall table goes with it
+    remove_gateway()  # a gateway: its haproxy configuration and certificate
 
     dropin = halo_files.absent_file(
         name="Remove the GRUB drop-in",

@@ -128,6 +128,19 @@ def test_gateway_balances_fails_over_and_converges(network, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.changed_ops == []
 
+    # Rolling the gateway back: our configuration kept aside, haproxy stopped; a second rollback changes nothing.
+    only_gw = network.write_inventory(tmp_path / "gw.json", host_data=host_data, hosts=[gw])
+    undone = network.run_pyinfra(only_gw, "deploys/rollback.py")
+    assert undone.returncode == 0, undone.stderr[-3000:]
+    assert "Remove /etc/haproxy/haproxy.cfg (the gateway's)" in undone.changed_names
+    assert gw.ssh("systemctl is-active haproxy.service; systemctl is-enabled haproxy.service",
+                  check=False).stdout.split() == ["inactive", "disabled"]
+    assert gw.ssh("test -e /etc/haproxy/haproxy.cfg", check=False).returncode == 1
+    assert "Managed by halofleet" in gw.ssh("cat /var/backups/halofleet/etc__haproxy__haproxy.cfg").stdout
+    assert network.run(["curl", "-s", "-m", "5", f"http://{gw.address}:8080/health"]).returncode != 0
+    again = network.run_pyinfra(only_gw, "deploys/rollback.py")
+    assert again.returncode == 0 and again.changed_ops == [], again.stderr[-3000:]
+
 
 def test_routing_by_model_and_tls(network, tmp_path):
     """Two groups serving different models behind one TLS endpoint: the JSON 'model' picks the group."""
