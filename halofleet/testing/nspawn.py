@@ -113,6 +113,27 @@ def _build_rootfs(root: Path, packages: tuple[str, ...], pubkey: str) -> None:
     _log(f"built {root.name} in {time.monotonic() - started:.0f} s")
 
 
+UNIFIED_CGROUP = Path("/sys/fs/cgroup/unified")  # hybrid hosts; on a pure cgroup2 host: /sys/fs/cgroup itself
+
+
+def _own_cgroup(name: str) -> Path | None:
+    """
+    A cgroup of the container's own: with --keep-unit (no systemd on the host to ask for a scope) nspawn runs the
+    container in its caller's cgroup, and two containers' systemds sharing one tree remove each other's service
+    cgroups (a unit restarted on both at once then fails with "Result: resources").
+    """
+    base = UNIFIED_CGROUP if (UNIFIED_CGROUP / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+    if not (base / "cgroup.procs").exists():
+        return None
+    path = base / "halofleet-nspawn" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _join_cgroup(path: Path) -> None:
+    (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
 @dataclass
 class Container:
     """One booted container: its name, address on the test network and SSH access (through the namespace)."""
@@ -124,6 +145,7 @@ class Container:
     directory: Path
     process: subprocess.Popen | None = None
     mounted: bool = False
+    cgroup: Path | None = None
 
     def ssh_command(self, command: str, timeout: int = 10) -> list[str]:
         return self.network.prefix + [
@@ -167,6 +189,12 @@ class Container:
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.directory / "merged")], check=False)
             self.mounted = False
+        if self.cgroup and self.cgroup.exists():  # empty once the container is gone: deepest first
+            for path in sorted((p for p in self.cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            with contextlib.suppress(OSError):
+                self.cgroup.rmdir()
 
 
 @dataclass
@@ -248,6 +276,7 @@ class Network:
                     ["link", "set", "eth0", "up"]):
             _run(["ip", "-n", netns, *cmd])
         env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        cgroup = container.cgroup = _own_cgroup(netns)
         with open(container.log, "w") as log:
             container.process = subprocess.Popen(
                 ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit", "--console=pipe",
@@ -255,6 +284,7 @@ class Network:
                  f"--directory={merged}", f"--machine={netns}", f"--hostname={name}",
                  f"--network-namespace-path=/run/netns/{netns}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=(lambda: _join_cgroup(cgroup)) if cgroup else None,
             )
         return container
 
