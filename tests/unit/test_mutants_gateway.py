@@ -6,10 +6,12 @@ by hand from the rules gateway.py states; none is computed by the code under tes
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from halofleet.config import ConfigError, HostRefused, validate
-from halofleet.gateway import gateway_cell, parse_show_stat, plan_gateway
+from halofleet.gateway import gateway_cell, inventory_groups, parse_show_stat, plan_gateway, read_cert
 
 KEY = "k" * 24
 GATEWAY = {"halo_gateway": True, "halo_gateway_bind": "10.9.0.1", "halo_serve": "none"}
@@ -107,3 +109,43 @@ def test_show_stat_rows_at_the_edges():
 
 def test_gateway_cell_without_rows():
     assert (gateway_cell(None), gateway_cell([])) == ("-", "no backends")
+
+
+def cert_refusal(path) -> str:
+    with pytest.raises(ConfigError) as error:
+        read_cert("gw", str(path))
+    return str(error.value)
+
+
+def test_certificate_refusals_word_for_word_and_the_final_newline(tmp_path):
+    pem = tmp_path / "c.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nx\n")
+    assert cert_refusal(pem) == (f"host 'gw': halo_gateway_tls_cert='{pem}' is invalid: must be a PEM file holding "
+                                 "the certificate (chain) and its private key, as haproxy's 'crt' expects")
+    pem.write_text("-----BEGIN CERTIFICATE-----\n-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
+    encrypted = (f"host 'gw': halo_gateway_tls_cert='{pem}' is invalid: holds an encrypted private key: haproxy "
+                 "cannot ask for a passphrase")
+    assert cert_refusal(pem) == encrypted
+    pem.write_text("-----BEGIN CERTIFICATE-----\n-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n")
+    assert cert_refusal(pem) == encrypted
+    pem.write_text("-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nk")
+    assert read_cert("gw", str(pem)) == "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nk\n"
+
+
+class Inventory:
+    """A pyinfra inventory with the named groups only."""
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    def get_group(self, name, default=None):
+        return self.groups.get(name, default)
+
+
+def test_an_unknown_inventory_group_word_for_word():
+    config = validate("gw", {**GATEWAY, "halo_gateway_groups": ["g1", "g9"]}, serving=False)
+    host = SimpleNamespace(name="a", data=SimpleNamespace(dict=lambda: {"halo_bind": "10.9.0.2"}))
+    with pytest.raises(ConfigError) as error:
+        inventory_groups(config, Inventory({"g1": [host]}))
+    assert str(error.value) == ("host 'gw': halo_gateway_groups=['g1', 'g9'] is invalid: the inventory has no group "
+                                "'g9'")

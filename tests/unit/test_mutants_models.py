@@ -493,3 +493,19 @@ def test_plan_refusals_word_for_word():
         modelplan.plan_models(config_of([bad], host="h3"), {"model_files": {"files": {"/srv/x.gguf": {
             "magic": "GGUF", "size": 1, "mtime": 2}}}})
     assert str(error.value) == "host 'h3': halo_models='a b' is invalid: a model name must be a valid INI section name"
+
+
+def test_an_x_is_an_ordinary_character_in_paths_hub_files_and_endpoints():
+    assert one(name="a", path="/srv/X.gguf").files[0].host_path == "/srv/X.gguf"
+    spec = hfhub.resolve_hf("h", hub_spec("*"), "https://mirror.boX/", None, True, fetch=Pages([lfs("X.gguf")]))
+    assert [(item.name, item.url) for item in spec.files] == [("X.gguf",
+                                                               "https://mirror.boX/acme/tiny/resolve/main/X.gguf")]
+    assert hfhub.tree_url("https://mirror.boX/", "o/r", "main") == \
+        "https://mirror.boX/api/models/o/r/tree/main?recursive=true"
+
+
+def test_a_download_carries_the_probes_view_of_its_file():
+    url = one(name="u", url=URL, sha256=A)
+    current = {"size": 3, "mtime": 4, "sha256": B}
+    plan = modelplan.plan_models(config_of([url]), {"model_files": {"files": {f"{DIR}/u/alpha.gguf": current}}})
+    assert plan.downloads == [modelplan.FileAction("u", url.files[0], current, hub=False)]

@@ -136,3 +136,11 @@ def test_worker_cell_when_down_and_when_listening_nowhere():
     assert rpc.worker_cell(plan, {"rpc": {"active": "inactive"}}) == ("worker of head: halo-rpc inactive", False)
     assert rpc.worker_cell(plan, {"rpc": {"active": "active", "table": True}, "serve": {"listeners": []}}) == \
         ("worker of head: listening on nothing, not 10.0.0.2 only", False)
+
+
+def test_a_worker_named_by_two_other_heads_lists_both():
+    hosts = fleet(x1={**HEAD, "halo_rpc_address": "10.0.0.8", "halo_rpc_workers": ["w2"]},
+                  x2={**HEAD, "halo_rpc_address": "10.0.0.9", "halo_rpc_workers": ["w2"]})
+    assert head_refusal(hosts) == (
+        "host 'head': halo_rpc_workers=['w1', 'w2'] is invalid: 'w2' is also named by x1, x2: a worker serves one "
+        "head (its firewall lets one address in)")
