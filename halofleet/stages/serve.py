@@ -89,7 +89,8 @@ def _models(plan) -> None:
     if models and models.directories:
         for path in [config.model_dir, *models.directories]:
             halo_serve.owned_directory(name=f"Model directory {path}", path=path, owner=user, current=dirs.get(path))
-    if models and models.token_needed and config.hf_token:
+    with_token = bool(models and models.token_needed and config.hf_token)
+    if with_token:
         halo_files.checked_file(
             name="Hugging Face token (for curl, root only)", path=HF_HEADER,
             content=f"Authorization: Bearer {config.hf_token}\n", mode="0600", redact=True,
@@ -98,7 +99,7 @@ def _models(plan) -> None:
     else:
         halo_files.absent_file(name="No Hugging Face token file", path=HF_HEADER,
                                current_sha256=managed_sha256(plan, HF_HEADER))
-    header = HF_HEADER if models and models.token_needed and config.hf_token else None
+    header = HF_HEADER if with_token else None
     for action in models.pushes if models else []:
         halo_serve.model_file(
             name=f"Model {action.spec}: {action.file.name} (pushed)", path=action.file.host_path,
