@@ -33,6 +33,22 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
+def _add_vocabulary(writer) -> None:
+    """f32 weights and the byte-fallback SentencePiece vocabulary, as every tiny model here has them."""
+    import gguf
+
+    tokens, scores, types = vocabulary()
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+
+
 def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n_head: int = N_HEAD) -> Path:
     """
     Write the model to ``path`` (about 0.5 MB) and return it. ``split_max_tensors``: write a split set instead
@@ -42,8 +58,7 @@ def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n
     import gguf  # test-only dependency: imported here so the product does not need it
 
     rng = np.random.default_rng(seed)
-    tokens, scores, types = vocabulary()
-    n_vocab = len(tokens)
+    n_vocab = len(vocabulary()[0])
 
     def weights(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
@@ -58,15 +73,7 @@ def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(N_EMBD // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_add_bos_token(True)
+    _add_vocabulary(writer)
 
     # numpy shapes are (out, in); gguf stores them reversed, as llama.cpp expects.
     writer.add_tensor("token_embd.weight", weights(n_vocab, N_EMBD))
@@ -99,7 +106,7 @@ def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens, scores, types = vocabulary()
+    n_vocab = len(vocabulary()[0])
     layers, heads, kv_heads = 4, 2, 1
     head_dim = N_EMBD // heads
 
@@ -116,16 +123,8 @@ def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
     writer.add_head_count_kv(kv_heads)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_sliding_window(window)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_add_bos_token(True)
-    writer.add_tensor("token_embd.weight", weights(len(tokens), N_EMBD))  # also the output (tied)
+    _add_vocabulary(writer)
+    writer.add_tensor("token_embd.weight", weights(n_vocab, N_EMBD))  # also the output (tied)
     for layer in range(layers):
         prefix = f"blk.{layer}."
         for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
