@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from halofleet import paths, policy  # noqa: E402
+from halofleet.contract import paths, policy  # noqa: E402
 from halofleet.testing import vm as vm_mod  # noqa: E402
 from halofleet.testing.tinymodel import write_tiny_llama  # noqa: E402
 

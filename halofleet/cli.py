@@ -19,11 +19,11 @@ from pathlib import Path
 import click
 
 from . import __version__
-from . import config as config_mod
-from . import memplan
-from .config import ConfigError, HostRefused
-from .inventory import BadInput, writable_path
-from .memory import KIB_PER_GIB
+from .box.gtt import KIB_PER_GIB
+from .contract import config as config_mod
+from .contract.config import ConfigError, HostRefused
+from .views import sizing
+from .views.inventory import BadInput, writable_path
 
 # The packaged deploys, by dotted name: pyinfra runs them without any file of this checkout.
 FULL_DEPLOY = "halofleet.stages.full"
@@ -109,11 +109,11 @@ def _data_items(items: tuple[str, ...]) -> dict:
 @click.option("--model", "models", multiple=True, metavar="PATH[@CTX]",
               help="Model for --serve: a GGUF path on the host, or a HF id for vllm. Local GGUF files (repeatable, "
                    "PATH@CTX sets that model's context) also get the memory table: weights + KV vs the GTT budget.")
-@click.option("--ctx", type=click.IntRange(*memplan.CTX_RANGE), default=None,
+@click.option("--ctx", type=click.IntRange(*sizing.CTX_RANGE), default=None,
               help="Context for the memory table where PATH@CTX does not say (default: halo_ctx).")
-@click.option("--kv-type", type=click.Choice(memplan.KV_CHOICES), default=None,
+@click.option("--kv-type", type=click.Choice(sizing.KV_CHOICES), default=None,
               help="KV cache type for the memory table (default: halo_llama_kv_type).")
-@click.option("--models-max", type=click.IntRange(0, 1024), default=memplan.DEFAULT_MODELS_MAX, show_default=True,
+@click.option("--models-max", type=click.IntRange(0, 1024), default=sizing.DEFAULT_MODELS_MAX, show_default=True,
               help="Models loaded at once (llama-server --models-max; 0 = no limit): the largest are counted.")
 @click.option("--rpc-worker-ram-gib", "worker_ram", multiple=True, type=click.IntRange(1, 4096),
               help="RAM of an RPC worker (repeatable, in --rpc order): print the model's split across the group.")
@@ -126,10 +126,10 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
          worker_ram: tuple[int, ...], tensor_split: str | None, data_items: tuple[str, ...], as_json: bool) -> None:
     """Print the kernel params, modprobe file (and engine unit, with --serve; the memory table, with --model) for a
     box with RAM_GIB."""
+    from .box.plan import build_plan
     from .operations.halo_kernel import render_modprobe
-    from .plan import build_plan
 
-    model = models[0].rpartition("@")[0] if models and memplan.has_ctx(models[0]) else (models[0] if models else None)
+    model = models[0].rpartition("@")[0] if models and sizing.has_ctx(models[0]) else (models[0] if models else None)
     data = {"halo_allow_non_strix_halo": True, "halo_iommu": iommu, "halo_emit_gttsize": not no_gttsize,
             "halo_serve": serve, "halo_model": model}
     for key, value in (("halo_os_reserve_gib", reserve_gib), ("halo_gtt_gib", gtt_gib)):
@@ -144,8 +144,8 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
     gtt, engine = host_plan.gtt, host_plan.serve
     modprobe = render_modprobe(host_plan.modprobe)
     try:
-        sizing = memplan.size(host_plan, models, ctx=ctx, kv_type=kv_type, models_max=models_max,
-                              worker_ram=worker_ram, tensor_split=tensor_split, served=serve != "none")
+        memory = sizing.size(host_plan, models, ctx=ctx, kv_type=kv_type, models_max=models_max,
+                            worker_ram=worker_ram, tensor_split=tensor_split, served=serve != "none")
     except ValueError as error:  # KVError (unreadable or unsized model), bad --tensor-split, a worker's RAM
         raise BadInput(str(error)) from None
     if as_json:
@@ -156,10 +156,10 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
                                                   "url": engine.url, "unit_path": engine.unit_path,
                                                   "unit": engine.unit, "packages": engine.packages},
         }
-        if sizing is not None:
-            result.update(sizing.as_json())
+        if memory is not None:
+            result.update(memory.as_json())
         click.echo(json.dumps(result, indent=2))
-        _refuse_if_over(sizing)
+        _refuse_if_over(memory)
         return
     click.echo(f"# {ram_gib} GiB visible, {gtt.reserve_gib} GiB reserved for the OS -> GTT {gtt.gtt_gib} GiB")
     click.echo("kernel cmdline params:")
@@ -171,17 +171,17 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
         click.echo(f"serving: {engine.engine} ({engine.flavour}) on {engine.url}, unit {engine.unit_path}:")
         for line in engine.unit.splitlines():
             click.echo("  " + line)
-    if sizing is not None:
-        for line in sizing.lines():
+    if memory is not None:
+        for line in memory.lines():
             click.echo(line)
     for warning in host_plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    _refuse_if_over(sizing)
+    _refuse_if_over(memory)
 
 
-def _refuse_if_over(sizing) -> None:
-    if sizing is not None and sizing.refusal():
-        _fail(sizing.refusal(), EXIT_HOST_FAILED)
+def _refuse_if_over(memory) -> None:
+    if memory is not None and memory.refusal():
+        _fail(memory.refusal(), EXIT_HOST_FAILED)
 
 
 @main.command()
@@ -241,7 +241,7 @@ def _rows_exit(rows: list[dict[str, str]]) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def verify(inventory: str, as_json: bool) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
-    from .verify import collect, format_table
+    from .views.verify import collect, format_table
 
     rows = collect(inventory)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
@@ -257,7 +257,7 @@ def verify(inventory: str, as_json: bool) -> None:
 def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> None:
     """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing);
     exit 1 if a host is refused or unreachable."""
-    from .review import review, to_markdown
+    from .views.review import review, to_markdown
 
     target = writable_path(out_path) if out_path else None
     reviews = review(inventory, deploy)
@@ -279,8 +279,8 @@ def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> No
 @click.option("--md", "md_path", help="Write the Markdown report here.")
 def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
     """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
-    from .report import render_report
-    from .verify import collect, format_table
+    from .views.report import render_report
+    from .views.verify import collect, format_table
 
     targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
     rows = collect(inventory)
@@ -299,8 +299,8 @@ def bench(inventory: str) -> None:
     from pyinfra.api import State
     from pyinfra.context import ctx_state
 
-    from .inventory import load_inventory
-    from .verify import collect
+    from .views.inventory import load_inventory
+    from .views.verify import collect
 
     ctx_state.set(State())
     load_inventory(inventory)  # a missing or empty inventory stops here, before pyinfra runs
@@ -333,7 +333,7 @@ def demo(keep: bool, deploy: str) -> None:
     prereqs.check(modules=prereqs.DEMO_MODULES)  # before anything is written or started
     from .testing import vm as vm_mod
     from .testing.tinymodel import write_tiny_llama
-    from .verify import collect, format_table
+    from .views.verify import collect, format_table
 
     workdir = vm_mod.cache_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)

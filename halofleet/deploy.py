@@ -11,14 +11,16 @@ from pyinfra import host, logger, state
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
-from .cmdline import ParamConflict
-from .config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value, validate
+from .box.cmdline import ParamConflict
+from .box.plan import HostPlan, build_plan
+from .box.serving import probe_args
+from .contract.config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value
 from .facts.halo import HostProbe
-from .hfhub import resolve_models
-from .modelmemory import check_host_memory
-from .plan import HostPlan, build_plan
-from .rpc import check_group
-from .serving import probe_args
+from .facts.model_header import host_reader
+from .fleet.rpc import check_group
+from .models.fit import check_host_memory
+from .models.hub import resolve_models
+from .models.specs import validate
 
 _PLAN_ATTR = "_halofleet_plan"
 
@@ -39,7 +41,7 @@ def current_plan() -> HostPlan | None:
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
             worker_gtt = {name: each.gtt.gtt_gib << 30 for name, each in worker_plans.items() if each}
-            plan.memory = check_host_memory(plan, host, worker_gtt)
+            plan.memory = check_host_memory(plan, host_reader(host), worker_gtt)
         except (ConfigError, HostRefused, ParamConflict):
             raise  # the plan's own refusals (some are ValueErrors) say what is wrong themselves
         except PARSE_FAILURES as error:  # facts the plan cannot judge: this host only, never the whole run

@@ -9,8 +9,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from ..gateway import STATS_SOCKET, parse_show_stat
-from ..paths import GATEWAY_CERT, HAPROXY_CFG
+from ..contract.paths import GATEWAY_CERT, HAPROXY_CFG
+from ..fleet.gateway import STATS_SOCKET, parse_show_stat
 
 GATEWAY_FILES = (HAPROXY_CFG, GATEWAY_CERT)
 # netcat-openbsd talks to the unix socket (-N: close our side after the command, -w: never hang a probe).

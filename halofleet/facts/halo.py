@@ -11,31 +11,31 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from .. import cmdline as cmdline_mod
-from .. import policy
+from ..box import cmdline as cmdline_mod
+from ..contract import policy
+from ..contract.paths import MANAGED_FILES
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
-from .halo_models import ModelFiles
 from .gateway import GatewayState
+from .halo_models import ModelFiles
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
 from .halo_rpc import RpcLog, RpcState
-from .text import ascii_int as _ascii_int
 from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are imported from here too)
-    _hex_address,
-    _int,
+    SERVE_HEALTH_COMMAND,
     Accounts,
     BenchResult,
     ContainerImage,
     ModelFile,
+    ServeHealth,
+    ServeState,
+    _hex_address,
+    _int,
     parse_accounts,
     parse_container_image,
     parse_model,
     parse_serve_health,
     parse_serve_state,
-    SERVE_HEALTH_COMMAND,
-    ServeHealth,
-    ServeState,
 )
-from ..paths import MANAGED_FILES
+from .text import ascii_int as _ascii_int
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
 # A line a parser does not understand is skipped (or read as 'unknown'): one odd host never raises here.

@@ -10,7 +10,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from .. import policy
+from ..contract import policy
 
 # dpkg-query prints an error for a pattern nothing matches but still lists the other names: errors are dropped.
 ROCM_COMMAND = (

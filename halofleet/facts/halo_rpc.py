@@ -10,8 +10,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from .. import policy
-from ..paths import RPC_CACHE, RPC_FIREWALL_SERVICE, RPC_SERVICE, SERVE_SERVICE
+from ..contract import policy
+from ..contract.paths import RPC_CACHE, RPC_FIREWALL_SERVICE, RPC_SERVICE, SERVE_SERVICE
 
 
 def parse_rpc_state(lines: list[str]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from pyinfra.api import FactBase
 
+from ..box.bench import parse_bench_result
+from ..contract.paths import BENCH_RESULT, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 from .text import ascii_int as _ascii_int
-from ..paths import BENCH_RESULT, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 
 
 def parse_accounts(lines: list[str]) -> dict[str, Any]:
@@ -262,8 +263,6 @@ class BenchResult(FactBase):
         return f"cat {BENCH_RESULT} 2>/dev/null; true"
 
     def process(self, output):
-        from ..bench import parse_bench_result
-
         return parse_bench_result("\n".join(output))
 
 

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from pyinfra.api import FactBase
 
-from ..gguf import GGUFError, TokenCost, read_header_in_chunks, token_cost
+from ..models.gguf import GGUFError, TokenCost, read_header_in_chunks, token_cost
+from ..models.kvcache import Need, need_from_reader
 
 DATA_MARK = "@data"
 
@@ -52,5 +53,16 @@ def model_token_cost(read: Callable[[int, int], bytes | None]) -> tuple[TokenCos
 
 def host_model_token_cost(host: Any, path: str) -> tuple[TokenCost | None, str]:
     """:func:`model_token_cost` of ``path`` on ``host``, one fact per slice read."""
-    return model_token_cost(lambda offset, length: host.get_fact(ModelBytes, path=path, offset=offset,
-                                                                 length=length))
+    return model_token_cost(host_reader(host)(path))
+
+
+def host_reader(host: Any) -> Callable[[str], Callable[[int, int], bytes | None]]:
+    """``reader(path)(offset, length)`` of files on a pyinfra ``host``: bounded slices, one fact each."""
+    def for_path(path: str) -> Callable[[int, int], bytes | None]:
+        return lambda offset, length: host.get_fact(ModelBytes, path=path, offset=offset, length=length)
+    return for_path
+
+
+def need_on_host(host: Any, path: str, ctx: int, kv_type: str = "f16", **options: Any) -> Need:
+    """:func:`halofleet.models.kvcache.need_of_file` of ``path`` on a pyinfra ``host``; ``options`` as there."""
+    return need_from_reader(host_reader(host), path, ctx, kv_type, **options)

@@ -9,7 +9,7 @@ import shlex
 
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from .. import paths, policy
+from ..contract import paths, policy
 
 
 def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int | None = None,

@@ -13,9 +13,9 @@ from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCo
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations.util.files import generate_color_diff
 
-from .. import validators
-from ..paths import SECRET_FILES
-from ..templating import sha256_text
+from ..contract import validators
+from ..contract.paths import SECRET_FILES
+from ..contract.templating import sha256_text
 
 BACKUP_DIR = "/var/backups/halofleet"
 UNKNOWN = "unknown"  # sentinel for current_sha256: ask the host

@@ -14,13 +14,12 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.facts import FactBase
 
-from .. import cmdline as cmdline_mod
-from .. import policy
-from ..paths import GRUB_DROPIN, MODPROBE_FILE
+from ..box import cmdline as cmdline_mod
+from ..contract import policy
+from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE
+from ..contract.templating import render
 from ..facts.halo import LiveCmdline
-from ..templating import render
 from . import halo_files
-
 
 _SAFE_PARAM = re.compile(r"^[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:-]+)?$")
 

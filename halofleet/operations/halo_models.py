@@ -16,7 +16,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
-from .. import validators
+from ..contract import validators
 from ..facts.halo_models import sidecar_path
 
 # Retries inside one curl run (transient errors); a run that still fails keeps the partial file for the next one.

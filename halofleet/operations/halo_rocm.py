@@ -13,9 +13,9 @@ from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import Sha256File
 
-from .. import policy, validators
-from ..paths import ROCM_KEY, ROCM_PIN, ROCM_SOURCES
-from ..templating import render
+from ..contract import policy, validators
+from ..contract.paths import ROCM_KEY, ROCM_PIN, ROCM_SOURCES
+from ..contract.templating import render
 from . import halo_files
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"

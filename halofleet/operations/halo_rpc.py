@@ -9,7 +9,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from .. import paths, policy
+from ..contract import paths, policy
 
 NFT_CHECK = 'nft -c -f "$HALO_CANDIDATE"'  # the candidate nft file must parse before it is installed
 

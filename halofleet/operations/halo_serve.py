@@ -12,7 +12,7 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, Quot
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.util import print_host_combined_output
 
-from .. import paths
+from ..contract import paths
 from . import halo_files
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")

@@ -7,6 +7,9 @@ own deploy file.
 
 Each stage is also usable alone (``kernel()``, ``rpc()``, ``serve()``, ...); ``full()`` runs them in order. modprobe runs
 before kernel so the one reboot picks up both. A stage does nothing on a host halofleet refused.
+
+Stages sit at the top with the CLI: they may import every other package (operations, facts, views for the
+run summary, :mod:`halofleet.deploy` for the per-host plan); nothing but the starter site and the CLI imports them.
 """
 
 from pyinfra.api import deploy

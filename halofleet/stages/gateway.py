@@ -11,13 +11,15 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import FindInFile
 from pyinfra.operations import apt, systemd
 
-from .. import policy, summary
-from ..config import ConfigError, HostRefused, option_value, validate
+from ..contract import policy
+from ..contract.config import ConfigError, HostRefused, option_value
+from ..contract.paths import GATEWAY_CERT, HAPROXY_CFG
 from ..deploy import _refuse
 from ..facts.gateway import GatewayState
-from ..gateway import GatewayPlan, inventory_groups, plan_gateway
+from ..fleet.gateway import GatewayPlan, inventory_groups, plan_gateway
+from ..models.specs import validate
 from ..operations import halo_files
-from ..paths import GATEWAY_CERT, HAPROXY_CFG
+from ..views import summary
 
 GATEWAY_PACKAGES = ["haproxy", "netcat-openbsd"]  # nc reads haproxy's stats socket for verify
 HAPROXY_CHECK = 'haproxy -c -dW -q -f "$HALO_CANDIDATE"'  # -dW: a warning refuses the file too

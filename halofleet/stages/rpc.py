@@ -9,10 +9,11 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
-from .. import policy, summary
+from ..contract import policy
+from ..contract.paths import RPC_CACHE, RPC_FIREWALL_UNIT, RPC_NFT, RPC_UNIT
 from ..deploy import current_plan, managed_sha256
 from ..operations import halo_files, halo_rpc, halo_serve
-from ..paths import RPC_CACHE, RPC_FIREWALL_UNIT, RPC_NFT, RPC_UNIT
+from ..views import summary
 
 RPC_FILES = (RPC_UNIT, RPC_FIREWALL_UNIT, RPC_NFT)
 

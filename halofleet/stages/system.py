@@ -10,10 +10,11 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, dnf, server, systemd
 
-from .. import policy, summary
+from ..contract import policy
+from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 from ..deploy import current_plan, managed_sha256, reboot_batch
 from ..operations import halo_files, halo_kernel, halo_rocm
-from ..paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
+from ..views import summary
 
 
 @deploy("preflight")

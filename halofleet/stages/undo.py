@@ -5,15 +5,27 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from .. import cmdline, summary
-from ..deploy import current_config_and_probe
-from ..operations import halo_files, halo_kernel, halo_serve
-from ..paths import (
-    GRUB_DROPIN, HF_HEADER, MODELS_PRESET, MODPROBE_FILE, ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE,
-    ROCM_LIST, ROCM_PIN, ROCM_SOURCES,
-    SERVE_CONF, SERVE_ENV, SERVE_QUADLET, SERVE_STAMP,
+from ..box import cmdline
+from ..contract.paths import (
+    GRUB_DROPIN,
+    HF_HEADER,
+    MODELS_PRESET,
+    MODPROBE_FILE,
+    ROCM_KEY,
+    ROCM_KEY_THEROCK,
+    ROCM_KEY_THEROCK_STABLE,
+    ROCM_LIST,
+    ROCM_PIN,
+    ROCM_SOURCES,
+    SERVE_CONF,
+    SERVE_ENV,
+    SERVE_QUADLET,
+    SERVE_STAMP,
     SERVE_UNIT,
 )
+from ..deploy import current_config_and_probe
+from ..operations import halo_files, halo_kernel, halo_serve
+from ..views import summary
 from .gateway import remove_gateway
 from .rpc import remove_worker
 

@@ -1,0 +1,6 @@
+"""
+What halofleet's tests (and ``halofleet demo``) use to make real hosts and inputs: QEMU VMs (:mod:`.vm`),
+systemd-nspawn containers on a private network (:mod:`.nspawn`), local apt repositories, a Hub-like mirror,
+tiny GGUF models, the fake sysfs overlay and the ``@fake`` connector runs. Imported by nothing in the product but
+the CLI's ``demo`` and ``prereqs``; may import any package below the CLI.
+"""

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from halofleet.config import OPTIONS
-from halofleet.kvcache import need_on_host
+from halofleet.contract.config import OPTIONS
+from halofleet.facts.model_header import need_on_host
 from halofleet.testing.tinymodel import write_tiny_gemma2, write_tiny_llama
 
 from .conftest import TIER_DATA

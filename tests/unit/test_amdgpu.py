@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
-from halofleet.config import ConfigError, HostRefused
+from halofleet.box.plan import build_plan
+from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.facts.amdgpu import FAULTS_COMMAND, parse_amdgpu, parse_faults, parse_running_image
 from halofleet.facts.halo import parse_probe, parse_serve_health
-from halofleet.plan import build_plan
 from halofleet.testing.fake import probe_output
 
 # captured §2a (MES 0x83, linux-firmware 20251125), the lines around MES as posted
@@ -147,7 +147,7 @@ LIVE = "BOOT_IMAGE=/vmlinuz ro quiet amd_iommu=off ttm.pages_limit=1835008 amdgp
 
 
 def verify(probe_lines, data=DATA):
-    from halofleet.verify import verify_row
+    from halofleet.views.verify import verify_row
 
     return verify_row("h", data, parse_probe(probe_lines), parse_serve_health(HEALTHY))
 

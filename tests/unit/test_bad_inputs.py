@@ -429,7 +429,7 @@ def test_reboot_batch_reads_the_contract(monkeypatch):
 
 
 def test_dry_diff_never_reads_the_secret_file():
-    from halofleet.paths import SERVE_ENV
+    from halofleet.contract.paths import SERVE_ENV
 
     old_env = f"{'0' * 64}  {SERVE_ENV}"  # the host has a serve.env already, with other content
     run = run_fake("deploys/full.py", {"h": ({**GOOD, "halo_api_key": SECRET},
@@ -442,7 +442,7 @@ def test_dry_diff_never_reads_the_secret_file():
 
 
 def test_rollback_with_diff_never_reads_the_secret_file():
-    from halofleet.paths import SERVE_ENV
+    from halofleet.contract.paths import SERVE_ENV
 
     run = run_fake("deploys/rollback.py", {"h": (GOOD, probe_output(sections={"files": [f"{'0' * 64}  {SERVE_ENV}"]}))},
                    diff=True)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from halofleet.bench import bench_cell, parse_bench_result
+from halofleet.box.bench import bench_cell, parse_bench_result
 
 GIB = 2**30
 

@@ -30,7 +30,8 @@ EXAMPLE_HOSTS = ("mysite/inventory.py", "inventories/halo.py")
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    """Every command of every ``sh`` block of README.md, then of docs/*.md, in order."""
+    text = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.splitlines():

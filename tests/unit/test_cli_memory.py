@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from halofleet.cli import main
-from halofleet.kvcache import GIB
+from halofleet.models.kvcache import GIB
 
 from . import ggufheaders as gh
 

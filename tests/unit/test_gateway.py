@@ -11,9 +11,10 @@ import subprocess
 
 import pytest
 
-from halofleet.config import ConfigError, HostRefused, validate
+from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.facts.gateway import parse_gateway_state
-from halofleet.gateway import gateway_cell, parse_show_stat, plan_gateway, read_cert
+from halofleet.fleet.gateway import gateway_cell, parse_show_stat, plan_gateway, read_cert
+from halofleet.models.specs import validate
 from halofleet.testing.fake import probe_output, run_fake
 
 KEY = "k" * 24

@@ -13,7 +13,7 @@ import gguf
 import numpy as np
 import pytest
 
-from halofleet.gguf import GGML_TYPES, GGUFError, Truncated, read_header, token_cost
+from halofleet.models.gguf import GGML_TYPES, GGUFError, Truncated, read_header, token_cost
 from halofleet.testing.tinymodel import write_tiny_llama
 
 Q = gguf.GGMLQuantizationType

@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyinfra.api import OperationError
 
-from halofleet import cmdline, policy, validators
-from halofleet.config import OPTIONS, ConfigError, option_value
+from halofleet.box import cmdline
+from halofleet.contract import policy, validators
+from halofleet.contract.config import OPTIONS, ConfigError, option_value
+from halofleet.contract.templating import render
 from halofleet.facts.halo import parse_probe
 from halofleet.operations import halo_rocm, halo_serve
-from halofleet.templating import render
 
 HOSTILE = ["evil $(touch PWNED);x.gguf", "a'b\"c", "%n%h", "$HOME ${X} $$", "--host 0.0.0.0", "x\\y", ";", "",
            "\t tab", "`id`", "\u00e9\u00df"]
@@ -255,7 +256,7 @@ def test_the_probe_parser_never_raises(lines):
 
 def test_verify_cells_survive_a_health_answer_without_latency():
     from halofleet.facts.halo import parse_serve_health
-    from halofleet.verify import serving_cells
+    from halofleet.views.verify import serving_cells
 
     health = parse_serve_health(["@engine llama-server distro", "@active active", "@health 200", "@models 200",
                                  "@completion 200", "@tokens 2"])
@@ -264,8 +265,8 @@ def test_verify_cells_survive_a_health_answer_without_latency():
 
 @pytest.mark.parametrize("extra", [{}, {"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}])
 def test_unusual_but_valid_values_render_as_given(extra):
-    from halofleet import serving
-    from halofleet.config import validate
+    from halofleet.box import serving
+    from halofleet.models.specs import validate
 
     model = "/srv/models/v2.q-4/Qwen3+8B@Q4_K_M.gguf"
     config = validate("h", {"halo_model": model, "halo_llama_backend": "cpu", "halo_llama_args": ["--alias=a@b,c"],
@@ -289,7 +290,7 @@ def test_unusual_but_valid_values_render_as_given(extra):
     '{"llama_bench": "x"}', "[]", "", "{",
 ])
 def test_a_bench_file_without_its_fields_reads_as_unknown(text):
-    from halofleet.bench import bench_cell, parse_bench_result
+    from halofleet.box.bench import bench_cell, parse_bench_result
 
     figures = parse_bench_result(text)
     assert bench_cell(figures, 256, 215).startswith(("pp512", "-"))
@@ -313,7 +314,7 @@ MODEL_ENTRY_KEYS = {"name": {"url": "http://x.test/m.gguf", "sha256": "a" * 64},
 @pytest.mark.parametrize("key", sorted(MODEL_ENTRY_KEYS))
 @pytest.mark.parametrize("value", HOSTILE + ["a\nb", "[x]", "x]\n[y", "../../etc/passwd", "/a/../b.gguf"])
 def test_hostile_model_entry_values_are_refused(key, value):
-    from halofleet.config import validate
+    from halofleet.models.specs import validate
 
     entry = {**MODEL_ENTRY_KEYS[key], key: value}
     with pytest.raises(ConfigError) as error:
@@ -331,7 +332,7 @@ def test_hostile_single_model_keys_are_refused(key, value):
 @given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True))
 @settings(max_examples=100, deadline=None)
 def test_an_accepted_model_name_is_an_ini_section_an_exec_word_and_a_path_component(name):
-    from halofleet import models
+    from halofleet.models import specs as models
 
     assert models.check_ini_value(name) is None and validators.check_file_name(name) is None
     assert validators.systemd_word(name) == name and shlex.quote(name) == name
@@ -369,7 +370,7 @@ def test_accepted_gateway_groups_are_plain_haproxy_words(value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_gateway_values_are_refused_by_the_contract(value):
-    from halofleet.config import validate
+    from halofleet.models.specs import validate
 
     base = {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "127.0.0.1"}
     for data in ({"halo_gateway_bind": value}, {"halo_gateway_groups": [value]},
@@ -384,8 +385,9 @@ def test_hostile_gateway_values_are_refused_by_the_contract(value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_a_hostile_backend_value_refuses_the_gateway_and_never_reaches_its_config(value):
-    from halofleet.config import HostRefused, validate
-    from halofleet.gateway import plan_gateway
+    from halofleet.contract.config import HostRefused
+    from halofleet.fleet.gateway import plan_gateway
+    from halofleet.models.specs import validate
 
     config = validate("gw", {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "10.1.0.1"},
                       serving=False)

@@ -4,7 +4,7 @@ from pyinfra.api import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
-from halofleet.config import validate
+from halofleet.models.specs import validate
 
 
 def test_example_fleet_validates(monkeypatch):
@@ -21,6 +21,6 @@ def test_example_fleet_validates(monkeypatch):
 def test_readme_documents_every_host_data_key():
     from pathlib import Path
 
-    from halofleet.config import describe_options
+    from halofleet.contract.config import describe_options
 
     assert describe_options() in Path("README.md").read_text(), "README's host-data table is stale"

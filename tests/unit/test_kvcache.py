@@ -10,9 +10,10 @@ import re
 
 import pytest
 
-from halofleet import kvcache
-from halofleet.gguf import GGUFHeader, TensorInfo, read_header
-from halofleet.kvcache import KVError, need_of_file, need_of_header
+from halofleet.facts.model_header import need_on_host
+from halofleet.models import kvcache
+from halofleet.models.gguf import GGUFHeader, TensorInfo, read_header
+from halofleet.models.kvcache import KVError, need_of_file, need_of_header
 
 from . import ggufheaders as gh
 
@@ -418,12 +419,12 @@ class FileHost:
 
 def test_need_on_host_reads_the_header_through_facts(llama_path):
     host = FileHost()
-    need = kvcache.need_on_host(host, llama_path, 8192, "f16", parallel=2, name="on-host")
+    need = need_on_host(host, llama_path, 8192, "f16", parallel=2, name="on-host")
     assert host.calls[0] == (llama_path, 0, 4 << 20)  # the gguf reader's first slice
     assert need.name == "on-host" and need.kv == 8192 * LLAMA_KV_PER_CELL and need.parallel == 2
     assert need == need_of_file(llama_path, 8192, "f16", parallel=2, name="on-host")
     with pytest.raises(KVError, match=exact("/nonexistent.gguf: model file not readable")):
-        kvcache.need_on_host(FileHost(), "/nonexistent.gguf", 512)
+        need_on_host(FileHost(), "/nonexistent.gguf", 512)
 
 
 def test_split_gguf_weights_add_up_over_every_shard(tmp_path):
@@ -501,7 +502,7 @@ def test_tensors_outside_the_blocks_count_on_the_head():
 
 
 def test_need_on_host_defaults_to_f16(llama_path):
-    assert kvcache.need_on_host(FileHost(), llama_path, 8192).kv_type == "f16"
+    assert need_on_host(FileHost(), llama_path, 8192).kv_type == "f16"
 
 
 def test_smallthinker_windows_all_but_every_fourth_layer_from_the_first():

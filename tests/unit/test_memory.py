@@ -1,6 +1,6 @@
 import pytest
 
-from halofleet import memory
+from halofleet.box import gtt as memory
 
 
 @pytest.mark.parametrize(

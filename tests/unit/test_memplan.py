@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from halofleet import memplan
+from halofleet.box.plan import build_plan
 from halofleet.cli import synthetic_probe
-from halofleet.kvcache import KVError
-from halofleet.plan import build_plan
+from halofleet.models.kvcache import KVError
+from halofleet.views import sizing as memplan
 
 
 def exact(message: str) -> str:

@@ -6,9 +6,18 @@ import re
 
 import pytest
 
-from halofleet.kvcache import GIB, Need
-from halofleet.memtable import (OverBudget, check_memory, check_split, format_split, format_table, memory_table,
-                                split_across, split_json, table_rows)
+from halofleet.models.budget import (
+    OverBudget,
+    check_memory,
+    check_split,
+    format_split,
+    format_table,
+    memory_table,
+    split_across,
+    split_json,
+    table_rows,
+)
+from halofleet.models.kvcache import GIB, Need
 
 
 def exact(message: str) -> str:

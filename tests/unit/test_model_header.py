@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from halofleet.facts.model_header import DATA_MARK, ModelBytes, model_token_cost, parse_model_bytes
-from halofleet.gguf import GGUFError, read_header_in_chunks
+from halofleet.models.gguf import GGUFError, read_header_in_chunks
 from halofleet.testing.fake import probe_output, run_fake
 
 from .test_gguf import MOE_KV, moe_tensors, write_header

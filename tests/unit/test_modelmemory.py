@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from halofleet import memory
-from halofleet.config import HostRefused, validate
-from halofleet.modelmemory import check_host_memory, http_reader, served_needs
+from halofleet.box import gtt as memory
+from halofleet.contract.config import HostRefused
+from halofleet.models.fit import check_host_memory, http_reader, served_needs
+from halofleet.models.specs import validate
 from halofleet.testing import tinymodel
 from halofleet.testing.tinymodel import write_tiny_llama
 
@@ -82,11 +83,11 @@ def _config(**data):
 def test_a_pushed_model_is_sized_from_its_file(tmp_path):
     model = write_tiny_llama(tmp_path / "tiny.gguf")
     config = _config(halo_model=str(model), halo_model_push=True, halo_ctx=1000)
-    (need, kept), = served_needs(config, {}, host=None)[0]
+    (need, kept), = served_needs(config, {}, host_reader=None)[0]
     cells = 1024  # 1000 padded to llama.cpp's 256
     assert need.kv == cells * tinymodel.N_LAYERS * 2 * tinymodel.N_EMBD * 2 and kept
     assert need.name == "tiny.gguf"
-    assert served_needs(_config(halo_serve="none"), {}, host=None) == ([], [])
+    assert served_needs(_config(halo_serve="none"), {}, host_reader=None) == ([], [])
 
 
 def test_over_the_budget_refuses_the_host_with_the_numbers(tmp_path):

@@ -8,10 +8,14 @@ import urllib.error
 
 import pytest
 
-from halofleet import hfhub, models, paths, serving
-from halofleet.config import ConfigError, HostRefused, validate
+from halofleet.box import serving
+from halofleet.contract import paths
+from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.facts.halo import parse_probe
 from halofleet.facts.halo_models import ModelFiles, parse_model_files
+from halofleet.models import hub as hfhub
+from halofleet.models import specs as models
+from halofleet.models.specs import validate
 from halofleet.testing.tinymodel import write_tiny_llama
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64

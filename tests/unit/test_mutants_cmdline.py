@@ -2,8 +2,8 @@
 
 import pytest
 
-from halofleet import cmdline
-from halofleet.cmdline import KernelParams, ParamConflict
+from halofleet.box import cmdline
+from halofleet.box.cmdline import KernelParams, ParamConflict
 
 OURS = ["amd_iommu=off", "ttm.pages_limit=31457280", "amdgpu.gttsize=122880"]
 

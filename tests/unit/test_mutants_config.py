@@ -2,7 +2,8 @@
 
 import pytest
 
-from halofleet.config import ConfigError, HaloConfig, HostRefused, describe_options, validate
+from halofleet.contract.config import ConfigError, HaloConfig, HostRefused, describe_options
+from halofleet.models.specs import validate
 
 MODEL = {"halo_model": "/srv/models/tiny.gguf"}
 
@@ -348,7 +349,7 @@ def test_therock_packages_must_be_of_the_release_series():
 
 
 def test_options_as_data_for_json():
-    from halofleet.config import options_as_dicts
+    from halofleet.contract.config import options_as_dicts
 
     rows = {row["key"]: row for row in options_as_dicts()}
     assert rows["halo_port"] == {"key": "halo_port", "type": "int", "default": 8080,

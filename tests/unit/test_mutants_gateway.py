@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from halofleet.config import ConfigError, HostRefused, validate
-from halofleet.gateway import gateway_cell, inventory_groups, parse_show_stat, plan_gateway, read_cert
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.fleet.gateway import gateway_cell, inventory_groups, parse_show_stat, plan_gateway, read_cert
+from halofleet.models.specs import validate
 
 KEY = "k" * 24
 GATEWAY = {"halo_gateway": True, "halo_gateway_bind": "10.9.0.1", "halo_serve": "none"}

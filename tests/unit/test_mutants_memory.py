@@ -3,7 +3,7 @@
 
 import pytest
 
-from halofleet import memory
+from halofleet.box import gtt as memory
 
 
 def test_128_gib_box_with_8_gib_reserve():

@@ -13,9 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from halofleet import hfhub, modelplan, models
-from halofleet.config import ConfigError, HostRefused
-from halofleet.models import ModelFile, ModelSpec
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.models import files as modelplan
+from halofleet.models import hub as hfhub
+from halofleet.models import specs as models
+from halofleet.models.specs import ModelFile, ModelSpec
 
 A, B = "a" * 64, "b" * 64
 URL = "https://models.example/tiny/alpha.gguf"

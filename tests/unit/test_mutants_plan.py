@@ -3,8 +3,8 @@
 
 import pytest
 
-from halofleet.config import ConfigError, HostRefused
-from halofleet.plan import build_plan
+from halofleet.box.plan import build_plan
+from halofleet.contract.config import ConfigError, HostRefused
 
 OURS = ["amd_iommu=off", "ttm.pages_limit=31457280", "amdgpu.gttsize=122880"]
 FIXED = {"gfx1151_nodes": 1, "supported": True, "missing": []}

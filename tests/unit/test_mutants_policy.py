@@ -4,8 +4,8 @@ Expected verdicts: ../shared/DOMAIN.md "ROCm versions"."""
 import pytest
 from packaging.version import Version
 
-from halofleet import policy
-from halofleet.policy import Verdict
+from halofleet.contract import policy
+from halofleet.contract.policy import Verdict
 
 OK, WARN, BAD = Verdict.OK, Verdict.WARN, Verdict.BAD
 

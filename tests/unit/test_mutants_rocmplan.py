@@ -5,9 +5,10 @@ The ROCm stage's plan per stream, field by field (mutation-tested). Expected URL
 
 import pytest
 
-from halofleet.config import ConfigError, validate
-from halofleet.policy import RocmStream
-from halofleet.rocmplan import gpu_target, plan_rocm, suite_dir_of, therock_pin_version
+from halofleet.box.rocm import gpu_target, plan_rocm, suite_dir_of, therock_pin_version
+from halofleet.contract.config import ConfigError
+from halofleet.contract.policy import RocmStream
+from halofleet.models.specs import validate
 
 UBUNTU_2404 = {"id": "ubuntu", "version_id": "24.04", "pretty_name": "Ubuntu 24.04.4 LTS"}
 LEGACY_721 = {"legacy": "7.2.1", "package_version": "7.2.1.70201-81~24.04", "stream": "legacy", "therock": {}}

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from halofleet import rpc
-from halofleet.config import ConfigError, HostRefused, validate
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.fleet import rpc
+from halofleet.models.specs import validate
 
 from .test_rpc import HEAD, W1, fleet
 

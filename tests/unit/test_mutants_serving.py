@@ -4,8 +4,10 @@ import hashlib
 
 import pytest
 
-from halofleet import paths, serving
-from halofleet.config import ConfigError, HostRefused, validate
+from halofleet.box import serving
+from halofleet.contract import paths
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.models.specs import validate
 
 GGUF = {"kind": "file", "size": 497440, "mtime": 1795442225, "magic": "GGUF", "parent": "root 755"}
 ACCOUNTS = {"users": {"root": (0, 0)}, "groups": {"root": 0, "video": 44, "render": 993}}

@@ -1,7 +1,7 @@
 import pytest
 
-from halofleet import policy
-from halofleet.policy import Verdict
+from halofleet.contract import policy
+from halofleet.contract.policy import Verdict
 
 
 def test_701_refused_whatever_the_kernel():

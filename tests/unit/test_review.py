@@ -2,8 +2,8 @@
 
 import json
 
-from halofleet.review import review, to_markdown
 from halofleet.testing.fake import PROBE_MARK, probe_output
+from halofleet.views.review import review, to_markdown
 
 SECRET = "sk-halofleet-review-0123456789"
 

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import pytest
 
-from halofleet import policy
-from halofleet.config import ConfigError, validate
-from halofleet.operations.halo_rocm import render_pin, render_sources
-from halofleet.paths import (
-    ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE, ROCM_LIST, ROCM_PIN, ROCM_SOURCES,
+from halofleet.box.rocm import plan_rocm, suite_dir_of, therock_pin_version
+from halofleet.contract import policy
+from halofleet.contract.config import ConfigError
+from halofleet.contract.paths import (
+    ROCM_KEY,
+    ROCM_KEY_THEROCK,
+    ROCM_KEY_THEROCK_STABLE,
+    ROCM_LIST,
+    ROCM_PIN,
+    ROCM_SOURCES,
 )
-from halofleet.rocmplan import plan_rocm, suite_dir_of, therock_pin_version
-from halofleet.testing.fake import probe_output, run_fake
 from halofleet.facts.halo import parse_probe
+from halofleet.models.specs import validate
+from halofleet.operations.halo_rocm import render_pin, render_sources
+from halofleet.testing.fake import probe_output, run_fake
 
 BASE = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_serve": "none"}
 UBUNTU_2404 = ["ID=ubuntu", 'VERSION_ID="24.04"', 'PRETTY_NAME="Ubuntu 24.04.4 LTS"']

@@ -1,6 +1,6 @@
 """deploys/rollback.py through the @fake connector: what it sends, and that it also serves refused hosts."""
 
-from halofleet.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
+from halofleet.contract.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 from halofleet.testing.fake import probe_output, run_fake
 
 DATA = {"halo_allow_non_strix_halo": True, "halo_reboot": "never"}
@@ -29,7 +29,7 @@ def test_rollback_refuses_bad_data_before_any_command():
 
 
 def test_rollback_removes_every_rocm_file_of_both_streams():
-    from halofleet.paths import ROCM_PIN, ROCM_REPO_FILES
+    from halofleet.contract.paths import ROCM_PIN, ROCM_REPO_FILES
 
     files = dict.fromkeys((*ROCM_REPO_FILES, ROCM_PIN), SHA)
     run = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(files=files))})

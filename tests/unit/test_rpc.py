@@ -9,15 +9,17 @@ import math
 
 import pytest
 
-from halofleet import paths, policy, rpc
-from halofleet.config import ConfigError, HostRefused, validate
+from halofleet.box.plan import build_plan
+from halofleet.contract import paths, policy
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.contract.templating import sha256_text
 from halofleet.facts.halo import parse_probe
 from halofleet.facts.halo_rpc import parse_rpc_log
-from halofleet.plan import build_plan
-from halofleet.report import render_report, rpc_groups
-from halofleet.templating import sha256_text
+from halofleet.fleet import rpc
+from halofleet.models.specs import validate
 from halofleet.testing.fake import probe_output
-from halofleet.verify import COLUMNS
+from halofleet.views.report import render_report, rpc_groups
+from halofleet.views.verify import COLUMNS
 
 from .test_hostile import systemd_words
 
@@ -437,7 +439,7 @@ def test_a_group_deploys_and_a_broken_group_member_refuses_only_what_depends_on_
 
 
 def test_an_rpc_worker_is_no_backend_of_the_gateway():
-    from halofleet.gateway import backend_of
+    from halofleet.fleet.gateway import backend_of
 
     assert backend_of("gw", "w1", W1) is None  # it has no OpenAI endpoint: it only lends memory to its head
     assert backend_of("gw", "head", {**HEAD, "halo_bind": "10.0.0.1", "halo_api_key": "k" * 20}) is not None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from halofleet.summary import failed_outcome, failure_reason
+from halofleet.views.summary import failed_outcome, failure_reason
 
 
 @pytest.mark.parametrize("lines, reason, outcome", [

@@ -10,7 +10,7 @@ HEALTHY = ["@engine llama-server distro", "@active active", "@health 200", "@mod
 
 
 def row(probe_lines, health_lines=HEALTHY, data=DATA):
-    from halofleet.verify import verify_row
+    from halofleet.views.verify import verify_row
 
     return verify_row("h", data, parse_probe(probe_lines), parse_serve_health(health_lines))
 
@@ -44,7 +44,7 @@ def test_engine_answering_health_but_no_completion_is_unhealthy():
 
 
 def test_unreachable_host():
-    from halofleet.verify import verify_row
+    from halofleet.views.verify import verify_row
 
     assert verify_row("h", DATA, None)["status"] == "unreachable"
 
@@ -74,7 +74,7 @@ def test_live_probe_runs_in_a_real_shell_on_a_host_without_halofleet():
 
 
 def test_a_gateway_row_shows_each_backend_as_haproxy_sees_it():
-    from halofleet.report import cell_class
+    from halofleet.views.report import cell_class
 
     stat = ["@@halofleet-probe gateway", "@active active", "@stat",
             "# pxname,svname,qcur,status,check_status", "halo_fleet,FRONTEND,,OPEN,", "halo_fleet,srv1,0,UP,L7OK",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from halofleet.testing import aptrepo, prereqs
-from halofleet.testing.runs import run_pyinfra  # noqa: F401 (the VM tests import it from here)
 from halofleet.testing import vm as vm_mod
+from halofleet.testing.runs import run_pyinfra  # noqa: F401 (the VM tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_IN_VM = "/srv/halofleet-test-repo"

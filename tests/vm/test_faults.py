@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from halofleet import cmdline
+from halofleet.box import cmdline
 from halofleet.testing import vm as vm_mod
 from halofleet.testing.tinymodel import write_tiny_llama
 

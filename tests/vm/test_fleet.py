@@ -21,10 +21,9 @@ import time
 
 import pytest
 
-from halofleet import cmdline
-from halofleet.testing import vm as vm_mod
-
+from halofleet.box import cmdline
 from halofleet.facts.halo_rocm import ROCM_COMMAND, parse_rocm
+from halofleet.testing import vm as vm_mod
 
 from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra, therock_group_data
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timezone
 
-from .templating import render
+from ..contract.templating import render
 from .verify import COLUMNS
 
 GOOD = {"ok", "no", "none", "skipped"}

@@ -4,7 +4,7 @@ llama.cpp RPC groups, pure: one model across several boxes. A head is a llama-se
 bound to its private-link address, behind our own nftables table that lets only the head's address in.
 
 Other hosts' data is read from the inventory (``fleet``: name -> raw host data) and validated through the same
-contract (:func:`halofleet.config.validate`) as the host's own; a group that does not fit refuses the host that
+contract (:func:`halofleet.models.specs.validate`) as the host's own; a group that does not fit refuses the host that
 names or serves it, with the reason.
 """
 
@@ -14,9 +14,10 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from . import paths, policy, validators
-from .config import ConfigError, HaloConfig, HostRefused, option_value, validate
-from .templating import render, sha256_text
+from ..contract import paths, policy, validators
+from ..contract.config import ConfigError, HaloConfig, HostRefused, option_value
+from ..contract.templating import render, sha256_text
+from ..models.specs import validate
 
 GIB = 2**30
 

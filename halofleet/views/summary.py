@@ -18,12 +18,7 @@ from typing import Any
 
 from pyinfra.context import ctx_state
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours its log lines
-
-
-def strip_ansi(text: str) -> str:
-    return ANSI.sub("", text)
-
+from .changes import install_dry_run_listing, strip_ansi
 
 # What pyinfra/paramiko (and our reboot) log when a host goes away under a run.
 UNREACHABLE_SIGNS = ("could not connect", "connection", "socket is closed", "no existing session", "not active",
@@ -137,8 +132,6 @@ def install() -> None:
         return
     if not _current:
         atexit.register(_report)
-    from .review import install_dry_run_listing
-
     logger = logging.getLogger("pyinfra")
     for previous in ("handler", "dry_listing"):
         if previous in _current:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import policy
+from ..contract import policy
 
 
 def parse(cmdline: str) -> list[str]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused, option_value
-from .paths import GATEWAY_CERT
-from .templating import render
+from ..contract.config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused, option_value
+from ..contract.paths import GATEWAY_CERT
+from ..contract.templating import render
 
 STATS_SOCKET = "/run/haproxy/admin.sock"  # Debian's path; root only (mode 600)
 DEFAULT_GROUP = "fleet"  # the one backend when halo_gateway_groups is unset

@@ -1,6 +1,6 @@
 """
 ``halofleet plan --model``: the memory table (and an RPC group's split) for local GGUF files, from the host plan's
-GTT budget. Glue between the CLI, :mod:`halofleet.kvcache` (reads the files) and :mod:`halofleet.memtable` (pure).
+GTT budget. Glue between the CLI, :mod:`halofleet.models.kvcache` (reads the files) and :mod:`halofleet.models.budget` (pure).
 """
 
 from __future__ import annotations
@@ -10,13 +10,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import memory, memtable
-from .config import OPTIONS
-from .kvcache import GIB, Need, need_of_file
+from ..box.gtt import plan_gtt
+from ..contract.config import OPTIONS
+from ..models.budget import (  # noqa: F401 (DEFAULT_MODELS_MAX: the CLI's default, read here)
+    DEFAULT_MODELS_MAX,
+    MemoryTable,
+    Split,
+    format_split,
+    format_table,
+    memory_table,
+    split_across,
+    split_json,
+    table_rows,
+)
+from ..models.kvcache import GIB, Need, need_of_file
 
 CTX_RANGE = (OPTIONS["halo_ctx"].minimum, OPTIONS["halo_ctx"].maximum)
 KV_CHOICES = tuple(OPTIONS["halo_llama_kv_type"].choices)
-DEFAULT_MODELS_MAX = memtable.DEFAULT_MODELS_MAX
 
 
 def has_ctx(spec: str) -> bool:
@@ -56,9 +66,9 @@ def parse_tensor_split(text: str | None, devices: int) -> list[float] | None:
 
 @dataclass
 class Sizing:
-    table: memtable.MemoryTable
+    table: MemoryTable
     sources: dict[str, str]
-    split: memtable.Split | None = None
+    split: Split | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def refusal(self) -> str:
@@ -69,8 +79,8 @@ class Sizing:
         head = (f"memory (KV {self.settings['kv_type']}, -np {self.settings['parallel']}, ctx from "
                 f"{', '.join(ctx)}):")
         if self.split is not None:
-            return [head] + memtable.format_table(self.table)[:-1] + memtable.format_split(self.split)
-        return [head] + memtable.format_table(self.table)
+            return [head] + format_table(self.table)[:-1] + format_split(self.split)
+        return [head] + format_table(self.table)
 
     def as_json(self) -> dict:
         result: dict[str, Any] = {"memory": {
@@ -78,9 +88,9 @@ class Sizing:
             "models_max": self.table.models_max,
             "resident_total_gib": round(self.table.resident_total / GIB, 2),
             "fits": self.table.fits if self.split is None else self.split.fits,
-            "rows": memtable.table_rows(self.table, self.sources)}}
+            "rows": table_rows(self.table, self.sources)}}
         if self.split is not None:
-            result["rpc_split"] = memtable.split_json(self.split)
+            result["rpc_split"] = split_json(self.split)
         return result
 
 
@@ -113,7 +123,7 @@ def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: s
         needs.append((need, False))
         sources[name] = source
     budget = host_plan.gtt.gtt_gib * GIB
-    table = memtable.memory_table(needs, budget, models_max)
+    table = memory_table(needs, budget, models_max)
     sizing = Sizing(table, sources, settings=settings)
     if worker_ram or tensor_split is not None:
         if len(needs) != 1:
@@ -121,10 +131,10 @@ def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: s
         boxes = []
         for index, ram in enumerate(worker_ram, 1):
             try:
-                boxes.append((f"worker{index}", memory.plan_gtt(ram, host_plan.gtt.reserve_gib).gtt_gib * GIB))
+                boxes.append((f"worker{index}", plan_gtt(ram, host_plan.gtt.reserve_gib).gtt_gib * GIB))
             except ValueError as error:
                 raise ValueError(f"--rpc-worker-ram-gib {ram} (worker{index}): OS reserve "
                                  f"{host_plan.gtt.reserve_gib} GiB {error}") from None
         boxes.append(("head", budget))
-        sizing.split = memtable.split_across(needs[0][0], boxes, parse_tensor_split(tensor_split, len(boxes)))
+        sizing.split = split_across(needs[0][0], boxes, parse_tensor_split(tensor_split, len(boxes)))
     return sizing

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import policy
+from ..contract import policy
 
 KIB_PER_GIB = 1024 * 1024
 

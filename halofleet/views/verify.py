@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cmdline, policy, rpc
-from .bench import BenchFigures, bench_cell
-from .cmdline import ParamConflict
-from .config import PARSE_FAILURES, ConfigError, HostRefused
-from .gateway import gateway_cell
-from .plan import build_plan
+from ..box import cmdline
+from ..box.bench import BenchFigures, bench_cell
+from ..box.cmdline import ParamConflict
+from ..box.plan import build_plan
+from ..contract import policy
+from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused
+from ..fleet import rpc
+from ..fleet.gateway import gateway_cell
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
            "reboot pending", "serving", "image", "completion", "rpc", "bench", "gateway", "status")
@@ -131,10 +133,10 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     from pyinfra.api.facts import get_fact
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
-    from .config import validate
-    from .facts.halo import HostProbe
+    from ..box.serving import probe_args
+    from ..facts.halo import HostProbe
+    from ..models.specs import validate
     from .inventory import load_inventory
-    from .serving import probe_args
 
     state = State()
     ctx_state.set(state)

@@ -6,17 +6,16 @@ memory cap above RAM) is raised here, before the first change.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import paths, policy, validators
-from .config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
-from .modelplan import ModelsPlan, plan_models
-from .rpc import head_args
-from .templating import render, sha256_text
+from ..contract import paths, policy, validators
+from ..contract.config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
+from ..contract.templating import render, sha256_text
+from ..fleet.rpc import head_args
+from ..models.files import ModelsPlan, local_sha256, plan_models
 
 CONTAINER_MODEL_DIR = "/models"
 CONTAINER_CACHE_DIR = "/cache"
@@ -163,14 +162,6 @@ def memory_max_gib(config: HaloConfig, visible_gib: int) -> int:
     return limit
 
 
-def local_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str | None, str]:
     """(path on the host, local file to push, stamp identifying this exact model)."""
     if config.model_push:
@@ -245,7 +236,7 @@ def _unit_safe(config: HaloConfig, key: str, value: str) -> None:
 def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int, ids: Ids,
                      rpc_members: tuple = ()) -> ServePlan | None:
     """The serving stage for this host, or None for ``halo_serve: none`` (and rpc-worker: see :mod:`.rpc`).
-    ``rpc_members``: an RPC head's workers (:class:`halofleet.rpc.Member`), in order."""
+    ``rpc_members``: an RPC head's workers (:class:`halofleet.fleet.rpc.Member`), in order."""
     if config.serve in ("none", "rpc-worker"):
         return None
     warnings = []

@@ -1,7 +1,7 @@
 """
 llama-bench results against the memory roofline: generating one token reads every weight once (of an MoE model,
 only the experts in use), so tg tokens/s <= bandwidth / bytes read per token. The bytes per token come from the
-model's GGUF header (:func:`halofleet.gguf.token_cost`) when the bench stage could read it, else the file size.
+model's GGUF header (:func:`halofleet.models.gguf.token_cost`) when the bench stage could read it, else the file size.
 Pure functions; the deploy stores llama-bench's JSON on the host.
 """
 
@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import policy
+from ..contract import policy
 
 
 @dataclass(frozen=True)

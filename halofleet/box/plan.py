@@ -9,9 +9,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cmdline, memory, policy, rpc, serving
-from .config import ConfigError, HaloConfig, HostRefused, validate
-from .rocmplan import RocmPlan, plan_rocm
+from ..contract import policy
+from ..contract.config import ConfigError, HaloConfig, HostRefused
+from ..fleet import rpc
+from ..models.specs import validate
+from . import cmdline, serving
+from .gtt import GttPlan, plan_gtt, visible_gib
+from .rocm import RocmPlan, plan_rocm
 
 SUPPORTED_DISTROS = {"debian", "ubuntu", "fedora"}
 APT_DISTROS = {"debian", "ubuntu"}
@@ -22,7 +26,7 @@ class HostPlan:
     config: HaloConfig
     probe: dict[str, Any]
     distro: str
-    gtt: memory.GttPlan
+    gtt: GttPlan
     ttm_module: str
     kernel_params: list[str]
     modprobe: dict[str, dict[str, int]]
@@ -95,9 +99,9 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     memtotal = probe.get("memtotal_kib")
     if not memtotal:
         raise HostRefused(host, "could not read MemTotal from /proc/meminfo")
-    visible = memory.visible_gib(memtotal)
+    visible = visible_gib(memtotal)
     try:
-        gtt = memory.plan_gtt(visible, config.os_reserve_gib, config.gtt_gib)
+        gtt = plan_gtt(visible, config.os_reserve_gib, config.gtt_gib)
     except ValueError as error:
         key = "halo_gtt_gib" if config.gtt_gib is not None else "halo_os_reserve_gib"
         raise ConfigError(host, key, config.values[key], str(error)) from None

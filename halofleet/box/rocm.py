@@ -9,9 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import policy
-from .config import ConfigError, HaloConfig
-from .paths import ROCM_KEY, ROCM_KEY_THEROCK, ROCM_KEY_THEROCK_STABLE, ROCM_LIST, ROCM_REPO_FILES, ROCM_SOURCES
+from ..contract import policy
+from ..contract.config import ConfigError, HaloConfig
+from ..contract.paths import (
+    ROCM_KEY,
+    ROCM_KEY_THEROCK,
+    ROCM_KEY_THEROCK_STABLE,
+    ROCM_LIST,
+    ROCM_REPO_FILES,
+    ROCM_SOURCES,
+)
 
 # Legacy packages held by the pin: every ROCm package depends on an exact rocm-core, so these hold the stack.
 LEGACY_PIN_PACKAGES = ("rocm-core", "rocm", "rocm-dev", "rocm-libs", "rocm-hip-runtime", "rocm-hip-sdk")

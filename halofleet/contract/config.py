@@ -2,8 +2,10 @@
 The host-data contract: every ``halo_*`` key with its type, choices, default and doc, in one table that is also
 the validation (Ansible-style ``argument_spec``).
 
-``validate(host_name, data)`` checks everything that needs no host facts and returns a :class:`HaloConfig`; the
-checks that need facts (RAM, installed ROCm, GPU) live in :mod:`halofleet.plan`. Both run before the first change.
+:func:`coerce_keys` and :func:`check_rules` check everything that needs no host facts and no model entry;
+:func:`halofleet.models.specs.validate` runs them with the ``halo_models`` entries checked in between and returns a
+:class:`HaloConfig`. The checks that need facts (RAM, installed ROCm, GPU) live in :mod:`halofleet.box.plan`. All
+run before the first change.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import policy, validators
+from .option_types import coerce_type
 from .options import (  # noqa: F401 (re-exported: the contract is config.OPTIONS to its users)
     NO_ENDPOINT,
     OPTIONS,
@@ -78,7 +81,7 @@ def _coerce(host: str, key: str, option: Option, value: Any) -> Any:
         if option.nullable:
             return None
         raise fail("must be set (null is not allowed)")
-    value = validators.coerce_type(key, option, value, fail)
+    value = coerce_type(key, option, value, fail)
     if option.check:
         problem = option.check(value)
         if problem:
@@ -92,10 +95,10 @@ def option_value(host: str, key: str, value: Any) -> Any:
     return _coerce(host, key, option, option.default if value is None else value)
 
 
-def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfig:
+def coerce_keys(host: str, data: dict[str, Any]) -> dict[str, Any]:
     """
-    Check every ``halo_*`` key of one host's data against :data:`OPTIONS`; unknown keys get a hint.
-    ``serving=False`` skips the rules between serving keys (undoing a deploy needs no model).
+    Every ``halo_*`` key of one host's data as its option's type, defaults filled in; unknown keys get a hint.
+    ``halo_models`` stays a list of raw entries here: :mod:`halofleet.models.specs` checks them, on top of this.
     """
     for key in sorted(data):
         if key.startswith("halo_") and key not in OPTIONS:
@@ -105,13 +108,16 @@ def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfi
                 host, key, HIDDEN, f"unknown key{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
                 "see README 'Host data'",
             )
-    values = {}
-    for key, option in OPTIONS.items():
-        values[key] = _coerce(host, key, option, data.get(key, option.default))
-    from .models import parse_models  # models builds on this module's errors
+    return {key: _coerce(host, key, option, data.get(key, option.default)) for key, option in OPTIONS.items()}
 
-    # Undoing a deploy (serving=False) needs no model: a pushed file gone from this machine must not block it.
-    values["halo_models"] = parse_models(host, values["halo_models"], values["halo_model_dir"]) if serving else []
+
+def check_rules(host: str, values: dict[str, Any], serving: bool = True) -> HaloConfig:
+    """
+    The rules between keys, on values from :func:`coerce_keys` (``halo_models`` already parsed by the caller when
+    it matters). ``serving=False`` skips the rules between serving keys (undoing a deploy needs no model).
+    """
+    if not serving:
+        values = {**values, "halo_models": []}  # undoing a deploy needs no model
     _validate_rocm(host, values)
     _validate_gateway(host, values)
     if serving:
@@ -145,7 +151,7 @@ ROUTER_ARGS = ("--models-dir", "--models-preset")
 
 
 def _validate_rpc(host: str, values: dict[str, Any]) -> None:
-    """The RPC keys among themselves; the group (the workers' own data) is checked in :mod:`halofleet.rpc`."""
+    """The RPC keys among themselves; the group (the workers' own data) is checked in :mod:`halofleet.fleet.rpc`."""
     engine, workers, address = values["halo_serve"], values["halo_rpc_workers"], values["halo_rpc_address"]
     if engine == "rpc-worker":
         if address is None:

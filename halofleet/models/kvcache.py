@@ -1,7 +1,7 @@
 """
 What a GGUF model needs in memory when llama-server loads it: the weights as the file holds them plus the KV cache
 (and the recurrent state of Mamba/RWKV-style layers) at a context length, from the header alone. Pure functions over
-:class:`halofleet.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_on_host` read the header first.
+:class:`halofleet.models.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_from_reader` (on a host: :func:`halofleet.facts.model_header.need_on_host`) read the header first.
 
 How llama.cpp sizes its memory (llama.cpp ``src/``, read at the upstream commit vendored by ollama, ec98e2002,
 and checked against Debian forky's llama-server 0.7.0 in tests/nspawn):
@@ -340,13 +340,3 @@ def _local_reader(path: str) -> Callable[[int, int], bytes | None]:
 def need_of_file(path: str, ctx: int, kv_type: str = "f16", **options: Any) -> Need:
     """:func:`need_of_header` of a local GGUF file (every shard of a split one); ``options`` as there."""
     return need_from_reader(_local_reader, path, ctx, kv_type, **options)
-
-
-def need_on_host(host: Any, path: str, ctx: int, kv_type: str = "f16", **options: Any) -> Need:
-    """:func:`need_of_file` of ``path`` on a pyinfra ``host``: the header read in bounded slices, one fact each."""
-    from .facts.model_header import ModelBytes
-
-    def reader(shard: str) -> Callable[[int, int], bytes | None]:
-        return lambda offset, length: host.get_fact(ModelBytes, path=shard, offset=offset, length=length)
-
-    return need_from_reader(reader, path, ctx, kv_type, **options)

@@ -20,9 +20,9 @@ from pathlib import PurePosixPath
 from typing import Callable
 from urllib.parse import quote
 
-from . import models
-from .config import HostRefused
-from .models import ModelFile, ModelSpec
+from ..contract.config import HostRefused
+from .files import local_sha256
+from .specs import INCLUDE, SHA256, SHARD, ModelFile, ModelSpec, shard_names
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 30
@@ -84,12 +84,12 @@ def _hub_file(host: str, spec: ModelSpec, entry: dict, endpoint: str) -> ModelFi
     path = entry.get("path")
     size = entry.get("size")
     lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else None
-    if not isinstance(path, str) or not models.INCLUDE.fullmatch(path) or ".." in path.split("/") \
+    if not isinstance(path, str) or not INCLUDE.fullmatch(path) or ".." in path.split("/") \
             or any(c in path for c in "*?") or not isinstance(size, int) or size < 0:
         raise HostRefused(host, f"model {spec.name}: the Hub lists a file this host cannot hold as is: {path!r}")
     sha256 = lfs.get("oid") if lfs else None
     git_oid = None if lfs else entry.get("oid")
-    if lfs and not (isinstance(sha256, str) and models.SHA256.fullmatch(sha256)):
+    if lfs and not (isinstance(sha256, str) and SHA256.fullmatch(sha256)):
         raise HostRefused(host, f"model {spec.name}: the Hub gives no SHA-256 for {path}")
     if not lfs and not (isinstance(git_oid, str) and re.fullmatch(r"[0-9a-f]{40}", git_oid)):
         raise HostRefused(host, f"model {spec.name}: the Hub gives no digest for {path}")
@@ -105,7 +105,7 @@ def _check_gguf_set(host: str, spec: ModelSpec, files: list[ModelFile]) -> None:
                                 f"llama-server; it matches {names or 'nothing'} in {spec.origin}@{spec.revision}")
     first = sorted(names)[0]
     expected = [str(PurePosixPath(first).parent / name) if "/" in first else name
-                for name in models.shard_names(PurePosixPath(first).name)]
+                for name in shard_names(PurePosixPath(first).name)]
     if sorted(names) != sorted(expected):
         raise HostRefused(host, f"model {spec.name}: include {spec.include!r} must match one GGUF file or one "
                                 f"complete split set; it matches {sorted(names)}")
@@ -116,7 +116,7 @@ def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, ggu
     """An ``hf`` entry with its files, URLs and digests (the Hub's, checked against any the host data pins)."""
     literal = not any(c in spec.include for c in "*?")
     if gguf and literal and set(spec.sha256_given) == {spec.include} \
-            and not models.SHARD.fullmatch(PurePosixPath(spec.include).name):
+            and not SHARD.fullmatch(PurePosixPath(spec.include).name):
         # Pinned by name and digest: no lookup, so reruns work offline.
         path = spec.include
         item = ModelFile(name=path, host_path=f"{spec.directory}/{path}", sha256=spec.sha256_given[path],
@@ -125,9 +125,9 @@ def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, ggu
     entries = list_files(host, spec, endpoint, token, fetch or _urllib_fetch)
     matched = sorted((entry for entry in entries if fnmatch.fnmatchcase(str(entry.get("path")), spec.include)),
                      key=lambda entry: str(entry.get("path")))
-    if gguf and literal and len(matched) == 1 and models.SHARD.fullmatch(PurePosixPath(spec.include).name):
+    if gguf and literal and len(matched) == 1 and SHARD.fullmatch(PurePosixPath(spec.include).name):
         # The first shard of a split set names the whole set.
-        wanted = set(models.shard_names(PurePosixPath(spec.include).name))
+        wanted = set(shard_names(PurePosixPath(spec.include).name))
         parent = str(PurePosixPath(spec.include).parent)
         matched = sorted((entry for entry in entries
                           if str(PurePosixPath(str(entry.get("path"))).parent) == parent
@@ -152,7 +152,6 @@ def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, ggu
 def resolve_models(host: str, specs: list[ModelSpec], endpoint: str, token: str | None, engine: str,
                    fetch: Fetch | None = None, hasher: Callable[[str], str] | None = None) -> list[ModelSpec]:
     """Every spec with its files: hf entries from the Hub, pushed files hashed here (their digest is the stamp)."""
-    from .serving import local_sha256  # serving imports this module's callers; keep the import cycle lazy
 
     resolved = []
     for spec in specs:

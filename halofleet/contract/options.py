@@ -1,30 +1,12 @@
 """
 The host-data contract as data: every ``halo_*`` key with its type, default, doc, choices and grammar check, in one
-table (Ansible-style ``argument_spec``). :mod:`halofleet.config` validates host data against it.
+table (Ansible-style ``argument_spec``). :mod:`halofleet.contract.config` validates host data against it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
 from . import policy, validators
-
-
-@dataclass(frozen=True)
-class Option:
-    type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret" |
-    # "names" (a list of words) | "map" (words to words) | "hosts" (inventory host names, maybe none) |
-    # "numbers"
-    default: Any
-    doc: str
-    choices: tuple[str, ...] = ()
-    minimum: int | float | None = None
-    maximum: int | float | None = None
-    nullable: bool = False
-    check: Callable[[Any], str | None] | None = None  # extra rule: returns the "allowed" text when it fails
-    hide_value: bool = False  # refusals do not repeat the value (it may carry a secret)
-
+from .option_types import Option
 
 VLLM_RAY_NOT_BUILT = (
     "not built yet: vLLM across boxes (Ray, --tensor-parallel-size) is designed in README 'vLLM across boxes' but "

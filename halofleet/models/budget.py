@@ -1,6 +1,6 @@
 """
 Does it fit: the models a box may hold at once against its GTT budget, and one model split across the boxes of a
-llama.cpp RPC group. Pure functions over :class:`halofleet.kvcache.Need`; a refusal is an :class:`OverBudget`
+llama.cpp RPC group. Pure functions over :class:`halofleet.models.kvcache.Need`; a refusal is an :class:`OverBudget`
 whose message names every number it was decided on.
 """
 

@@ -1,6 +1,6 @@
 """
-Does what a host will serve fit its memory: the KV-aware accounting of :mod:`halofleet.kvcache` and
-:mod:`halofleet.memtable` applied to a host's plan in preflight, before the first change.
+Does what a host will serve fit its memory: the KV-aware accounting of :mod:`halofleet.models.kvcache` and
+:mod:`halofleet.models.budget` applied to a host's plan in preflight, before the first change.
 
 The GGUF headers are read where the bytes are now: a pushed file on this machine, a file already on the host (over
 SSH, in bounded slices), or, for a download not made yet, its source over HTTP range requests from this machine (the
@@ -15,12 +15,14 @@ import urllib.request
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .config import HaloConfig, HostRefused
-from .kvcache import KVError, Need, need_from_reader, need_of_file, need_on_host
-from .memtable import OverBudget, check_memory, check_split, format_split, format_table
-from .models import ModelSpec
+from ..contract.config import HaloConfig, HostRefused
+from .budget import OverBudget, check_memory, check_split, format_split, format_table
+from .kvcache import KVError, Need, need_from_reader, need_of_file
+from .specs import ModelSpec
 
 GIB = 1 << 30
+# reader(path)(offset, length): bytes of a file on the host being planned (facts.model_header.host_reader)
+Reader = Callable[[str], Callable[[int, int], bytes | None]]
 HTTP_TIMEOUT_S = 30
 
 
@@ -59,11 +61,11 @@ def _engine_options(config: HaloConfig) -> dict[str, Any]:
     return {"parallel": config.llama_parallel, "ubatch": config.llama_ubatch, "batch": config.llama_batch}
 
 
-def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], host: Any) -> Need:
+def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], host_reader: Reader) -> Need:
     ctx, options = spec.ctx or config.ctx, {**_engine_options(config), "name": spec.name}
     first = spec.host_path
     if first in on_host:
-        return need_on_host(host, first, ctx, config.llama_kv_type, **options)
+        return need_from_reader(host_reader, first, ctx, config.llama_kv_type, **options)
     source = next(item for item in spec.files if item.host_path == first)
     if source.local:
         return need_of_file(source.local, ctx, config.llama_kv_type, **options)
@@ -71,7 +73,7 @@ def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], hos
     return need_from_reader(http_reader(token), source.url, ctx, config.llama_kv_type, **options)
 
 
-def served_needs(config: HaloConfig, probe: dict[str, Any], host: Any) -> tuple[list[tuple[Need, bool]], list[str]]:
+def served_needs(config: HaloConfig, probe: dict[str, Any], host_reader: Reader) -> tuple[list[tuple[Need, bool]], list[str]]:
     """
     ``(need, keep_loaded)`` of every GGUF model the host's llama-server will serve, and a note per model that could
     not be sized. vLLM (safetensors) is sized by its own ``--gpu-memory-utilization``, not here.
@@ -83,7 +85,7 @@ def served_needs(config: HaloConfig, probe: dict[str, Any], host: Any) -> tuple[
         on_host = (probe.get("model_files") or {}).get("files") or {}
         for spec in config.models:
             try:
-                needs.append((_spec_need(config, spec, on_host, host), spec.keep_loaded))
+                needs.append((_spec_need(config, spec, on_host, host_reader), spec.keep_loaded))
             except (KVError, StopIteration, TypeError) as error:
                 unknown.append(f"{spec.name}: {error or 'no readable GGUF header'}")
         return needs, unknown
@@ -92,20 +94,20 @@ def served_needs(config: HaloConfig, probe: dict[str, Any], host: Any) -> tuple[
         if config.model_push:
             needs.append((need_of_file(config.model, config.ctx, config.llama_kv_type, **options), True))
         elif (probe.get("model") or {}).get("kind") == "file":
-            needs.append((need_on_host(host, config.model, config.ctx, config.llama_kv_type, **options), True))
+            needs.append((need_from_reader(host_reader, config.model, config.ctx, config.llama_kv_type, **options), True))
     except KVError as error:
         unknown.append(f"{config.model}: {error}")
     return needs, unknown
 
 
-def check_host_memory(plan: Any, host: Any, worker_gtt: dict[str, int]) -> list[str]:
+def check_host_memory(plan: Any, host_reader: Reader, worker_gtt: dict[str, int]) -> list[str]:
     """
-    Preflight's memory lines for ``plan`` (a :class:`halofleet.plan.HostPlan`): the models resident at once
+    Preflight's memory lines for ``plan`` (a :class:`halofleet.box.plan.HostPlan`): the models resident at once
     against the host's GTT budget, or the RPC group's split (``worker_gtt``: each worker's GTT bytes by name).
     Raises HostRefused over budget.
     """
     config = plan.config
-    needs, unknown = served_needs(config, plan.probe, host)
+    needs, unknown = served_needs(config, plan.probe, host_reader)
     lines = [f"memory of {each} not checked (header unreadable)" for each in unknown]
     budget = plan.gtt.gtt_gib * GIB
     try:

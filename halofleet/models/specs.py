@@ -6,7 +6,7 @@ renders llama-server's router preset from them.
 
 Files land under ``halo_model_dir/<name>/``, owned by the service user. ``url`` and ``hf`` files are fetched on
 the host by curl and verified by SHA-256 before they are moved into place (:mod:`halofleet.operations.halo_models`);
-the Hub's digests come from its tree API at plan time (:mod:`halofleet.hfhub`).
+the Hub's digests come from its tree API at plan time (:mod:`halofleet.models.hub`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import validators
-from .config import GGUF_MAGIC, HF_MODEL_ID, HIDDEN, ConfigError
+from ..contract import validators
+from ..contract.config import GGUF_MAGIC, HF_MODEL_ID, HIDDEN, ConfigError, HaloConfig, check_rules, coerce_keys
 
 KEY = "halo_models"
 SOURCES = ("file", "path", "url", "hf")
@@ -270,6 +270,18 @@ def parse_models(host: str, value: Any, model_dir: str = "/var/lib/halofleet/mod
         specs.append(spec)
     return specs
 
+
+
+def validate(host: str, data: dict[str, Any], serving: bool = True) -> HaloConfig:
+    """
+    One host's data through the whole contract: every key (:func:`halofleet.contract.config.coerce_keys`), the
+    ``halo_models`` entries, then the rules between keys. ``serving=False`` skips the models and the serving
+    rules (undoing a deploy needs no model: a pushed file gone from this machine must not block it).
+    """
+    values = coerce_keys(host, data)
+    if serving:
+        values["halo_models"] = parse_models(host, values["halo_models"], values["halo_model_dir"])
+    return check_rules(host, values, serving)
 
 # -- llama-server router preset -------------------------------------------------------------------------------
 # Keys checked against forky's llama-server 0.7.0 (build 11669) by running it: a section per model, 'model',
