@@ -23,6 +23,7 @@ from .box.gtt import KIB_PER_GIB
 from .contract import config as config_mod
 from .contract.config import ConfigError, HostRefused
 from .views import sizing
+from .views.check import InvalidInventory, require_valid
 from .views.inventory import BadInput, writable_path
 
 # The packaged deploys, by dotted name: pyinfra runs them without any file of this checkout.
@@ -41,6 +42,10 @@ class HalofleetGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except InvalidInventory as error:  # one line per error, each naming file, host and key
+            for line in error.lines:
+                click.echo(f"halofleet: {line}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         except (BadInput, ConfigError) as error:
             _fail(str(error), EXIT_BAD_INPUT)
         except Exception as error:  # noqa: BLE001 - the last line of defence against a traceback
@@ -232,6 +237,20 @@ def init(directory: str) -> None:
                f"`halofleet diff {target / 'inventory.py'} --deploy {target / 'deploy.py'}`")
 
 
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the hosts and findings as JSON.")
+def check(inventory: str, as_json: bool) -> None:
+    """Check INVENTORY without contacting any host: every host's data, RPC groups, gateway pools, groups that
+    disagree, files on this machine; exit 2 on an error (each names file, host, key and the fix)."""
+    from .views.check import check as check_inventory
+    from .views.check import format_table
+
+    result = check_inventory(inventory)
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else format_table(result))
+    sys.exit(EXIT_BAD_INPUT if result.errors else 0)
+
+
 def _rows_exit(rows: list[dict[str, str]]) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_HOST_FAILED
 
@@ -243,6 +262,7 @@ def verify(inventory: str, as_json: bool) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
     from .views.verify import collect, format_table
 
+    require_valid(inventory)
     rows = collect(inventory)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
     sys.exit(_rows_exit(rows))
@@ -257,9 +277,11 @@ def verify(inventory: str, as_json: bool) -> None:
 def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> None:
     """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing);
     exit 1 if a host is refused or unreachable."""
-    from .views.review import review, to_markdown
+    from .views.review import check_deploy, review, to_markdown
 
     target = writable_path(out_path) if out_path else None
+    check_deploy(deploy)
+    require_valid(inventory)
     reviews = review(inventory, deploy)
     if as_json:
         text = json.dumps([asdict(item) for item in reviews], indent=2)
@@ -283,6 +305,7 @@ def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
     from .views.verify import collect, format_table
 
     targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
+    require_valid(inventory)
     rows = collect(inventory)
     for path, fmt in targets:
         path.write_text(render_report(rows, fmt, title=inventory))
@@ -302,8 +325,9 @@ def bench(inventory: str) -> None:
     from .views.inventory import load_inventory
     from .views.verify import collect
 
+    require_valid(inventory)  # a missing, empty or invalid inventory stops here, before pyinfra runs
     ctx_state.set(State())
-    load_inventory(inventory)  # a missing or empty inventory stops here, before pyinfra runs
+    load_inventory(inventory)
     returncode = _run_pyinfra("-y", inventory, BENCH_DEPLOY)
     rows = collect(inventory)
     width = max(len(row["host"]) for row in rows)

@@ -265,6 +265,10 @@ OPTIONS: dict[str, Option] = {
         "'model' picks the group, an unknown one gets a 404 (needed when there are several groups).",
         nullable=True, check=validators.check_gateway_models,
     ),
+    "halo_gateway_mixed_pools": Option(
+        "bool", False, "Let one group of halo_gateway_groups pool hosts that serve different engines or model "
+        "sets (refused otherwise: a request balanced to a host that lacks its model fails).",
+    ),
     "halo_gateway_bind": Option(
         "str", None, "Address the gateway listens on (required with halo_gateway; beyond loopback every backend "
         "needs halo_api_key, or this host halo_allow_unauthenticated).", nullable=True,

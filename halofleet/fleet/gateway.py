@@ -36,6 +36,10 @@ class Backend:
     host: str  # the inventory name
     address: str  # haproxy's address:port text
     keyed: bool  # the engine requires an API key
+    engine: str = "llama-server"
+    # The model names it answers for, from its data (None: one model without a name, which llama-server answers
+    # whatever name a request carries [U]).
+    models: frozenset[str] | None = None
 
 
 @dataclass
@@ -64,6 +68,8 @@ def backend_of(gateway: str, name: str, data: dict[str, Any]) -> Backend | None:
         bind = option_value(name, "halo_bind", data.get("halo_bind"))
         port = option_value(name, "halo_port", data.get("halo_port"))
         keyed = option_value(name, "halo_api_key", data.get("halo_api_key")) is not None
+        engine = option_value(name, "halo_serve", data.get("halo_serve"))
+        models = served_models(name, engine, data)
     except ConfigError as error:
         raise HostRefused(gateway, f"backend {name}: {error}") from None
     address = ipaddress.ip_address(bind)
@@ -83,7 +89,58 @@ def backend_of(gateway: str, name: str, data: dict[str, Any]) -> Backend | None:
                 "not an IP address; set its halo_bind to the address the gateway reaches it on",
             ) from None
     return Backend(server=SERVER_NAME.sub("_", name)[:64], host=name, address=_address(str(address), port),
-                   keyed=keyed)
+                   keyed=keyed, engine=engine, models=models)
+
+
+def served_models(name: str, engine: str, data: dict[str, Any]) -> frozenset[str] | None:
+    """
+    The names a host's engine answers for in /v1/models, from its data: the halo_models entries, else
+    halo_model_alias, else vLLM's model id (its default served name); None: llama-server with one unnamed model.
+    """
+    entries = option_value(name, "halo_models", data.get("halo_models")) or []
+    names = {entry.get("name") for entry in entries if isinstance(entry, dict)}
+    if names and all(isinstance(each, str) for each in names):
+        return frozenset(names)
+    alias = option_value(name, "halo_model_alias", data.get("halo_model_alias"))
+    if alias:
+        return frozenset({alias})
+    model = option_value(name, "halo_model", data.get("halo_model"))
+    if engine == "vllm" and model:
+        return frozenset({model})
+    return None
+
+
+def _what(backend: Backend) -> str:
+    models = ", ".join(sorted(backend.models)) if backend.models is not None else "one unnamed model"
+    return f"{backend.host}: {backend.engine} ({models})"
+
+
+def check_pools(config: HaloConfig, resolved: dict[str, list[Backend]], routes: dict[str, str]) -> None:
+    """
+    A group balances requests over its hosts, so they must serve the same engine and models (unless the data
+    says halo_gateway_mixed_pools); every routed model name must be one a host of its group serves.
+    """
+    for group, backends in resolved.items():
+        kinds = {(backend.engine, backend.models) for backend in backends}
+        if len(kinds) > 1 and not config.gateway_mixed_pools:
+            raise ConfigError(
+                config.host, "halo_gateway_groups", config.gateway_groups,
+                f"group {group!r} pools hosts that serve different engines or models "
+                f"({'; '.join(_what(backend) for backend in backends)}): a request balanced to the wrong one fails; "
+                "put them in separate groups (halo_gateway_groups, halo_gateway_models), or set "
+                "halo_gateway_mixed_pools: true on the gateway",
+            )
+    for model, group in sorted(routes.items()):
+        backends = resolved.get(group, [])
+        if any(backend.models is None for backend in backends):
+            continue  # an unnamed single model answers any name [U]
+        if not any(model in backend.models for backend in backends):
+            served = sorted({name for backend in backends for name in backend.models})
+            raise ConfigError(
+                config.host, "halo_gateway_models", {model: group},
+                f"no host of group {group!r} serves a model named {model!r} (they serve {', '.join(served)}): "
+                "route the name a host serves (halo_models name, halo_model_alias)",
+            )
 
 
 def _key_of(name: str, data: dict[str, Any]) -> str | None:
@@ -147,6 +204,7 @@ def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str,
         raise ConfigError(gateway, "halo_gateway_models", None,
                           f"several groups ({', '.join(resolved)}) need routing by model name: map each model "
                           "name clients send to its group")
+    check_pools(config, resolved, routes)
     for group in resolved:
         if routes and group not in routes.values():
             warnings.append(f"group {group!r} serves no model of halo_gateway_models: no completion reaches it")

@@ -14,7 +14,7 @@ from pyinfra.operations import apt, systemd
 from ..contract import policy
 from ..contract.config import ConfigError, HostRefused, option_value
 from ..contract.paths import GATEWAY_CERT, HAPROXY_CFG
-from ..deploy import _refuse
+from ..deploy import _refuse, host_data
 from ..facts.gateway import GatewayState
 from ..fleet.gateway import GatewayPlan, inventory_groups, plan_gateway
 from ..models.specs import validate
@@ -44,7 +44,7 @@ def current_gateway_plan() -> GatewayPlan | None:
     if hasattr(host, _GATEWAY_ATTR):
         return getattr(host, _GATEWAY_ATTR)
     setattr(host, _GATEWAY_ATTR, None)
-    data = host.data.dict()
+    data = host_data()
     try:
         if not option_value(host.name, "halo_gateway", data.get("halo_gateway")):
             return None

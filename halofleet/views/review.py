@@ -13,6 +13,24 @@ import os
 from .changes import HostReview, _Capture, _redact, host_changes, inventory_secrets  # noqa: F401
 
 
+def check_deploy(deploy: str) -> None:
+    """A deploy that cannot be loaded is bad usage, found before any host is contacted (BadInput)."""
+    from pyinfra_cli.util import try_import_module_attribute
+
+    from .inventory import BadInput
+
+    if deploy.endswith(".py"):
+        if not os.path.isfile(deploy):
+            raise BadInput(f"no deploy file {deploy!r}")
+        return
+    try:
+        function = try_import_module_attribute(deploy, raise_for_none=False)
+    except Exception:  # noqa: BLE001 - pyinfra's CLI error for an unknown module
+        function = None
+    if not callable(function):
+        raise BadInput(f"no deploy {deploy!r}: give a deploy file (.py) or a function like halofleet.stages.full")
+
+
 def load_deploy(state, deploy: str) -> None:
     """Prepare a deploy given as a file (``deploys/full.py``) or a packaged function (``halofleet.stages.full``)."""
     from pyinfra_cli.util import load_deploy_file, load_func, try_import_module_attribute
@@ -37,12 +55,12 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
     import pyinfra
     from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.connect import disconnect_all
     from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_inventory, ctx_state
 
-    from .inventory import load_inventory
+    from .inventory import connect_hosts, load_inventory
 
     pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     state = State(check_for_changes=True)
@@ -59,10 +77,7 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     reviews: dict[str, HostReview] = {}
     try:
         state.set_stage(StateStage.Connect)
-        try:
-            connect_all(state)
-        except PyinfraError:  # no host reachable: each one's review says so
-            pass
+        unreachable = connect_hosts(state)
         state.set_stage(StateStage.Prepare)
         if state.active_hosts:
             try:
@@ -73,7 +88,8 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
                 capture.lines.append(str(error))
         for host in inventory:
             if host not in state.activated_hosts:
-                reviews[host.name] = HostReview(host.name, "unreachable", reason="could not connect")
+                reviews[host.name] = HostReview(host.name, "unreachable",
+                                                reason=unreachable.get(host.name, "could not connect"))
                 continue
             if host in state.failed_hosts:
                 errors = [line for line in capture.lines if f"[{host.name}]" in line and "refuses" in line]

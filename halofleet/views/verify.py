@@ -38,13 +38,14 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
 def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
                health: dict[str, Any] | None = None, bench: BenchFigures | None = None,
                fleet: dict[str, dict[str, Any]] | None = None,
-               worker_plans: dict[str, Any] | None = None) -> dict[str, str]:
+               worker_plans: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, str]:
     """One row of the verification table for ``host``; never raises. RPC groups need ``fleet`` (every host's
-    data) and, for a head, its workers' plans (:func:`plans_of_workers`)."""
+    data) and, for a head, its workers' plans (:func:`plans_of_workers`); ``reason``: why a host without a probe
+    could not be reached (pyinfra's words)."""
     row = {column: "-" for column in COLUMNS}
     row["host"] = host
     if probe is None:
-        row["status"] = "unreachable"
+        row["status"] = f"unreachable: {reason}" if reason else "unreachable"
         return row
     gtt = probe.get("gtt") or {}
     pages = gtt.get("ttm_pages_limit") or gtt.get("amdttm_pages_limit")
@@ -128,29 +129,28 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
     """
     from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.connect import disconnect_all
     from pyinfra.api.facts import get_fact
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
     from ..box.serving import probe_args
     from ..facts.halo import HostProbe
     from ..models.specs import validate
-    from .inventory import load_inventory
+    from ..contract.local_paths import anchor_local_paths
+    from .inventory import connect_hosts, load_inventory, loaded_inventory_dir
 
     state = State()
     ctx_state.set(state)
     inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
     state.init(inventory, Config(FAIL_PERCENT=100))
-    try:
-        connect_all(state)
-    except PyinfraError:  # no host reachable ("No hosts remaining!"): each one's row says unreachable
-        pass
+    reasons = connect_hosts(state)
+    base = loaded_inventory_dir()
+    datas = {host.name: anchor_local_paths(host.data.dict(), base) for host in inventory}
 
     def facts_of(host) -> tuple[dict, dict, BenchFigures | None] | str:
         try:
-            args = probe_args(validate(host.name, host.data.dict()))
+            args = probe_args(validate(host.name, datas[host.name]))
         except ConfigError:
             args = {}
         with ctx_host.use(host):
@@ -165,7 +165,7 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
-    fleet = {host.name: host.data.dict() for host in inventory}
+    fleet = datas
     probes = {host.name: result[0] for host, result in results.items() if not isinstance(result, str)}
     worker_plans = plans_of_workers(probes, fleet)
     rows = []
@@ -175,5 +175,6 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
             rows.append({**{column: "-" for column in COLUMNS}, "host": host.name, "status": result})
             continue
         probe, health, bench = result
-        rows.append(verify_row(host.name, host.data.dict(), probe, health, bench, fleet, worker_plans))
+        rows.append(verify_row(host.name, datas[host.name], probe, health, bench, fleet, worker_plans,
+                               reason=reasons.get(host.name)))
     return rows
