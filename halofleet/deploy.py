@@ -62,16 +62,34 @@ def current_plan() -> HostPlan | None:
 def inventory_dir() -> str | None:
     """
     The directory of this run's inventory file: set by halofleet's own commands when they load it, else the
-    ``inventory`` argument of the running command line (pyinfra's own CLI); None: a host list, paths as given.
+    INVENTORY argument of pyinfra's own command line; None: a host list or connector, paths as given.
     """
     known = loaded_inventory_dir()
     if known:
         return known
-    import click
+    if not _cli_inventory:
+        _cli_inventory.append(_pyinfra_cli_inventory())
+    return inventory_dir_of(_cli_inventory[0]) if _cli_inventory[0] else None
 
-    context = click.get_current_context(silent=True)
-    name = context.params.get("inventory") if context is not None else None
-    return inventory_dir_of(name) if isinstance(name, str) else None
+
+_cli_inventory: list[str | None] = []  # parsed once per process
+
+
+def _pyinfra_cli_inventory() -> str | None:
+    """pyinfra's INVENTORY argument, parsed from this process's command line by pyinfra's own parser (the
+    deploy runs in greenlets, where click's current context is not visible)."""
+    import sys
+
+    if not sys.argv or "pyinfra" not in sys.argv[0]:
+        return None
+    try:
+        from pyinfra_cli.cli import cli
+
+        context = cli.make_context("pyinfra", list(sys.argv[1:]), resilient_parsing=True)
+    except Exception:  # noqa: BLE001 - not pyinfra's command line after all: paths stay as given
+        return None
+    name = context.params.get("inventory")
+    return name if isinstance(name, str) else None
 
 
 def host_data(name: str | None = None) -> dict:

@@ -113,7 +113,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_model": Option(
         "str", None, "Model to serve: a GGUF file path on the host (llama-server), a directory on the host or a "
-        "Hugging Face id (vLLM); with halo_model_push, a GGUF file on the control machine.", nullable=True,
+        "Hugging Face id (vLLM); with halo_model_push, a GGUF file on the control machine (a relative path is "
+        "relative to the inventory file's directory).", nullable=True,
     ),
     "halo_model_push": Option("bool", False, "Copy halo_model from the control machine into halo_model_dir."),
     "halo_model_sha256": Option(
@@ -126,7 +127,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_models": Option(
         "models", [], "Several models on one host (llama-server router mode; vLLM: one hf entry): a list of "
-        "mappings with name, one source (file on the control machine, path on the host, url of a GGUF or of a "
+        "mappings with name, one source (file on the control machine, relative to the inventory's directory; "
+        "path on the host, url of a GGUF or of a "
         "split set's first shard, hf owner/repo with include and revision), sha256 (required for url), ctx, "
         "keep_loaded. Files land in halo_model_dir/<name>/, verified by SHA-256. Empty: halo_model.",
     ),
@@ -297,6 +299,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_gateway_tls_cert": Option(
         "str", None, "TLS for the gateway: a PEM file on the control machine holding the certificate chain and "
-        "its private key, pushed mode 0600 (unset: plain HTTP).", nullable=True,
+        "its private key, pushed mode 0600; a relative path is relative to the inventory file's directory (unset: "
+        "plain HTTP).", nullable=True,
     ),
 }

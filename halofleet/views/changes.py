@@ -38,6 +38,22 @@ class HostReview:
     status: str  # "changes" | "converged" | "refused" | "unreachable"
     operations: list[OperationChange] = field(default_factory=list)
     reason: str = ""
+    warnings: list[str] = field(default_factory=list)  # what the deploy warned about on this host
+
+
+WARNING_MARK = "halofleet: "  # deploy.current_plan and the stages log each warning as "[host] halofleet: ..."
+
+
+def host_warnings(lines: list[str], host: str) -> list[str]:
+    """The warnings the deploy logged for ``host`` while it was prepared, in order, each once."""
+    found: list[str] = []
+    for line in lines:
+        match = re.match(r"\[([^\]]+)\]\s*(.*)", line)
+        if match and match.group(1) == host and match.group(2).startswith(WARNING_MARK):
+            text = match.group(2)[len(WARNING_MARK):].strip()
+            if text not in found:
+                found.append(text)
+    return found
 
 
 def describe_command(command) -> str:
@@ -186,4 +202,5 @@ def _redact(result: HostReview, secrets: set[str]) -> HostReview:
         change.diff = [clean(line) for line in change.diff]
         change.commands = [clean(line) for line in change.commands]
     result.reason = clean(result.reason)
+    result.warnings = [clean(line) for line in result.warnings]
     return result

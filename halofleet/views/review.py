@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .changes import HostReview, _Capture, _redact, host_changes, inventory_secrets  # noqa: F401
+from .changes import HostReview, _Capture, _redact, host_changes, host_warnings, inventory_secrets  # noqa: F401
 
 
 def check_deploy(deploy: str) -> None:
@@ -96,6 +96,9 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
                 reviews[host.name] = HostReview(host.name, "refused", reason=errors[-1] if errors else "refused")
                 continue
             reviews[host.name] = host_changes(state, host, capture)
+        for host in inventory:
+            if host.name in reviews:
+                reviews[host.name].warnings = host_warnings(capture.lines, host.name)
     finally:
         pyinfra_logger.removeHandler(capture)
         pyinfra_logger.setLevel(level)
@@ -112,14 +115,14 @@ def to_markdown(reviews: list[HostReview], inventory_path: str, deploy_path: str
     lines.append("")
     for result in reviews:
         if result.status == "changes":
-            lines.append(f"## {result.host}: {len(result.operations)} operation(s) would change")
+            lines += [f"## {result.host}: {len(result.operations)} operation(s) would change", ""]
         elif result.status == "converged":
             lines += [f"## {result.host}: no changes (converged)", ""]
-            continue
         else:
             lines += [f"## {result.host}: {result.status}", "", f"> {result.reason}", ""]
+        lines += [f"> **warning:** {warning}" for warning in result.warnings] + ([""] if result.warnings else [])
+        if result.status != "changes":
             continue
-        lines.append("")
         for change in result.operations:
             lines += [f"### {change.name}", ""]
             block: list[str] = []
