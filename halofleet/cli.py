@@ -251,30 +251,38 @@ def check(inventory: str, as_json: bool) -> None:
     sys.exit(EXIT_BAD_INPUT if result.errors else 0)
 
 
+def limit_option(command):
+    return click.option("--limit", "limit", multiple=True, metavar="HOST|GROUP",
+                        help="Only these hosts or groups (repeatable; shell wildcards in host names), as pyinfra's "
+                             "--limit.")(command)
+
+
 def _rows_exit(rows: list[dict[str, str]]) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_HOST_FAILED
 
 
 @main.command()
-@click.argument("inventory")
+@click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def verify(inventory: str, as_json: bool) -> None:
+@limit_option
+def verify(inventory: str, as_json: bool, limit: tuple[str, ...]) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
     from .views.verify import collect, format_table
 
     require_valid(inventory)
-    rows = collect(inventory)
+    rows = collect(inventory, limit)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
     sys.exit(_rows_exit(rows))
 
 
 @main.command()
-@click.argument("inventory")
-@click.option("--deploy", default=FULL_DEPLOY, show_default=True,
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--deploy", default=FULL_DEPLOY, show_default=True, type=click.Path(dir_okay=False),
               help="Deploy to review: a deploy file, or a packaged function such as halofleet.stages.kernel.")
-@click.option("--out", "out_path", help="Write the Markdown here (default: stdout).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the review as JSON.")
-def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> None:
+@limit_option
+def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool, limit: tuple[str, ...]) -> None:
     """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing);
     exit 1 if a host is refused or unreachable."""
     from .views.review import check_deploy, review, to_markdown
@@ -282,7 +290,7 @@ def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> No
     target = writable_path(out_path) if out_path else None
     check_deploy(deploy)
     require_valid(inventory)
-    reviews = review(inventory, deploy)
+    reviews = review(inventory, deploy, limit)
     if as_json:
         text = json.dumps([asdict(item) for item in reviews], indent=2)
     else:
@@ -296,17 +304,18 @@ def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> No
 
 
 @main.command()
-@click.argument("inventory")
-@click.option("--html", "html_path", help="Write the HTML report here.")
-@click.option("--md", "md_path", help="Write the Markdown report here.")
-def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
+@limit_option
+def report(inventory: str, html_path: str | None, md_path: str | None, limit: tuple[str, ...]) -> None:
     """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
     from .views.report import render_report
     from .views.verify import collect, format_table
 
     targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
     require_valid(inventory)
-    rows = collect(inventory)
+    rows = collect(inventory, limit)
     for path, fmt in targets:
         path.write_text(render_report(rows, fmt, title=inventory))
         click.echo(f"wrote {path}")
@@ -316,20 +325,25 @@ def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
 
 
 @main.command()
-@click.argument("inventory")
-def bench(inventory: str) -> None:
-    """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline."""
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@limit_option
+def bench(inventory: str, limit: tuple[str, ...]) -> None:
+    """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline.
+
+    llama-bench needs the memory the engine holds: halo-serve.service is stopped on a host while it runs there and
+    started again after, halo_restart_batch hosts at a time (default 1), never the whole fleet at once."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
 
-    from .views.inventory import load_inventory
+    from .views.inventory import limited_hosts, load_inventory
     from .views.verify import collect
 
     require_valid(inventory)  # a missing, empty or invalid inventory stops here, before pyinfra runs
     ctx_state.set(State())
-    load_inventory(inventory)
-    returncode = _run_pyinfra("-y", inventory, BENCH_DEPLOY)
-    rows = collect(inventory)
+    limited_hosts(load_inventory(inventory), limit)  # a --limit that matches nothing stops here too
+    returncode = _run_pyinfra("-y", *(arg for pattern in limit for arg in ("--limit", pattern)), inventory,
+                              BENCH_DEPLOY)
+    rows = collect(inventory, limit)
     width = max(len(row["host"]) for row in rows)
     for row in rows:
         click.echo(f"{row['host'].ljust(width)}  {row['bench']}")

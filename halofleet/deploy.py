@@ -187,17 +187,16 @@ def reboot_batch() -> int:
     return min(sizes or [1])
 
 
-def restart_batch() -> int | None:
+def restart_batch() -> int:
     """
-    Engines restarted together when a model or flag changes: the smallest ``halo_restart_batch`` set in the
-    inventory, read through the contract; None (no host sets it): every engine at once, as before.
+    Engines stopped together (a restart when a model or flag changes, a benchmark): the smallest
+    ``halo_restart_batch`` of the inventory (default 1), read through the contract; a host whose value is invalid
+    is refused anyway.
     """
     sizes = []
     for each in state.inventory:
         try:
-            size = option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch"))
+            sizes.append(option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch")))
         except ConfigError:
             continue
-        if size is not None:
-            sizes.append(size)
-    return min(sizes) if sizes else None
+    return min(sizes or [1])

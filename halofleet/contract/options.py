@@ -248,9 +248,10 @@ OPTIONS: dict[str, Option] = {
         "bool", False, "Test hosts only: start containers even where /dev/kfd or /dev/dri is missing."
     ),
     "halo_restart_batch": Option(
-        "int", None, "Engines restarted at a time when a model or flag changes, each batch answering /health and "
-        "a real completion before the next; a failure stops the rollout (fleet-wide: the smallest value wins; "
-        "unset: every engine restarts at once).", nullable=True, minimum=1, maximum=10000,
+        "int", 1, "Engines stopped at a time: restarts when a model or flag changes (each batch answering /health "
+        "and a real completion before the next; a failure stops the rollout) and halofleet bench (fleet-wide: the "
+        "smallest value wins; a number as large as the fleet restarts every engine at once).",
+        minimum=1, maximum=10000,
     ),
     # -- the front door (deploys/gateway.py): haproxy in front of the fleet's engines --
     "halo_gateway": Option(

@@ -52,6 +52,25 @@ def inventory_dir_of(inventory: str) -> str | None:
     return os.path.dirname(os.path.abspath(inventory)) if os.path.isfile(inventory) else None
 
 
+def limited_hosts(inventory, limit: tuple[str, ...] | list[str] | None) -> list | None:
+    """
+    The hosts ``--limit`` selects, as pyinfra's own ``--limit``: each pattern a group name, else a host name
+    (shell wildcards allowed); None: no limit. A pattern that matches nothing is bad usage, not an empty run.
+    """
+    from fnmatch import fnmatch
+
+    if not limit:
+        return None
+    hosts: list = []
+    for pattern in limit:
+        matched = inventory.get_group(pattern, default=None) or [each for each in inventory
+                                                                 if fnmatch(each.name, pattern)]
+        if not matched:
+            raise BadInput(f"--limit {pattern!r} matches no host or group of the inventory")
+        hosts += [each for each in matched if each not in hosts]
+    return hosts
+
+
 def writable_path(path: str) -> Path:
     """An output file whose directory exists and is writable, checked before any host is contacted."""
     target = Path(path)

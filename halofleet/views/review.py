@@ -51,8 +51,9 @@ def load_deploy(state, deploy: str) -> None:
     load_func(state, function)
 
 
-def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
-    """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
+def review(inventory_path: str, deploy_path: str, limit: tuple[str, ...] = ()) -> list[HostReview]:
+    """Prepare ``deploy_path`` against every host of ``inventory_path`` (those ``limit`` selects, as pyinfra's
+    ``--limit``) and collect what would change."""
     import pyinfra
     from pyinfra.api import Config, State
     from pyinfra.api.connect import disconnect_all
@@ -60,14 +61,15 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_inventory, ctx_state
 
-    from .inventory import connect_hosts, load_inventory
+    from .inventory import connect_hosts, limited_hosts, load_inventory
 
     pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     state = State(check_for_changes=True)
     ctx_state.set(state)
     inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
-    state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100))
+    selected = limited_hosts(inventory, limit)
+    state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100), initial_limit=selected)
     state.cwd = os.getcwd()
     capture = _Capture()
     pyinfra_logger = logging.getLogger("pyinfra")
@@ -87,6 +89,8 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
                     raise
                 capture.lines.append(str(error))
         for host in inventory:
+            if selected is not None and host not in selected:
+                continue
             if host not in state.activated_hosts:
                 reviews[host.name] = HostReview(host.name, "unreachable",
                                                 reason=unreachable.get(host.name, "could not connect"))

@@ -123,10 +123,11 @@ def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, 
     return plans
 
 
-def collect(inventory_path: str) -> list[dict[str, str]]:
+def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """
-    Connect to every host of a pyinfra inventory, probe it and ask its engine, and build the rows (a host that
-    cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
+    Connect to every host of a pyinfra inventory (those ``limit`` selects, as pyinfra's ``--limit``), probe it
+    and ask its engine, and build the rows (a host that cannot be reached is a row saying so). A missing or empty
+    inventory is a :class:`~.inventory.BadInput`.
     """
     from pyinfra.api import Config, State
     from pyinfra.api.connect import disconnect_all
@@ -137,13 +138,14 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     from ..facts.halo import HostProbe
     from ..models.specs import validate
     from ..contract.local_paths import anchor_local_paths
-    from .inventory import connect_hosts, load_inventory, loaded_inventory_dir
+    from .inventory import connect_hosts, limited_hosts, load_inventory, loaded_inventory_dir
 
     state = State()
     ctx_state.set(state)
     inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
-    state.init(inventory, Config(FAIL_PERCENT=100))
+    selected = limited_hosts(inventory, limit)
+    state.init(inventory, Config(FAIL_PERCENT=100), initial_limit=selected)
     reasons = connect_hosts(state)
     base = loaded_inventory_dir()
     datas = {host.name: anchor_local_paths(host.data.dict(), base) for host in inventory}
@@ -170,6 +172,8 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
     worker_plans = plans_of_workers(probes, fleet)
     rows = []
     for host in inventory:
+        if selected is not None and host not in selected:
+            continue
         result = results.get(host, (None, None, None))
         if isinstance(result, str):
             rows.append({**{column: "-" for column in COLUMNS}, "host": host.name, "status": result})
