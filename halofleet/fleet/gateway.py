@@ -292,3 +292,75 @@ def gateway_cell(rows: list[dict[str, str]] | None) -> str:
     if not rows:
         return "no backends"
     return ", ".join(f"{row['group']}/{row['server']} {row['status']}" for row in rows)
+
+
+# -- draining: a backend is taken out of rotation before its engine stops, and put back once haproxy sees it up --
+
+@dataclass(frozen=True)
+class Slot:
+    """One place a host serves behind a gateway: haproxy's backend and server names on that gateway host."""
+
+    gateway: str  # the gateway's inventory name
+    proxy: str  # haproxy backend (halo_<group>)
+    server: str
+    drain_s: int  # longest wait for the requests in flight to finish (halo_gateway_timeout_s)
+    up_s: int  # longest wait for haproxy's own checks to see the engine up again
+
+
+Groups = dict[str, list[tuple[str, dict[str, Any]]]]  # backend group -> (name, data) of its hosts
+
+
+def slots_of(name: str, gateways: list[tuple[HaloConfig, Groups]]) -> list[Slot]:
+    """Every gateway backend ``name`` is a server of: ``gateways`` holds each gateway's config and its groups."""
+    slots = []
+    for config, groups in gateways:
+        if config.host == name:
+            continue
+        for group, members in groups.items():
+            data = dict(members).get(name)
+            if data is None or backend_of(config.host, name, data) is None:
+                continue
+            slots.append(Slot(gateway=config.host, proxy=f"halo_{group}", server=SERVER_NAME.sub("_", name)[:64],
+                              drain_s=config.gateway_timeout_s,
+                              up_s=config.gateway_check_inter_s * (config.gateway_rise + 2) + 10))
+    return slots
+
+
+def _socket_script(slot: Slot, state: str, wait: str) -> str:
+    """Shell for the gateway host: set the server's admin state, then wait (bounded) for ``wait`` to hold."""
+    target = f"{slot.proxy}/{slot.server}"
+    fail = f"halofleet: gateway {slot.gateway}: {target}"
+    return "\n".join([
+        f"sock={STATS_SOCKET}",
+        # No haproxy here yet (the gateway's first deploy comes later): nothing reaches the engine through it.
+        '[ -S "$sock" ] || exit 0',
+        "ask() { printf '%s\\n' \"$1\" | nc -N -w 5 -U \"$sock\"; }",
+        f"out=$(ask 'set server {target} state {state}')",
+        # Not in the live configuration (added by this run's gateway stage, later): no request goes there yet.
+        'case "$out" in *"No such"*) exit 0;; "") ;; *) '
+        f"echo \"{fail}: haproxy refused 'state {state}': $out\" >&2; exit 1;; esac",
+        f"field() {{ ask 'show stat' | awk -F, -v p={slot.proxy} -v s={slot.server} -v f=\"$1\" "
+        "'$1==p && $2==s {print $f}'; }",
+        wait,
+    ])
+
+
+def drain_script(slot: Slot) -> str:
+    """Take the server out of rotation (haproxy ``state drain``: no new request) and wait for its requests in
+    flight (``scur``, the 5th column of ``show stat``) to finish, at most ``drain_s`` seconds."""
+    return _socket_script(slot, "drain", "\n".join([
+        f"i=0; while [ $i -lt {int(slot.drain_s)} ]; do n=$(field 5); [ \"${{n:-0}}\" = 0 ] && exit 0; "
+        "sleep 1; i=$((i+1)); done",
+        f"echo \"halofleet: gateway {slot.gateway}: {slot.proxy}/{slot.server} still has $n request(s) in flight "
+        f"after {int(slot.drain_s)} s of draining; the engine is not restarted\" >&2; exit 1",
+    ]))
+
+
+def ready_script(slot: Slot) -> str:
+    """Put the server back (``state ready``) and wait until haproxy's own health checks say UP (``status``, the
+    18th column), at most ``up_s`` seconds: the next batch drains only once this one takes requests again."""
+    return _socket_script(slot, "ready", "\n".join([
+        f"i=0; while [ $i -lt {int(slot.up_s)} ]; do [ \"$(field 18)\" = UP ] && exit 0; sleep 1; i=$((i+1)); done",
+        f"echo \"halofleet: gateway {slot.gateway}: {slot.proxy}/{slot.server} is not UP in haproxy "
+        f"{int(slot.up_s)} s after its restart ($(field 18)); the rolling restart stops here\" >&2; exit 1",
+    ]))

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra import host
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api.util import print_host_combined_output
 
 from ..contract import paths, policy
+from ..fleet.gateway import Slot, drain_script, ready_script
+from .halo_serve import _on_gateway
 
 
 def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int | None = None,
@@ -49,7 +54,7 @@ def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int |
 
 @operation(is_idempotent=False)
 def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: int | None = None,
-                experts: tuple[int, int] | None = None):
+                experts: tuple[int, int] | None = None, gateways: tuple[Slot, ...] = ()):
     """
     Benchmark ``model`` with llama-bench (pp512, tg128) as ``user``; the result goes to /var/lib/halofleet/bench.json.
 
@@ -58,6 +63,7 @@ def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: in
     + repetitions: llama-bench ``-r``
     + bytes_per_token: bytes one generated token reads (from the GGUF header), stored for the roofline
     + experts: MoE (used, count) experts per token, stored for the report
+    + gateways: where this host is a gateway's backend: drained there before the engine stops, put back after
 
     **Example:**
 
@@ -65,4 +71,24 @@ def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: in
 
         llama_bench(name="llama-bench", model="/var/lib/halofleet/models/m.gguf", user="halo")
     """
-    yield StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions, bytes_per_token, experts)))
+    command = StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions, bytes_per_token,
+                                                                 experts)))
+    if not gateways:
+        yield command
+        return
+    connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
+                 if key in CONNECTOR_ARGUMENT_KEYS}
+    yield FunctionCommand(_bench_drained, (command, connector, tuple(gateways)), {})
+
+
+def _bench_drained(state, host, command: StringCommand, connector: dict, gateways: tuple[Slot, ...]) -> bool:
+    """The benchmark with this host out of its gateways' rotation meanwhile (back in once haproxy sees it UP)."""
+    for slot in gateways:
+        if not _on_gateway(state, host, slot, drain_script(slot), connector):
+            return False
+    ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
+                                        **connector)
+    if not ok and not state.print_output:
+        print_host_combined_output(host, output)
+    back = all(_on_gateway(state, host, slot, ready_script(slot), connector) for slot in gateways)
+    return ok and back

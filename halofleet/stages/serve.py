@@ -17,6 +17,7 @@ from ..deploy import current_plan, managed_sha256, restart_batch
 from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_models, halo_serve
 from ..views import summary
+from .gateway import gateway_slots
 
 
 @deploy("serve")
@@ -74,6 +75,7 @@ def serve() -> None:
         enable=engine.flavour == "distro", stamp=engine.model_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
         rolling_url=engine.url if batch else None, _parallel=batch or 0,
+        gateways=gateway_slots() if batch else (),  # drained before, back in rotation after
     )
 
 
@@ -152,6 +154,7 @@ def bench() -> None:
             repetitions=plan.config.bench_repetitions,
             bytes_per_token=cost.bytes_per_token if cost else None,
             experts=cost.experts if cost else None,
+            gateways=gateway_slots(),  # out of the gateways' rotation while the engine is stopped
             _parallel=batch,  # never more engines stopped at once than a restart batch
         )
     else:

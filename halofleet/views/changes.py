@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 
 from ..contract.config import SECRET_KEYS
+from ..fleet.gateway import Slot
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours its log lines
 
@@ -63,8 +64,20 @@ def describe_command(command) -> str:
         source = command.src if isinstance(command.src, str) else "(generated content)"
         return f"# upload {source} -> {command.dest}"
     if isinstance(command, FunctionCommand):
-        return f"# on the control machine: {command.function.__name__}()"
+        return "\n".join([f"# on the control machine: {command.function.__name__}()", *_inner(command.args)])
     return str(command)
+
+
+def _inner(args) -> list[str]:
+    """What a function command runs, shown rather than hidden: its shell commands (masked) and gateway drains."""
+    drains, commands = [], []
+    for arg in args:
+        if isinstance(arg, StringCommand):
+            commands.append(arg.get_masked_value())
+        elif isinstance(arg, tuple) and arg and all(isinstance(slot, Slot) for slot in arg):
+            drains += [f"# drained at gateway {slot.gateway} ({slot.proxy}/{slot.server}) first, put back once "
+                       "haproxy sees it UP" for slot in arg]
+    return drains + commands
 
 
 class _Capture(logging.Handler):

@@ -10,6 +10,7 @@ print anyway. Each finding names the file that sets the key, the host, the key a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,6 @@ from ..models.specs import validate
 from .inventory import BadInput, inventory_dir_of, load_inventory
 
 KEY_IN_TEXT = re.compile(r"\bhalo_[a-z0-9_]+")
-# Data pyinfra itself reads: never compared between groups as halofleet's (a connection detail may differ).
-SKIPPED_KEYS = ("_",)
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,6 @@ def _warnings(config: HaloConfig) -> list[tuple[str, str]]:
     found = []
     if config.serve in NO_ENDPOINT:
         return found
-    import ipaddress
-
     if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:
         found.append(("halo_bind", f"the API on {config.bind}:{config.port} is reachable beyond the host without "
                                    "an API key (halo_allow_unauthenticated)"))
@@ -110,7 +107,7 @@ def _group_conflicts(inventory, host) -> list[tuple[str, str, list[str]]]:
     setters: dict[str, list[str]] = {}
     for group in host.groups:
         for key in inventory.get_group_data(group):
-            if key not in own and not key.startswith(SKIPPED_KEYS):
+            if key not in own:
                 setters.setdefault(key, []).append(group)
     conflicts = []
     for key, groups in sorted(setters.items()):
@@ -134,9 +131,8 @@ def check(inventory_path: str) -> CheckResult:
     hosts = list(inventory)
     bad: set[str] = set()
 
-    def add(level: str, host, key: str, message: str, source_host=None) -> None:
-        result.findings.append(Finding(level, sources.of(source_host or host, key), host.name, _base_key(key),
-                                       message))
+    def add(level: str, host, key: str, message: str) -> None:
+        result.findings.append(Finding(level, sources.of(host, key), host.name, _base_key(key), message))
 
     fleet = {host.name: anchor_local_paths(host.data.dict(), base) for host in hosts}
     configs: dict[str, HaloConfig] = {}
@@ -148,7 +144,7 @@ def check(inventory_path: str) -> CheckResult:
         try:
             configs[host.name] = validate(host.name, fleet[host.name])
         except ConfigError as error:
-            add("error", host, error.key, f"{error}".split(" is invalid: ", 1)[-1] if error.key else str(error))
+            add("error", host, error.key, str(error).split(" is invalid: ", 1)[-1])
             bad.add(host.name)
         ssh_key = host.data.get("ssh_key")
         if isinstance(ssh_key, str) and not Path(ssh_key).expanduser().is_file():
