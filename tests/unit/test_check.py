@@ -111,6 +111,15 @@ BAD = {
         {"inventory.py": inventory(gw=[("gw", GATEWAY)], pool=[
             ("a", backend("10.0.0.2")), ("b", backend("10.0.0.3", halo_api_key="x" * 24))])},
         ("inventory.py", "gw", "halo_api_key")),
+    "gateway on its own engine's port": (
+        {"inventory.py": inventory(gw=[("gw", {**GATEWAY, **backend("10.0.0.1"), "halo_gateway": True,
+                                               "halo_gateway_bind": "10.0.0.1", "halo_gateway_port": 8080})],
+                                   pool=[("a", backend("10.0.0.2"))])},
+        ("inventory.py", "gw", "halo_gateway_port")),
+    "gateway beyond loopback in front of engines without a key": (
+        {"inventory.py": inventory(gw=[("gw", {**GATEWAY, "halo_gateway_bind": "10.0.0.1"})], pool=[
+            ("a", {**LLAMA, "halo_bind": "10.0.0.2", "halo_allow_unauthenticated": True})])},
+        ("inventory.py", "gw", "halo_gateway_bind")),
     "RPC worker without a head": (
         {"inventory.py": inventory(rpc=[("w1", RPC_WORKER)])},
         ("inventory.py", "w1", "halo_serve")),
@@ -220,3 +229,21 @@ def test_a_good_inventory_exits_0(outcomes, name):
     code, output, _ = outcomes[name]
     assert code == 0, output
     assert "error: " not in output
+
+
+def test_check_json_lists_hosts_and_findings(tmp_path):
+    from click.testing import CliRunner
+
+    from halofleet.cli import main
+
+    site = write_site(tmp_path, BAD["two groups disagree"][0])
+    run = CliRunner().invoke(main, ["check", str(site), "--json"])
+    assert run.exit_code == 2
+    result = json.loads(run.output)
+    assert result["ok"] is False
+    assert result["hosts"] == [{"host": "h1", "groups": "fast, big, inventory", "serve": "llama-server",
+                                "gateway": "-", "status": "error"}]
+    (finding,) = result["findings"]
+    assert finding == {"level": "error", "file": str(tmp_path / "group_data" / "big.py"), "host": "h1",
+                       "key": "halo_ctx", "message": finding["message"]}
+    assert "groups fast, big set different values" in finding["message"]
