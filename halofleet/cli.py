@@ -330,8 +330,9 @@ def report(inventory: str, html_path: str | None, md_path: str | None, limit: tu
 def bench(inventory: str, limit: tuple[str, ...]) -> None:
     """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline.
 
-    llama-bench needs the memory the engine holds: halo-serve.service is stopped on a host while it runs there and
-    started again after, halo_restart_batch hosts at a time (default 1), never the whole fleet at once."""
+    llama-bench needs the memory the engine holds: halo-serve.service is stopped on a host while it runs there
+    (drained at its gateway first) and started again after, halo_restart_batch hosts at a time (default 1); an
+    engine that does not serve again stops the later batches."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
 

@@ -94,3 +94,21 @@ def test_every_fleet_command_takes_limit(tmp_path, command):
     nothing = subprocess.run([str(BIN / "halofleet"), command, str(inventory), "--limit", "nope"],
                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert nothing.returncode == 2 and "--limit 'nope' matches no host or group" in nothing.stderr
+
+
+def test_an_engine_not_serving_after_its_bench_stops_the_later_batches():
+    from halofleet.testing.fake import run_fake
+
+    down = {**SERVES, "fake_responses": {"systemctl is-active --quiet halo-serve.service": {"success": False}}}
+    run = run_fake("deploys/bench.py", {name: (down, probe_output()) for name in "abc"})
+    benched = [name for name in "abc" if any("llama-bench -m" in command for command in run.changes(name))]
+    assert len(benched) == 1, run.commands  # the first batch only: its engine did not come back
+    stopped = [error for error in run.errors if "not benchmarked: stopped because" in error]
+    assert len(stopped) == 2 and f"@fake/{benched[0]} was not serving again after its benchmark" in stopped[0]
+
+
+def test_benches_go_on_while_engines_come_back():
+    from halofleet.testing.fake import run_fake
+
+    run = run_fake("deploys/bench.py", {name: (SERVES, probe_output()) for name in "abc"})
+    assert all(any("llama-bench -m" in command for command in run.changes(name)) for name in "abc"), run.errors
