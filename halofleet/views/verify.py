@@ -12,12 +12,13 @@ from ..box.bench import BenchFigures, bench_cell
 from ..box.cmdline import ParamConflict
 from ..box.plan import build_plan
 from ..contract import policy
-from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused
+from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_value
 from ..fleet import rpc
-from ..fleet.gateway import gateway_cell
+from ..fleet.gateway import gateway_cell, inventory_groups, served_models
+from ..models.specs import validate
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
-           "reboot pending", "serving", "image", "completion", "rpc", "bench", "gateway", "status")
+           "reboot pending", "serving", "models", "image", "completion", "rpc", "bench", "gateway", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -55,6 +56,8 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     row["rocm"] = (probe.get("rocm") or {}).get("version") or "none"
     row["runtime"] = ", ".join(sorted(probe.get("runtimes") or {})) or "none"
     row["serving"], row["completion"] = serving_cells(health)
+    if health and health.get("ids") is not None:
+        row["models"] = ", ".join(health["ids"]) or "none"  # what /v1/models answers, not what the data says
     faults = probe.get("faults") or {}
     row["gpu faults"] = "unknown" if faults.get("count") is None else str(faults["count"])
     image = probe.get("running_image")
@@ -135,9 +138,8 @@ def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, 
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
     from ..box.serving import probe_args
-    from ..facts.halo import HostProbe
-    from ..models.specs import validate
     from ..contract.local_paths import anchor_local_paths
+    from ..facts.halo import HostProbe
     from .inventory import connect_hosts, limited_hosts, load_inventory, loaded_inventory_dir
 
     state = State()
@@ -181,4 +183,42 @@ def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, 
         probe, health, bench = result
         rows.append(verify_row(host.name, datas[host.name], probe, health, bench, fleet, worker_plans,
                                reason=reasons.get(host.name)))
+    served = {host.name: (result[1] or {}).get("ids") for host, result in results.items()
+              if not isinstance(result, str)}
+    for row in rows:
+        routes_cell(row, datas[row["host"]], inventory, served)
     return rows
+
+
+def routes_cell(row: dict[str, str], data: dict[str, Any], inventory, served: dict[str, list[str] | None]) -> None:
+    """
+    A gateway's routing next to what its backends serve (each one's own /v1/models): ``model -> group (hosts
+    serving it)``; a routed model no backend of its group serves makes the gateway's row unhealthy.
+    """
+    try:
+        if not option_value(row["host"], "halo_gateway", data.get("halo_gateway")):
+            return
+        config = validate(row["host"], data, serving=False)
+        groups = inventory_groups(config, inventory)
+    except (ConfigError, HostRefused):
+        return
+    def serves(name: str, backend: dict[str, Any], model: str) -> bool:
+        live = served.get(name) or []
+        if model in live:
+            return True
+        try:  # one model without a name answers whatever name a request carries [U]: answering at all counts
+            engine = option_value(name, "halo_serve", backend.get("halo_serve"))
+            return bool(live) and served_models(name, engine, backend) is None
+        except ConfigError:
+            return False
+
+    parts, missing = [], []
+    for model, group in sorted((config.gateway_models or {}).items()):
+        hosts = [name for name, backend in groups.get(group, []) if serves(name, backend, model)]
+        parts.append(f"{model} -> {group} ({', '.join(hosts) or 'served by none'})")
+        if not hosts:
+            missing.append(model)
+    if parts:
+        row["gateway"] = f"{row['gateway']}; routes: {'; '.join(parts)}"
+    if missing and row["status"] == "ok":
+        row["status"] = f"unhealthy: the gateway routes {', '.join(missing)} but no backend serves it"
