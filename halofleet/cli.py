@@ -23,6 +23,7 @@ from .box.gtt import KIB_PER_GIB
 from .contract import config as config_mod
 from .contract.config import ConfigError, HostRefused
 from .views import sizing
+from .views.check import InvalidInventory, require_valid
 from .views.inventory import BadInput, writable_path
 
 # The packaged deploys, by dotted name: pyinfra runs them without any file of this checkout.
@@ -41,6 +42,10 @@ class HalofleetGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except InvalidInventory as error:  # one line per error, each naming file, host and key
+            for line in error.lines:
+                click.echo(f"halofleet: {line}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         except (BadInput, ConfigError) as error:
             _fail(str(error), EXIT_BAD_INPUT)
         except Exception as error:  # noqa: BLE001 - the last line of defence against a traceback
@@ -232,35 +237,60 @@ def init(directory: str) -> None:
                f"`halofleet diff {target / 'inventory.py'} --deploy {target / 'deploy.py'}`")
 
 
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the hosts and findings as JSON.")
+def check(inventory: str, as_json: bool) -> None:
+    """Check INVENTORY without contacting any host: every host's data, RPC groups, gateway pools, groups that
+    disagree, files on this machine; exit 2 on an error (each names file, host, key and the fix)."""
+    from .views.check import check as check_inventory
+    from .views.check import format_table
+
+    result = check_inventory(inventory)
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else format_table(result))
+    sys.exit(EXIT_BAD_INPUT if result.errors else 0)
+
+
+def limit_option(command):
+    return click.option("--limit", "limit", multiple=True, metavar="HOST|GROUP",
+                        help="Only these hosts or groups (repeatable; shell wildcards in host names), as pyinfra's "
+                             "--limit.")(command)
+
+
 def _rows_exit(rows: list[dict[str, str]]) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_HOST_FAILED
 
 
 @main.command()
-@click.argument("inventory")
+@click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def verify(inventory: str, as_json: bool) -> None:
+@limit_option
+def verify(inventory: str, as_json: bool, limit: tuple[str, ...]) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
     from .views.verify import collect, format_table
 
-    rows = collect(inventory)
+    require_valid(inventory)
+    rows = collect(inventory, limit)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
     sys.exit(_rows_exit(rows))
 
 
 @main.command()
-@click.argument("inventory")
-@click.option("--deploy", default=FULL_DEPLOY, show_default=True,
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--deploy", default=FULL_DEPLOY, show_default=True, type=click.Path(dir_okay=False),
               help="Deploy to review: a deploy file, or a packaged function such as halofleet.stages.kernel.")
-@click.option("--out", "out_path", help="Write the Markdown here (default: stdout).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the Markdown here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the review as JSON.")
-def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> None:
+@limit_option
+def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool, limit: tuple[str, ...]) -> None:
     """What DEPLOY would change on every host of INVENTORY, as Markdown for a pull request (changes nothing);
     exit 1 if a host is refused or unreachable."""
-    from .views.review import review, to_markdown
+    from .views.review import check_deploy, review, to_markdown
 
     target = writable_path(out_path) if out_path else None
-    reviews = review(inventory, deploy)
+    check_deploy(deploy)
+    require_valid(inventory)
+    reviews = review(inventory, deploy, limit)
     if as_json:
         text = json.dumps([asdict(item) for item in reviews], indent=2)
     else:
@@ -274,16 +304,18 @@ def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool) -> No
 
 
 @main.command()
-@click.argument("inventory")
-@click.option("--html", "html_path", help="Write the HTML report here.")
-@click.option("--md", "md_path", help="Write the Markdown report here.")
-def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
+@limit_option
+def report(inventory: str, html_path: str | None, md_path: str | None, limit: tuple[str, ...]) -> None:
     """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
     from .views.report import render_report
     from .views.verify import collect, format_table
 
     targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
-    rows = collect(inventory)
+    require_valid(inventory)
+    rows = collect(inventory, limit)
     for path, fmt in targets:
         path.write_text(render_report(rows, fmt, title=inventory))
         click.echo(f"wrote {path}")
@@ -293,23 +325,32 @@ def report(inventory: str, html_path: str | None, md_path: str | None) -> None:
 
 
 @main.command()
-@click.argument("inventory")
-def bench(inventory: str) -> None:
-    """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline."""
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@limit_option
+def bench(inventory: str, limit: tuple[str, ...]) -> None:
+    """Run llama-bench (pp512, tg128) on every llama-server host of INVENTORY; print tokens/s vs the roofline.
+
+    llama-bench needs the memory the engine holds: halo-serve.service is stopped on a host while it runs there
+    (drained at its gateway first) and started again after, halo_restart_batch hosts at a time (default 1); an
+    engine that does not serve again stops the later batches."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
 
-    from .views.inventory import load_inventory
+    from .views.inventory import limited_hosts, load_inventory
     from .views.verify import collect
 
+    require_valid(inventory)  # a missing, empty or invalid inventory stops here, before pyinfra runs
     ctx_state.set(State())
-    load_inventory(inventory)  # a missing or empty inventory stops here, before pyinfra runs
-    returncode = _run_pyinfra("-y", inventory, BENCH_DEPLOY)
-    rows = collect(inventory)
+    limited_hosts(load_inventory(inventory), limit)  # a --limit that matches nothing stops here too
+    returncode = _run_pyinfra("-y", *(arg for pattern in limit for arg in ("--limit", pattern)), inventory,
+                              BENCH_DEPLOY)
+    rows = collect(inventory, limit)
     width = max(len(row["host"]) for row in rows)
     for row in rows:
         click.echo(f"{row['host'].ljust(width)}  {row['bench']}")
-    sys.exit(EXIT_HOST_FAILED if returncode or any(row["bench"] == "-" for row in rows) else 0)
+    # A host that serves no llama-server (a gateway, an RPC worker, vLLM) has no figures to miss.
+    missing = [row for row in rows if row["bench"] == "-" and row["serving"].startswith(("llama-server", "-"))]
+    sys.exit(EXIT_HOST_FAILED if returncode or missing else 0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)

@@ -9,18 +9,20 @@ import dataclasses
 
 from pyinfra import host, logger, state
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.context import ctx_host
+from pyinfra.context import ctx_host, ctx_state
 
 from .box.cmdline import ParamConflict
 from .box.plan import HostPlan, build_plan
 from .box.serving import probe_args
 from .contract.config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value
+from .contract.local_paths import anchor_local_paths
 from .facts.halo import HostProbe
 from .facts.model_header import host_reader
 from .fleet.rpc import check_group
 from .models.fit import check_host_memory
 from .models.hub import resolve_models
 from .models.specs import validate
+from .views.inventory import inventory_dir_of, loaded_inventory_dir
 
 _PLAN_ATTR = "_halofleet_plan"
 
@@ -33,7 +35,7 @@ def current_plan() -> HostPlan | None:
     if hasattr(host, _PLAN_ATTR):
         return getattr(host, _PLAN_ATTR)
     try:
-        config = resolve(validate(host.name, host.data.dict()))
+        config = resolve(validate(host.name, host_data()))
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
         probe = read_probe(**probe_args(config))
@@ -55,6 +57,45 @@ def current_plan() -> HostPlan | None:
         logger.warning(f"{host.print_prefix}halofleet: {warning}")
     setattr(host, _PLAN_ATTR, plan)
     return plan
+
+
+def inventory_dir() -> str | None:
+    """
+    The directory of this run's inventory file: set by halofleet's own commands when they load it, else the
+    INVENTORY argument of pyinfra's own command line; None: a host list or connector, paths as given.
+    """
+    known = loaded_inventory_dir()
+    if known:
+        return known
+    if not _cli_inventory:
+        _cli_inventory.append(_pyinfra_cli_inventory())
+    return inventory_dir_of(_cli_inventory[0]) if _cli_inventory[0] else None
+
+
+_cli_inventory: list[str | None] = []  # parsed once per process
+
+
+def _pyinfra_cli_inventory() -> str | None:
+    """pyinfra's INVENTORY argument, parsed from this process's command line by pyinfra's own parser (the
+    deploy runs in greenlets, where click's current context is not visible)."""
+    import sys
+
+    if not sys.argv or "pyinfra" not in sys.argv[0]:
+        return None
+    try:
+        from pyinfra_cli.cli import cli
+
+        context = cli.make_context("pyinfra", list(sys.argv[1:]), resilient_parsing=True)
+    except Exception:  # noqa: BLE001 - not pyinfra's command line after all: paths stay as given
+        return None
+    name = context.params.get("inventory")
+    return name if isinstance(name, str) else None
+
+
+def host_data(name: str | None = None) -> dict:
+    """A host's data (default: the current one) with relative control-machine paths anchored at the inventory."""
+    data = (host if name is None else state.inventory.get_host(name)).data.dict()
+    return anchor_local_paths(data, inventory_dir())
 
 
 def fleet_data() -> dict[str, dict]:
@@ -93,7 +134,7 @@ def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
     (a host refused for a deploy, e.g. one with ROCm 7.0.1 installed, can still be rolled back).
     """
     try:
-        config = validate(host.name, host.data.dict(), serving=False)
+        config = validate(host.name, host_data(), serving=False)
         probe = read_probe()
     except (ConfigError, HostRefused) as error:
         _refuse(error)
@@ -113,11 +154,18 @@ def read_probe(**kwargs) -> dict:
 def _refuse(error: Exception) -> None:
     """Log why and fail this host alone; the others carry on."""
     logger.error(f"{host.print_prefix}halofleet refuses this host: {error}")
+    real_state = ctx_state.get()
+    prompt = real_state.should_raise_failed_hosts
+    # Never ask: pyinfra without -y asks "continue?" when a host fails (an EOFError without a terminal, in a dry
+    # run too); a refusal fails its own host only, by design, and the run goes on for the others.
+    real_state.should_raise_failed_hosts = lambda _state: False
     try:
-        state.fail_hosts({ctx_host.get()})  # the real Host, not the context proxy
+        real_state.fail_hosts({ctx_host.get()})  # the real Host, not the context proxy
     except PyinfraError:
         # Every host is refused: end the run with the reason rather than pyinfra's "No hosts remaining!".
         raise PyinfraError(f"halofleet: no host left to deploy ({error})") from None
+    finally:
+        real_state.should_raise_failed_hosts = prompt
 
 
 def managed_sha256(plan: HostPlan, path: str) -> str | None:
@@ -139,17 +187,16 @@ def reboot_batch() -> int:
     return min(sizes or [1])
 
 
-def restart_batch() -> int | None:
+def restart_batch() -> int:
     """
-    Engines restarted together when a model or flag changes: the smallest ``halo_restart_batch`` set in the
-    inventory, read through the contract; None (no host sets it): every engine at once, as before.
+    Engines stopped together (a restart when a model or flag changes, a benchmark): the smallest
+    ``halo_restart_batch`` of the inventory (default 1), read through the contract; a host whose value is invalid
+    is refused anyway.
     """
     sizes = []
     for each in state.inventory:
         try:
-            size = option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch"))
+            sizes.append(option_value(each.name, "halo_restart_batch", each.data.get("halo_restart_batch")))
         except ConfigError:
             continue
-        if size is not None:
-            sizes.append(size)
-    return min(sizes) if sizes else None
+    return min(sizes or [1])

@@ -14,8 +14,8 @@ import os
 
 _api_key = os.environ.get("HALO_API_KEY")  # None: the engines listen on loopback only (halo_bind default)
 
-# Fleet-wide: reboot one host at a time (the smallest halo_reboot_batch of the inventory wins).
-_fleet = {"ssh_user": "root", "halo_reboot_batch": 1, "halo_reboot_timeout": 900}
+# Fleet-wide: reboot and restart one host at a time (the smallest batch of the inventory wins).
+_fleet = {"ssh_user": "root", "halo_reboot_batch": 1, "halo_restart_batch": 1, "halo_reboot_timeout": 900}
 
 llama = (
     [

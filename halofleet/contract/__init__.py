@@ -3,6 +3,7 @@ The host-data contract, at the bottom of halofleet: every ``halo_*`` key with it
 in one table (:mod:`.options`), which is also the validation (:mod:`.config`: ``coerce_keys``, ``check_rules``,
 ``ConfigError``, ``HostRefused``), the grammars each value must follow (:mod:`.validators`), the domain facts the
 rules rest on (:mod:`.policy`: ROCm streams, kernels, firmware, limits, with their sources), the paths halofleet
-writes on a host (:mod:`.paths`) and the template renderer (:mod:`.templating`). Pure; imports nothing of
+writes on a host (:mod:`.paths`), relative control-machine paths anchored at the inventory (:mod:`.local_paths`)
+and the template renderer (:mod:`.templating`). Pure; imports nothing of
 halofleet outside this package, so every other package may import it.
 """

@@ -113,7 +113,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_model": Option(
         "str", None, "Model to serve: a GGUF file path on the host (llama-server), a directory on the host or a "
-        "Hugging Face id (vLLM); with halo_model_push, a GGUF file on the control machine.", nullable=True,
+        "Hugging Face id (vLLM); with halo_model_push, a GGUF file on the control machine (a relative path is "
+        "relative to the inventory file's directory).", nullable=True,
     ),
     "halo_model_push": Option("bool", False, "Copy halo_model from the control machine into halo_model_dir."),
     "halo_model_sha256": Option(
@@ -126,7 +127,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_models": Option(
         "models", [], "Several models on one host (llama-server router mode; vLLM: one hf entry): a list of "
-        "mappings with name, one source (file on the control machine, path on the host, url of a GGUF or of a "
+        "mappings with name, one source (file on the control machine, relative to the inventory's directory; "
+        "path on the host, url of a GGUF or of a "
         "split set's first shard, hf owner/repo with include and revision), sha256 (required for url), ctx, "
         "keep_loaded. Files land in halo_model_dir/<name>/, verified by SHA-256. Empty: halo_model.",
     ),
@@ -246,9 +248,10 @@ OPTIONS: dict[str, Option] = {
         "bool", False, "Test hosts only: start containers even where /dev/kfd or /dev/dri is missing."
     ),
     "halo_restart_batch": Option(
-        "int", None, "Engines restarted at a time when a model or flag changes, each batch answering /health and "
-        "a real completion before the next; a failure stops the rollout (fleet-wide: the smallest value wins; "
-        "unset: every engine restarts at once).", nullable=True, minimum=1, maximum=10000,
+        "int", 1, "Engines stopped at a time: restarts when a model or flag changes (each batch answering /health "
+        "and a real completion before the next; a failure stops the rollout) and halofleet bench (fleet-wide: the "
+        "smallest value wins; a number as large as the fleet restarts every engine at once).",
+        minimum=1, maximum=10000,
     ),
     # -- the front door (deploys/gateway.py): haproxy in front of the fleet's engines --
     "halo_gateway": Option(
@@ -264,6 +267,10 @@ OPTIONS: dict[str, Option] = {
         "map", None, "Routing by model name: {model name: group of halo_gateway_groups}; a request's JSON "
         "'model' picks the group, an unknown one gets a 404 (needed when there are several groups).",
         nullable=True, check=validators.check_gateway_models,
+    ),
+    "halo_gateway_mixed_pools": Option(
+        "bool", False, "Let one group of halo_gateway_groups pool hosts that serve different engines or model "
+        "sets (refused otherwise: a request balanced to a host that lacks its model fails).",
     ),
     "halo_gateway_bind": Option(
         "str", None, "Address the gateway listens on (required with halo_gateway; beyond loopback every backend "
@@ -293,6 +300,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_gateway_tls_cert": Option(
         "str", None, "TLS for the gateway: a PEM file on the control machine holding the certificate chain and "
-        "its private key, pushed mode 0600 (unset: plain HTTP).", nullable=True,
+        "its private key, pushed mode 0600; a relative path is relative to the inventory file's directory (unset: "
+        "plain HTTP).", nullable=True,
     ),
 }

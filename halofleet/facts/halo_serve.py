@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import shlex
 from typing import Any
 from urllib.parse import urlsplit
@@ -193,6 +194,7 @@ auth() {{ [ -z "$key" ] || printf 'header = "Authorization: Bearer %s"\\n' "$key
 echo "@health $(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "$HALO_URL/health")"
 m=$(auth | curl -s -K - --max-time 10 -w '\\n%{{http_code}}' "$HALO_URL/v1/models")
 echo "@models $(printf '%s' "$m" | tail -n 1)"
+echo "@ids $(printf '%s' "$m" | grep -o '"id" *: *"[^"]*"' | head -n 64 | sed 's/.*: *"//; s/"$//' | tr '\n' ' ')"
 id=$(printf '%s' "$m" | grep -o '"id" *: *"[^"]*"' | head -n 1 | sed 's/.*: *"//; s/"$//')
 body=$(printf '{{"model":"%s","prompt":"Hello","max_tokens":2,"temperature":0}}' "$id")
 r=$(auth | curl -s -K - --max-time 300 -H 'Content-Type: application/json' -d "$body" \\
@@ -200,6 +202,9 @@ r=$(auth | curl -s -K - --max-time 300 -H 'Content-Type: application/json' -d "$
 echo "@completion $(printf '%s' "$r" | tail -n 1)"
 echo "@tokens $(printf '%s' "$r" | grep -o '"completion_tokens" *: *[0-9]*' | head -n 1 | grep -o '[0-9]*$')"
 """
+
+
+SERVED_ID = re.compile(r"[A-Za-z0-9._:/@+-]{1,200}")  # a model id of /v1/models shown in verify (others dropped)
 
 
 def _int(text: str) -> int | None:
@@ -231,6 +236,8 @@ def parse_serve_health(lines: list[str]) -> dict[str, Any]:
                 health["latency_s"] = float(seconds)
         elif tag == "@tokens":
             health["tokens"] = _int(rest)
+        elif tag == "@ids":  # what the engine says it serves (/v1/models), as far as the name grammar allows
+            health["ids"] = [name for name in rest.split() if SERVED_ID.fullmatch(name)][:64]
     health["healthy"] = bool(
         health["configured"] and health["active"] == "active" and health["health"] == 200
         and health["completion"] == 200 and (health["tokens"] or 0) > 0

@@ -1,6 +1,6 @@
 """
 The rules between hosts: llama.cpp RPC groups (:mod:`.rpc`: a head and the workers that lend it memory, their
 firewall and ports) and the haproxy gateway in front of the fleet (:mod:`.gateway`: pools, routing, TLS, the
-stats socket). Pure functions over the whole inventory's data; imports :mod:`halofleet.contract` and
+stats socket, draining a backend). Pure functions over the whole inventory's data; imports :mod:`halofleet.contract` and
 :mod:`halofleet.models` only, and one host's plan (:mod:`halofleet.box`) builds on it.
 """

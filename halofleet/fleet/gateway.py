@@ -36,6 +36,10 @@ class Backend:
     host: str  # the inventory name
     address: str  # haproxy's address:port text
     keyed: bool  # the engine requires an API key
+    engine: str = "llama-server"
+    # The model names it answers for, from its data (None: one model without a name, which llama-server answers
+    # whatever name a request carries [U]).
+    models: frozenset[str] | None = None
 
 
 @dataclass
@@ -64,6 +68,8 @@ def backend_of(gateway: str, name: str, data: dict[str, Any]) -> Backend | None:
         bind = option_value(name, "halo_bind", data.get("halo_bind"))
         port = option_value(name, "halo_port", data.get("halo_port"))
         keyed = option_value(name, "halo_api_key", data.get("halo_api_key")) is not None
+        engine = option_value(name, "halo_serve", data.get("halo_serve"))
+        models = served_models(name, engine, data)
     except ConfigError as error:
         raise HostRefused(gateway, f"backend {name}: {error}") from None
     address = ipaddress.ip_address(bind)
@@ -83,7 +89,58 @@ def backend_of(gateway: str, name: str, data: dict[str, Any]) -> Backend | None:
                 "not an IP address; set its halo_bind to the address the gateway reaches it on",
             ) from None
     return Backend(server=SERVER_NAME.sub("_", name)[:64], host=name, address=_address(str(address), port),
-                   keyed=keyed)
+                   keyed=keyed, engine=engine, models=models)
+
+
+def served_models(name: str, engine: str, data: dict[str, Any]) -> frozenset[str] | None:
+    """
+    The names a host's engine answers for in /v1/models, from its data: the halo_models entries, else
+    halo_model_alias, else vLLM's model id (its default served name); None: llama-server with one unnamed model.
+    """
+    entries = option_value(name, "halo_models", data.get("halo_models")) or []
+    names = {entry.get("name") for entry in entries if isinstance(entry, dict)}
+    if names and all(isinstance(each, str) for each in names):
+        return frozenset(names)
+    alias = option_value(name, "halo_model_alias", data.get("halo_model_alias"))
+    if alias:
+        return frozenset({alias})
+    model = option_value(name, "halo_model", data.get("halo_model"))
+    if engine == "vllm" and model:
+        return frozenset({model})
+    return None
+
+
+def _what(backend: Backend) -> str:
+    models = ", ".join(sorted(backend.models)) if backend.models is not None else "one unnamed model"
+    return f"{backend.host}: {backend.engine} ({models})"
+
+
+def check_pools(config: HaloConfig, resolved: dict[str, list[Backend]], routes: dict[str, str]) -> None:
+    """
+    A group balances requests over its hosts, so they must serve the same engine and models (unless the data
+    says halo_gateway_mixed_pools); every routed model name must be one a host of its group serves.
+    """
+    for group, backends in resolved.items():
+        kinds = {(backend.engine, backend.models) for backend in backends}
+        if len(kinds) > 1 and not config.gateway_mixed_pools:
+            raise ConfigError(
+                config.host, "halo_gateway_groups", config.gateway_groups,
+                f"group {group!r} pools hosts that serve different engines or models "
+                f"({'; '.join(_what(backend) for backend in backends)}): a request balanced to the wrong one fails; "
+                "put them in separate groups (halo_gateway_groups, halo_gateway_models), or set "
+                "halo_gateway_mixed_pools: true on the gateway",
+            )
+    for model, group in sorted(routes.items()):
+        backends = resolved.get(group, [])
+        if any(backend.models is None for backend in backends):
+            continue  # an unnamed single model answers any name [U]
+        if not any(model in backend.models for backend in backends):
+            served = sorted({name for backend in backends for name in backend.models})
+            raise ConfigError(
+                config.host, "halo_gateway_models", {model: group},
+                f"no host of group {group!r} serves a model named {model!r} (they serve {', '.join(served)}): "
+                "route the name a host serves (halo_models name, halo_model_alias)",
+            )
 
 
 def _key_of(name: str, data: dict[str, Any]) -> str | None:
@@ -147,6 +204,7 @@ def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str,
         raise ConfigError(gateway, "halo_gateway_models", None,
                           f"several groups ({', '.join(resolved)}) need routing by model name: map each model "
                           "name clients send to its group")
+    check_pools(config, resolved, routes)
     for group in resolved:
         if routes and group not in routes.values():
             warnings.append(f"group {group!r} serves no model of halo_gateway_models: no completion reaches it")
@@ -234,3 +292,75 @@ def gateway_cell(rows: list[dict[str, str]] | None) -> str:
     if not rows:
         return "no backends"
     return ", ".join(f"{row['group']}/{row['server']} {row['status']}" for row in rows)
+
+
+# -- draining: a backend is taken out of rotation before its engine stops, and put back once haproxy sees it up --
+
+@dataclass(frozen=True)
+class Slot:
+    """One place a host serves behind a gateway: haproxy's backend and server names on that gateway host."""
+
+    gateway: str  # the gateway's inventory name
+    proxy: str  # haproxy backend (halo_<group>)
+    server: str
+    drain_s: int  # longest wait for the requests in flight to finish (halo_gateway_timeout_s)
+    up_s: int  # longest wait for haproxy's own checks to see the engine up again
+
+
+Groups = dict[str, list[tuple[str, dict[str, Any]]]]  # backend group -> (name, data) of its hosts
+
+
+def slots_of(name: str, gateways: list[tuple[HaloConfig, Groups]]) -> list[Slot]:
+    """Every gateway backend ``name`` is a server of: ``gateways`` holds each gateway's config and its groups."""
+    slots = []
+    for config, groups in gateways:
+        if config.host == name:
+            continue
+        for group, members in groups.items():
+            data = dict(members).get(name)
+            if data is None or backend_of(config.host, name, data) is None:
+                continue
+            slots.append(Slot(gateway=config.host, proxy=f"halo_{group}", server=SERVER_NAME.sub("_", name)[:64],
+                              drain_s=config.gateway_timeout_s,
+                              up_s=config.gateway_check_inter_s * (config.gateway_rise + 2) + 10))
+    return slots
+
+
+def _socket_script(slot: Slot, state: str, wait: str) -> str:
+    """Shell for the gateway host: set the server's admin state, then wait (bounded) for ``wait`` to hold."""
+    target = f"{slot.proxy}/{slot.server}"
+    fail = f"halofleet: gateway {slot.gateway}: {target}"
+    return "\n".join([
+        f"sock={STATS_SOCKET}",
+        # No haproxy here yet (the gateway's first deploy comes later): nothing reaches the engine through it.
+        '[ -S "$sock" ] || exit 0',
+        "ask() { printf '%s\\n' \"$1\" | nc -N -w 5 -U \"$sock\"; }",
+        f"out=$(ask 'set server {target} state {state}')",
+        # Not in the live configuration (added by this run's gateway stage, later): no request goes there yet.
+        'case "$out" in *"No such"*) exit 0;; "") ;; *) '
+        f"echo \"{fail}: haproxy refused 'state {state}': $out\" >&2; exit 1;; esac",
+        f"field() {{ ask 'show stat' | awk -F, -v p={slot.proxy} -v s={slot.server} -v f=\"$1\" "
+        "'$1==p && $2==s {print $f}'; }",
+        wait,
+    ])
+
+
+def drain_script(slot: Slot) -> str:
+    """Take the server out of rotation (haproxy ``state drain``: no new request) and wait for its requests in
+    flight (``scur``, the 5th column of ``show stat``) to finish, at most ``drain_s`` seconds."""
+    return _socket_script(slot, "drain", "\n".join([
+        f"i=0; while [ $i -lt {int(slot.drain_s)} ]; do n=$(field 5); [ \"${{n:-0}}\" = 0 ] && exit 0; "
+        "sleep 1; i=$((i+1)); done",
+        f"echo \"halofleet: gateway {slot.gateway}: {slot.proxy}/{slot.server} still has $n request(s) in flight "
+        f"after {int(slot.drain_s)} s of draining; the engine is not restarted\" >&2; exit 1",
+    ]))
+
+
+def ready_script(slot: Slot) -> str:
+    """Put the server back (``state ready``) and wait until haproxy's own health checks say UP (``status``, the
+    18th column), at most ``up_s`` seconds: the next batch drains only once this one takes requests again."""
+    return _socket_script(slot, "ready", "\n".join([
+        f"i=0; while [ $i -lt {int(slot.up_s)} ]; do [ \"$(field 18)\" = UP ] && exit 0; sleep 1; i=$((i+1)); done",
+        f"echo \"halofleet: gateway {slot.gateway}: {slot.proxy}/{slot.server} is not UP in haproxy "
+        f"{int(slot.up_s)} s after its restart ($(field 18)); the rolling restart stops here\" >&2; exit 1",
+    ]))

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api.util import print_host_combined_output
 
 from ..contract import paths, policy
+from ..fleet.gateway import Slot, drain_script, ready_script
+from .halo_serve import ROLLOUT_ATTR, _on_gateway
 
 
 def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int | None = None,
@@ -36,7 +41,9 @@ def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int |
         f"runuser -u {shlex.quote(user)} -- llama-bench -m {model_q} -ngl 999 $fa $nommap "
         f"-p {policy.BENCH_PROMPT_TOKENS} -n {policy.BENCH_GEN_TOKENS} -r {int(repetitions)} -o json > $out",
         "rc=$?",
-        f'[ "$was" = active ] && systemctl start {paths.SERVE_SERVICE}',
+        # Back to serving before anything else: the next batch stops its engines only once this one answers again.
+        f'if [ "$was" = active ] && ! systemctl start {paths.SERVE_SERVICE}; then '
+        f'echo "halofleet: {paths.SERVE_SERVICE} did not start again after llama-bench" >&2; exit 1; fi',
         'if [ $rc != 0 ]; then rm -f $out; echo "halofleet: llama-bench failed" >&2; exit $rc; fi',
         f"size=$(stat -L -c %s {model_q})",
         f"mkdir -p {paths.BENCH_RESULT.rsplit('/', 1)[0]}",
@@ -49,7 +56,7 @@ def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int |
 
 @operation(is_idempotent=False)
 def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: int | None = None,
-                experts: tuple[int, int] | None = None):
+                experts: tuple[int, int] | None = None, gateways: tuple[Slot, ...] = ()):
     """
     Benchmark ``model`` with llama-bench (pp512, tg128) as ``user``; the result goes to /var/lib/halofleet/bench.json.
 
@@ -58,6 +65,7 @@ def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: in
     + repetitions: llama-bench ``-r``
     + bytes_per_token: bytes one generated token reads (from the GGUF header), stored for the roofline
     + experts: MoE (used, count) experts per token, stored for the report
+    + gateways: where this host is a gateway's backend: drained there before the engine stops, put back after
 
     **Example:**
 
@@ -65,4 +73,36 @@ def llama_bench(model: str, user: str, repetitions: int = 3, bytes_per_token: in
 
         llama_bench(name="llama-bench", model="/var/lib/halofleet/models/m.gguf", user="halo")
     """
-    yield StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions, bytes_per_token, experts)))
+    command = StringCommand("sh", "-c", QuoteString(bench_script(model, user, repetitions, bytes_per_token,
+                                                                 experts)))
+    connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
+                 if key in CONNECTOR_ARGUMENT_KEYS}
+    yield FunctionCommand(_bench_in_turn, (command, connector, tuple(gateways)), {})
+
+
+def _bench_in_turn(state, host, command: StringCommand, connector: dict, gateways: tuple[Slot, ...] = ()) -> bool:
+    """
+    One host's benchmark in its batch, out of its gateways' rotation meanwhile (back in once haproxy sees it UP).
+    An engine not serving again afterwards stops the benchmarks of later batches (the rolling restart's flag):
+    never more engines down than one batch.
+    """
+    halted = getattr(state, ROLLOUT_ATTR, None)
+    if halted:
+        logger.error(f"{host.print_prefix}halofleet: not benchmarked: stopped because {halted}")
+        return False
+    for slot in gateways:
+        if not _on_gateway(state, host, slot, drain_script(slot), connector):
+            return False  # not drained: the engine was never stopped
+    ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
+                                        **connector)
+    if not ok and not state.print_output:
+        print_host_combined_output(host, output)
+    serving = host.run_shell_command(StringCommand("systemctl", "is-active", "--quiet", paths.SERVE_SERVICE),
+                                     **connector)[0]
+    back = serving and all(_on_gateway(state, host, slot, ready_script(slot), connector) for slot in gateways)
+    if not back:  # a host left drained stays out of rotation: safe, and the later batches keep serving
+        setattr(state, ROLLOUT_ATTR, getattr(state, ROLLOUT_ATTR, None)
+                or f"{host.name} was not serving again after its benchmark")
+        logger.error(f"{host.print_prefix}halofleet: {paths.SERVE_SERVICE} is not serving again after llama-bench; "
+                     "the benchmarks of later batches stop here")
+    return ok and back

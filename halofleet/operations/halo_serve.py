@@ -13,6 +13,7 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.util import print_host_combined_output
 
 from ..contract import paths
+from ..fleet.gateway import Slot, drain_script, ready_script
 from . import halo_files
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
@@ -186,7 +187,7 @@ def completion_check(url: str, service: str, timeout: int = 300) -> str:
 
 @operation()
 def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE,
-                   rolling_url: str | None = None):
+                   rolling_url: str | None = None, gateways: tuple[Slot, ...] = ()):
     """
     (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
 
@@ -203,6 +204,8 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     + stamp: identifies the model the engine now runs; stored for the next run's comparison
     + service: the systemd service name
     + rolling_url: the engine's base URL, asked for /health and a completion before the next batch restarts
+    + gateways: where this host is a gateway's backend (rolling only): drained on each gateway host before the
+      restart (no new request, those in flight finish) and put back after it, once haproxy's checks see it UP
 
     **Example:**
 
@@ -233,23 +236,51 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
     connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
                  if key in CONNECTOR_ARGUMENT_KEYS}
-    yield FunctionCommand(_restart_in_turn, (command, connector), {})
+    yield FunctionCommand(_restart_in_turn, (command, connector, tuple(gateways)), {})
 
 
-def _restart_in_turn(state, host, command: StringCommand, connector: dict) -> bool:
-    """One host's turn in the rolling restart: refused once an earlier batch failed; a failure here halts it."""
+def _on_gateway(state, host, slot: Slot, script: str, connector: dict) -> bool:
+    """Run a drain or ready script on the gateway host of ``slot`` (connected in this run, else a failure)."""
+    gateway = state.inventory.get_host(slot.gateway, None)
+    if gateway is None or gateway not in state.activated_hosts or gateway in state.failed_hosts:
+        logger.error(f"{host.print_prefix}halofleet: gateway {slot.gateway} is not in this run (failed, "
+                     "unreachable or left out with --limit): its backend cannot be drained before the restart")
+        return False
+    ok, output = gateway.run_shell_command(StringCommand("sh", "-c", QuoteString(script)),
+                                           print_output=state.print_output, print_input=state.print_input,
+                                           **connector)
+    if not ok and not state.print_output:
+        print_host_combined_output(gateway, output)
+    return ok
+
+
+def _restart_in_turn(state, host, command: StringCommand, connector: dict, gateways: tuple[Slot, ...] = ()) -> bool:
+    """
+    One host's turn in the rolling restart: refused once an earlier batch failed; drained at its gateways first
+    and put back after; a failure here halts it (a backend left drained stays out of rotation: safe).
+    """
     halted = getattr(state, ROLLOUT_ATTR, None)  # the run's State, as passed (no context in this call)
     if halted:
         logger.error(f"{host.print_prefix}halofleet: not restarted: the rollout stopped because {halted}")
         return False
+
+    def halt(why: str) -> bool:
+        if not getattr(state, ROLLOUT_ATTR, None):
+            setattr(state, ROLLOUT_ATTR, why)
+        return False
+
+    for slot in gateways:
+        if not _on_gateway(state, host, slot, drain_script(slot), connector):
+            return halt(f"{host.name} could not be drained at gateway {slot.gateway}")
     ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
                                         **connector)
     if not ok:
-        if not getattr(state, ROLLOUT_ATTR, None):
-            setattr(state, ROLLOUT_ATTR, f"{host.name} was not serving after its restart")
         if not state.print_output:
             print_host_combined_output(host, output)
-        return False
+        return halt(f"{host.name} was not serving after its restart")
+    for slot in gateways:
+        if not _on_gateway(state, host, slot, ready_script(slot), connector):
+            return halt(f"{host.name} was not back in rotation at gateway {slot.gateway}")
     return True
 
 

@@ -14,9 +14,9 @@ from pyinfra.operations import apt, systemd
 from ..contract import policy
 from ..contract.config import ConfigError, HostRefused, option_value
 from ..contract.paths import GATEWAY_CERT, HAPROXY_CFG
-from ..deploy import _refuse
+from ..deploy import _refuse, host_data
 from ..facts.gateway import GatewayState
-from ..fleet.gateway import GatewayPlan, inventory_groups, plan_gateway
+from ..fleet.gateway import GatewayPlan, Slot, inventory_groups, plan_gateway, slots_of
 from ..models.specs import validate
 from ..operations import halo_files
 from ..views import summary
@@ -44,7 +44,7 @@ def current_gateway_plan() -> GatewayPlan | None:
     if hasattr(host, _GATEWAY_ATTR):
         return getattr(host, _GATEWAY_ATTR)
     setattr(host, _GATEWAY_ATTR, None)
-    data = host.data.dict()
+    data = host_data()
     try:
         if not option_value(host.name, "halo_gateway", data.get("halo_gateway")):
             return None
@@ -57,6 +57,27 @@ def current_gateway_plan() -> GatewayPlan | None:
         logger.warning(f"{host.print_prefix}halofleet: {warning}")
     setattr(host, _GATEWAY_ATTR, plan)
     return plan
+
+
+def gateway_slots() -> tuple[Slot, ...]:
+    """
+    Where the current host serves behind a gateway of the inventory (each gateway's data through the contract; a
+    gateway whose data is invalid is refused on its own and skipped here).
+    """
+    gateways = []
+    for each in state.inventory:
+        try:
+            data = host_data(each.name)
+            if not option_value(each.name, "halo_gateway", data.get("halo_gateway")):
+                continue
+            config = validate(each.name, data, serving=False)
+            gateways.append((config, inventory_groups(config, state.inventory)))
+        except (ConfigError, HostRefused):
+            continue
+    try:
+        return tuple(slots_of(host.name, gateways))
+    except (ConfigError, HostRefused):
+        return ()  # this host's data as a backend is refused by the gateway's own plan
 
 
 @deploy("gateway")

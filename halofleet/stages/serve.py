@@ -17,6 +17,7 @@ from ..deploy import current_plan, managed_sha256, restart_batch
 from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_models, halo_serve
 from ..views import summary
+from .gateway import gateway_slots
 
 
 @deploy("serve")
@@ -74,6 +75,7 @@ def serve() -> None:
         enable=engine.flavour == "distro", stamp=engine.model_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
         rolling_url=engine.url if batch else None, _parallel=batch or 0,
+        gateways=gateway_slots() if batch else (),  # drained before, back in rotation after
     )
 
 
@@ -129,26 +131,31 @@ def bench() -> None:
     """
     llama-bench (pp512, tg128) for the model each llama-server host serves, stored on the host; ``halofleet bench``
     and ``halofleet report`` show it next to the memory roofline. The engine is stopped during the run and
-    started again after it.
+    started again after it, ``halo_restart_batch`` hosts at a time.
     """
     summary.install()
     plan = current_plan()
     if plan is None:
         return
     engine = plan.serve
+    batch = restart_batch()
     if engine and engine.engine == "llama-server" and engine.flavour == "distro" and engine.model_host_path:
         # The roofline's bytes per token, from the model's GGUF header read on the host now (a few MB).
         cost, why_not = host_model_token_cost(host, engine.model_host_path)
         if cost is None:
             logger.warning(f"{host.print_prefix}halofleet: bench roofline by file size: GGUF header of "
                            f"{engine.model_host_path}: {why_not}")
+        logger.info(f"{host.print_prefix}halofleet: bench stops halo-serve.service here while llama-bench runs "
+                    f"(batches of {batch} host(s), halo_restart_batch), then starts it again")
         halo_bench.llama_bench(
-            name=f"llama-bench {engine.model_host_path}",
+            name=f"llama-bench {engine.model_host_path} (halo-serve stopped meanwhile)",
             model=engine.model_host_path,
             user=plan.config.service_user,
             repetitions=plan.config.bench_repetitions,
             bytes_per_token=cost.bytes_per_token if cost else None,
             experts=cost.experts if cost else None,
+            gateways=gateway_slots(),  # out of the gateways' rotation while the engine is stopped
+            _parallel=batch,  # never more engines stopped at once than a restart batch
         )
     else:
         # The toolbox and vLLM images carry their own tools; benchmarking inside them is not built yet.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 
 from ..contract.config import SECRET_KEYS
+from ..fleet.gateway import Slot
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours its log lines
 
@@ -38,6 +39,22 @@ class HostReview:
     status: str  # "changes" | "converged" | "refused" | "unreachable"
     operations: list[OperationChange] = field(default_factory=list)
     reason: str = ""
+    warnings: list[str] = field(default_factory=list)  # what the deploy warned about on this host
+
+
+WARNING_MARK = "halofleet: "  # deploy.current_plan and the stages log each warning as "[host] halofleet: ..."
+
+
+def host_warnings(lines: list[str], host: str) -> list[str]:
+    """The warnings the deploy logged for ``host`` while it was prepared, in order, each once."""
+    found: list[str] = []
+    for line in lines:
+        match = re.match(r"\[([^\]]+)\]\s*(.*)", line)
+        if match and match.group(1) == host and match.group(2).startswith(WARNING_MARK):
+            text = match.group(2)[len(WARNING_MARK):].strip()
+            if text not in found:
+                found.append(text)
+    return found
 
 
 def describe_command(command) -> str:
@@ -47,8 +64,20 @@ def describe_command(command) -> str:
         source = command.src if isinstance(command.src, str) else "(generated content)"
         return f"# upload {source} -> {command.dest}"
     if isinstance(command, FunctionCommand):
-        return f"# on the control machine: {command.function.__name__}()"
+        return "\n".join([f"# on the control machine: {command.function.__name__}()", *_inner(command.args)])
     return str(command)
+
+
+def _inner(args) -> list[str]:
+    """What a function command runs, shown rather than hidden: its shell commands (masked) and gateway drains."""
+    drains, commands = [], []
+    for arg in args:
+        if isinstance(arg, StringCommand):
+            commands.append(arg.get_masked_value())
+        elif isinstance(arg, tuple) and arg and all(isinstance(slot, Slot) for slot in arg):
+            drains += [f"# drained at gateway {slot.gateway} ({slot.proxy}/{slot.server}) first, put back once "
+                       "haproxy sees it UP" for slot in arg]
+    return drains + commands
 
 
 class _Capture(logging.Handler):
@@ -186,4 +215,5 @@ def _redact(result: HostReview, secrets: set[str]) -> HostReview:
         change.diff = [clean(line) for line in change.diff]
         change.commands = [clean(line) for line in change.commands]
     result.reason = clean(result.reason)
+    result.warnings = [clean(line) for line in result.warnings]
     return result

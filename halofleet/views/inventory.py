@@ -7,7 +7,17 @@ act on: a missing file, an inventory that fails to load, an inventory without ho
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+# The directory of the inventory file last loaded here: relative control-machine paths in host data start there.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pyinfra colours some messages
+# (A plain value, not a ContextVar: pyinfra prepares hosts in greenlets, which start with an empty context.)
+_loaded_dir: dict[str, str | None] = {"dir": None}
+
+
+def loaded_inventory_dir() -> str | None:
+    return _loaded_dir["dir"]
 
 
 class BadInput(ValueError):
@@ -33,7 +43,32 @@ def load_inventory(inventory: str):
         raise BadInput(f"inventory {inventory!r} failed to load: {type(cause).__name__}: {cause}") from None
     if not len(loaded):
         raise BadInput(f"no hosts in inventory {inventory!r}")
+    _loaded_dir["dir"] = inventory_dir_of(inventory)
     return loaded
+
+
+def inventory_dir_of(inventory: str) -> str | None:
+    """The absolute directory of an inventory file (None: a host list or connector, paths stay as given)."""
+    return os.path.dirname(os.path.abspath(inventory)) if os.path.isfile(inventory) else None
+
+
+def limited_hosts(inventory, limit: tuple[str, ...] | list[str] | None) -> list | None:
+    """
+    The hosts ``--limit`` selects, as pyinfra's own ``--limit``: each pattern a group name, else a host name
+    (shell wildcards allowed); None: no limit. A pattern that matches nothing is bad usage, not an empty run.
+    """
+    from fnmatch import fnmatch
+
+    if not limit:
+        return None
+    hosts: list = []
+    for pattern in limit:
+        matched = inventory.get_group(pattern, default=None) or [each for each in inventory
+                                                                 if fnmatch(each.name, pattern)]
+        if not matched:
+            raise BadInput(f"--limit {pattern!r} matches no host or group of the inventory")
+        hosts += [each for each in matched if each not in hosts]
+    return hosts
 
 
 def writable_path(path: str) -> Path:
@@ -47,3 +82,34 @@ def writable_path(path: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise BadInput(f"cannot write {path!r}: directory {str(folder)!r} is not writable")
     return target
+
+
+def connect_hosts(state) -> dict[str, str]:
+    """
+    Connect to every host of ``state``'s inventory at once; the hosts that fail are failed in ``state`` and
+    returned with pyinfra's own reason ("Could not resolve hostname", "Authentication failed"...).
+    """
+    from pyinfra.api.exceptions import ConnectError, PyinfraError
+
+    hosts = [each for each in state.inventory if state.is_host_in_limit(each)]
+
+    def attempt(each) -> str | None:
+        try:
+            each.connect(raise_exceptions=True)  # pyinfra still logs the reason itself
+        except ConnectError as error:
+            return ANSI.sub("", str(error.args[0] if error.args else error)).strip() or "could not connect"
+        return None
+
+    greenlets = {each: state.pool.spawn(attempt, each) for each in hosts}
+    reasons = {}
+    for each, greenlet in greenlets.items():
+        reason = greenlet.get()
+        if each.connected:
+            state.activate_host(each)
+        else:
+            reasons[each.name] = reason or "could not connect"
+    try:
+        state.fail_hosts({each for each in hosts if each.name in reasons}, activated_count=len(hosts))
+    except PyinfraError:  # no host reachable: each one's row says why
+        pass
+    return reasons

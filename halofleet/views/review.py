@@ -10,7 +10,25 @@ from __future__ import annotations
 import logging
 import os
 
-from .changes import HostReview, _Capture, _redact, host_changes, inventory_secrets  # noqa: F401
+from .changes import HostReview, _Capture, _redact, host_changes, host_warnings, inventory_secrets  # noqa: F401
+
+
+def check_deploy(deploy: str) -> None:
+    """A deploy that cannot be loaded is bad usage, found before any host is contacted (BadInput)."""
+    from pyinfra_cli.util import try_import_module_attribute
+
+    from .inventory import BadInput
+
+    if deploy.endswith(".py"):
+        if not os.path.isfile(deploy):
+            raise BadInput(f"no deploy file {deploy!r}")
+        return
+    try:
+        function = try_import_module_attribute(deploy, raise_for_none=False)
+    except Exception:  # noqa: BLE001 - pyinfra's CLI error for an unknown module
+        function = None
+    if not callable(function):
+        raise BadInput(f"no deploy {deploy!r}: give a deploy file (.py) or a function like halofleet.stages.full")
 
 
 def load_deploy(state, deploy: str) -> None:
@@ -33,23 +51,25 @@ def load_deploy(state, deploy: str) -> None:
     load_func(state, function)
 
 
-def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
-    """Prepare ``deploy_path`` against every host of ``inventory_path`` and collect what would change."""
+def review(inventory_path: str, deploy_path: str, limit: tuple[str, ...] = ()) -> list[HostReview]:
+    """Prepare ``deploy_path`` against every host of ``inventory_path`` (those ``limit`` selects, as pyinfra's
+    ``--limit``) and collect what would change."""
     import pyinfra
     from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.connect import disconnect_all
     from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_inventory, ctx_state
 
-    from .inventory import load_inventory
+    from .inventory import connect_hosts, limited_hosts, load_inventory
 
     pyinfra.is_cli = True  # operation order from the call stack, as under the CLI (hosts may run different ops)
     state = State(check_for_changes=True)
     ctx_state.set(state)
     inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
-    state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100))
+    selected = limited_hosts(inventory, limit)
+    state.init(inventory, Config(DIFF=True, FAIL_PERCENT=100), initial_limit=selected)
     state.cwd = os.getcwd()
     capture = _Capture()
     pyinfra_logger = logging.getLogger("pyinfra")
@@ -59,10 +79,7 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
     reviews: dict[str, HostReview] = {}
     try:
         state.set_stage(StateStage.Connect)
-        try:
-            connect_all(state)
-        except PyinfraError:  # no host reachable: each one's review says so
-            pass
+        unreachable = connect_hosts(state)
         state.set_stage(StateStage.Prepare)
         if state.active_hosts:
             try:
@@ -72,14 +89,20 @@ def review(inventory_path: str, deploy_path: str) -> list[HostReview]:
                     raise
                 capture.lines.append(str(error))
         for host in inventory:
+            if selected is not None and host not in selected:
+                continue
             if host not in state.activated_hosts:
-                reviews[host.name] = HostReview(host.name, "unreachable", reason="could not connect")
+                reviews[host.name] = HostReview(host.name, "unreachable",
+                                                reason=unreachable.get(host.name, "could not connect"))
                 continue
             if host in state.failed_hosts:
                 errors = [line for line in capture.lines if f"[{host.name}]" in line and "refuses" in line]
                 reviews[host.name] = HostReview(host.name, "refused", reason=errors[-1] if errors else "refused")
                 continue
             reviews[host.name] = host_changes(state, host, capture)
+        for host in inventory:
+            if host.name in reviews:
+                reviews[host.name].warnings = host_warnings(capture.lines, host.name)
     finally:
         pyinfra_logger.removeHandler(capture)
         pyinfra_logger.setLevel(level)
@@ -96,14 +119,14 @@ def to_markdown(reviews: list[HostReview], inventory_path: str, deploy_path: str
     lines.append("")
     for result in reviews:
         if result.status == "changes":
-            lines.append(f"## {result.host}: {len(result.operations)} operation(s) would change")
+            lines += [f"## {result.host}: {len(result.operations)} operation(s) would change", ""]
         elif result.status == "converged":
             lines += [f"## {result.host}: no changes (converged)", ""]
-            continue
         else:
             lines += [f"## {result.host}: {result.status}", "", f"> {result.reason}", ""]
+        lines += [f"> **warning:** {warning}" for warning in result.warnings] + ([""] if result.warnings else [])
+        if result.status != "changes":
             continue
-        lines.append("")
         for change in result.operations:
             lines += [f"### {change.name}", ""]
             block: list[str] = []

@@ -12,12 +12,13 @@ from ..box.bench import BenchFigures, bench_cell
 from ..box.cmdline import ParamConflict
 from ..box.plan import build_plan
 from ..contract import policy
-from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused
+from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_value
 from ..fleet import rpc
-from ..fleet.gateway import gateway_cell
+from ..fleet.gateway import gateway_cell, inventory_groups, served_models
+from ..models.specs import validate
 
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
-           "reboot pending", "serving", "image", "completion", "rpc", "bench", "gateway", "status")
+           "reboot pending", "serving", "models", "image", "completion", "rpc", "bench", "gateway", "status")
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -38,13 +39,14 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
 def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
                health: dict[str, Any] | None = None, bench: BenchFigures | None = None,
                fleet: dict[str, dict[str, Any]] | None = None,
-               worker_plans: dict[str, Any] | None = None) -> dict[str, str]:
+               worker_plans: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, str]:
     """One row of the verification table for ``host``; never raises. RPC groups need ``fleet`` (every host's
-    data) and, for a head, its workers' plans (:func:`plans_of_workers`)."""
+    data) and, for a head, its workers' plans (:func:`plans_of_workers`); ``reason``: why a host without a probe
+    could not be reached (pyinfra's words)."""
     row = {column: "-" for column in COLUMNS}
     row["host"] = host
     if probe is None:
-        row["status"] = "unreachable"
+        row["status"] = f"unreachable: {reason}" if reason else "unreachable"
         return row
     gtt = probe.get("gtt") or {}
     pages = gtt.get("ttm_pages_limit") or gtt.get("amdttm_pages_limit")
@@ -54,6 +56,8 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     row["rocm"] = (probe.get("rocm") or {}).get("version") or "none"
     row["runtime"] = ", ".join(sorted(probe.get("runtimes") or {})) or "none"
     row["serving"], row["completion"] = serving_cells(health)
+    if health and health.get("ids") is not None:
+        row["models"] = ", ".join(health["ids"]) or "none"  # what /v1/models answers, not what the data says
     faults = probe.get("faults") or {}
     row["gpu faults"] = "unknown" if faults.get("count") is None else str(faults["count"])
     image = probe.get("running_image")
@@ -122,35 +126,35 @@ def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, 
     return plans
 
 
-def collect(inventory_path: str) -> list[dict[str, str]]:
+def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """
-    Connect to every host of a pyinfra inventory, probe it and ask its engine, and build the rows (a host that
-    cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
+    Connect to every host of a pyinfra inventory (those ``limit`` selects, as pyinfra's ``--limit``), probe it
+    and ask its engine, and build the rows (a host that cannot be reached is a row saying so). A missing or empty
+    inventory is a :class:`~.inventory.BadInput`.
     """
     from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.connect import disconnect_all
     from pyinfra.api.facts import get_fact
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
     from ..box.serving import probe_args
+    from ..contract.local_paths import anchor_local_paths
     from ..facts.halo import HostProbe
-    from ..models.specs import validate
-    from .inventory import load_inventory
+    from .inventory import connect_hosts, limited_hosts, load_inventory, loaded_inventory_dir
 
     state = State()
     ctx_state.set(state)
     inventory = load_inventory(inventory_path)
     ctx_inventory.set(inventory)
-    state.init(inventory, Config(FAIL_PERCENT=100))
-    try:
-        connect_all(state)
-    except PyinfraError:  # no host reachable ("No hosts remaining!"): each one's row says unreachable
-        pass
+    selected = limited_hosts(inventory, limit)
+    state.init(inventory, Config(FAIL_PERCENT=100), initial_limit=selected)
+    reasons = connect_hosts(state)
+    base = loaded_inventory_dir()
+    datas = {host.name: anchor_local_paths(host.data.dict(), base) for host in inventory}
 
     def facts_of(host) -> tuple[dict, dict, BenchFigures | None] | str:
         try:
-            args = probe_args(validate(host.name, host.data.dict()))
+            args = probe_args(validate(host.name, datas[host.name]))
         except ConfigError:
             args = {}
         with ctx_host.use(host):
@@ -165,15 +169,56 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
         results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
-    fleet = {host.name: host.data.dict() for host in inventory}
+    fleet = datas
     probes = {host.name: result[0] for host, result in results.items() if not isinstance(result, str)}
     worker_plans = plans_of_workers(probes, fleet)
     rows = []
     for host in inventory:
+        if selected is not None and host not in selected:
+            continue
         result = results.get(host, (None, None, None))
         if isinstance(result, str):
             rows.append({**{column: "-" for column in COLUMNS}, "host": host.name, "status": result})
             continue
         probe, health, bench = result
-        rows.append(verify_row(host.name, host.data.dict(), probe, health, bench, fleet, worker_plans))
+        rows.append(verify_row(host.name, datas[host.name], probe, health, bench, fleet, worker_plans,
+                               reason=reasons.get(host.name)))
+    served = {host.name: (result[1] or {}).get("ids") for host, result in results.items()
+              if not isinstance(result, str)}
+    for row in rows:
+        routes_cell(row, datas[row["host"]], inventory, served)
     return rows
+
+
+def routes_cell(row: dict[str, str], data: dict[str, Any], inventory, served: dict[str, list[str] | None]) -> None:
+    """
+    A gateway's routing next to what its backends serve (each one's own /v1/models): ``model -> group (hosts
+    serving it)``; a routed model no backend of its group serves makes the gateway's row unhealthy.
+    """
+    try:
+        if not option_value(row["host"], "halo_gateway", data.get("halo_gateway")):
+            return
+        config = validate(row["host"], data, serving=False)
+        groups = inventory_groups(config, inventory)
+    except (ConfigError, HostRefused):
+        return
+    def serves(name: str, backend: dict[str, Any], model: str) -> bool:
+        live = served.get(name) or []
+        if model in live:
+            return True
+        try:  # one model without a name answers whatever name a request carries [U]: answering at all counts
+            engine = option_value(name, "halo_serve", backend.get("halo_serve"))
+            return bool(live) and served_models(name, engine, backend) is None
+        except ConfigError:
+            return False
+
+    parts, missing = [], []
+    for model, group in sorted((config.gateway_models or {}).items()):
+        hosts = [name for name, backend in groups.get(group, []) if serves(name, backend, model)]
+        parts.append(f"{model} -> {group} ({', '.join(hosts) or 'served by none'})")
+        if not hosts:
+            missing.append(model)
+    if parts:
+        row["gateway"] = f"{row['gateway']}; routes: {'; '.join(parts)}"
+    if missing and row["status"] == "ok":
+        row["status"] = f"unhealthy: the gateway routes {', '.join(missing)} but no backend serves it"

@@ -120,6 +120,8 @@ def test_gateway_balances_fails_over_and_converges(network, tmp_path):
                          text=True)
     rows = {row["host"]: row for row in json.loads(verify.stdout)}
     assert rows["gw"]["gateway"] == "fleet/srv1 UP, fleet/srv2 UP", rows["gw"]
+    # What each engine's own /v1/models says it serves (the same model on both).
+    assert rows["srv1"]["models"] not in ("-", "none") and rows["srv1"]["models"] == rows["srv2"]["models"], rows
     # The key never reached haproxy's log (no header capture, no query string).
     assert KEY not in gw.ssh("journalctl -q --no-pager -t haproxy; cat /var/log/haproxy.log 2>/dev/null",
                              check=False).stdout
@@ -208,6 +210,15 @@ def test_routing_by_model_and_tls(network, tmp_path):
     code, text = post({"prompt": "x " * (450 * 1024), "model": "tiny-chat", "max_tokens": 1})
     print(f"a 900 KiB body through the gateway: HTTP {code} {text[:160]}")
     assert code != 413 and "model_required" not in text and "model_not_found" not in text, text[:300]
+
+    # verify: the routes next to what each group's engine answers on /v1/models.
+    verify = network.run([sys.executable, "-m", "halofleet", "verify", "inventories/vm.py", "--json"], cwd=ROOT,
+                         env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)}, capture_output=True,
+                         text=True)
+    rows = {row["host"]: row for row in json.loads(verify.stdout)}
+    assert rows["gw"]["gateway"].endswith("; routes: big-coder -> big (big1); tiny-chat -> small (small1)"), rows
+    assert not rows["gw"]["status"].startswith("unhealthy: the gateway routes"), rows["gw"]
+    assert rows["small1"]["models"] not in ("-", "none"), rows["small1"]
 
     second = network.run_pyinfra(description, "deploys/full.py")
     assert second.returncode == 0 and second.changed_ops == []

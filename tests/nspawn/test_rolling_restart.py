@@ -1,7 +1,7 @@
 """
 Rolling engine restarts on real hosts: two serving containers with halo_restart_batch 1 get a flag change; a
 poller on the controller side (inside the test's namespace) records both engines' /health the whole time, and
-they were never down together. The same change without the key restarts both at once (the oracle can fail).
+they were never down together. The same change with a batch of two restarts both at once (the oracle can fail).
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def test_engines_restart_one_at_a_time_and_never_both_down(network, tmp_path):
     again = network.run_pyinfra(describe(halo_restart_batch=1, halo_ctx=640), "deploys/full.py")
     assert again.returncode == 0 and again.changed_ops == []
 
-    # The control: the same kind of change without halo_restart_batch restarts both together.
+    # The control: the same kind of change with a batch of two restarts both together.
     stop = record(network, tmp_path, (srv1, srv2), "together")
-    together = network.run_pyinfra(describe(halo_ctx=768), "deploys/full.py")
+    together = network.run_pyinfra(describe(halo_restart_batch=2, halo_ctx=768), "deploys/full.py")
     rounds = stop()
     assert together.returncode == 0, together.stderr[-3000:]
     overlap = [t for t, up1, up2 in rounds if not up1 and not up2]

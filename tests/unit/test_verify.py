@@ -83,3 +83,36 @@ def test_a_gateway_row_shows_each_backend_as_haproxy_sees_it():
     assert result["gateway"] == "fleet/srv1 UP, fleet/srv2 DOWN"
     assert cell_class("gateway", result["gateway"]) == "bad"
     assert row(probe_output(cmdline=LIVE))["gateway"] == "-"  # no haproxy of ours: nothing to show
+
+
+def test_models_are_what_the_engine_answers():
+    from halofleet.views.verify import verify_row
+
+    health = parse_serve_health(HEALTHY + ["@ids tiny org/model-7b:q4 bad$name "])
+    assert health["ids"] == ["tiny", "org/model-7b:q4"]  # a name outside the grammar is dropped, not shown
+    assert "ids" not in parse_serve_health(HEALTHY)  # an older probe: no column value rather than a wrong one
+    row = verify_row("h", DATA, parse_probe([]), health)
+    assert row["models"] == "tiny, org/model-7b:q4"
+    assert verify_row("h", DATA, parse_probe([]), parse_serve_health(HEALTHY + ["@ids "]))["models"] == "none"
+
+
+def test_a_gateway_row_shows_its_routes_next_to_what_the_backends_serve():
+    from pyinfra.api import Inventory
+
+    from halofleet.views.verify import routes_cell
+
+    key = "r" * 20
+    named = {"halo_model": "/m.gguf", "halo_model_alias": "small", "halo_bind": "10.0.0.2", "halo_api_key": key}
+    unnamed = {"halo_model": "/m.gguf", "halo_bind": "10.0.0.3", "halo_api_key": key}
+    gateway = {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "127.0.0.1",
+               "halo_gateway_groups": ["a", "b"], "halo_gateway_models": {"small": "a", "big": "a", "any": "b"}}
+    inventory = Inventory((["gw", "s1", "s2"], {}), gw=([("gw", gateway)], {}), a=([("s1", named)], {}),
+                          b=([("s2", unnamed)], {}))
+    row = {"host": "gw", "gateway": "a/s1 UP, b/s2 UP", "status": "ok"}
+    routes_cell(row, gateway, inventory, {"s1": ["small"], "s2": ["/m.gguf"]})
+    assert row["gateway"] == ("a/s1 UP, b/s2 UP; routes: any -> b (s2); big -> a (served by none); "
+                              "small -> a (s1)")
+    assert row["status"] == "unhealthy: the gateway routes big but no backend serves it"
+    row = {"host": "s1", "gateway": "-", "status": "ok"}
+    routes_cell(row, named, inventory, {})
+    assert row == {"host": "s1", "gateway": "-", "status": "ok"}  # not a gateway: nothing added
