@@ -147,7 +147,7 @@ DATA_ERRORS = [
     ({"halo_rocm_repo_key_url": "https://x/k.asc`reboot`"}, URL_RULE),
     ({"halo_rocm_repo_key_url": "https://x/$HOME"}, URL_RULE),
     ({"halo_rocm_repo_key_url": f"https://user:{SECRET}@mirror/k.asc"},
-     "halo_rocm_repo_key_url='https://<redacted>@mirror/k.asc' is invalid: must not carry credentials"),
+     "halo_rocm_repo_key_url='https://user:<redacted>@mirror/k.asc' is invalid: must not carry credentials"),
     ({"halo_rocm_repo_url": f"https://{SECRET}@mirror/rocm"}, "halo_rocm_repo_url='https://<redacted>@mirror/rocm'"),
     ({"halo_rocm_repo_key_url": "https:///k.asc"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror/rocm $(reboot)"}, URL_RULE),
