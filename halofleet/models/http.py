@@ -98,6 +98,7 @@ class _DeadlineSocket:
 
     def __init__(self, sock: socket.socket, deadline: float):
         self._sock, self._deadline = sock, deadline
+        self._files, self._closed = 0, False  # as socket.socket: closed for real once its files are closed too
 
     def _arm(self) -> None:
         left = self._deadline - time.monotonic()
@@ -118,13 +119,18 @@ class _DeadlineSocket:
         self._sock.sendall(data, flags)
 
     def makefile(self, mode: str = "rb", buffering: int = -1) -> io.BufferedReader:  # noqa: ARG002
+        self._files += 1
         return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
 
     def _decref_socketios(self) -> None:
-        pass
+        self._files -= 1
+        if self._closed and self._files <= 0:
+            self._sock.close()
 
     def close(self) -> None:
-        self._sock.close()
+        self._closed = True
+        if self._files <= 0:
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -173,10 +179,10 @@ class Reads:
             if status in REDIRECTS and location:
                 url = urljoin(url, location.strip())
                 continue
-            if status >= 400:
+            if not 200 <= status < 300:  # an error, or a redirect without a Location
                 raise HttpStatus(status, url)
             return Answer(status, answer_headers, body, url)
-        raise ReadRefused(f"{shown(url)}: more than {self.limits.redirects} redirects")
+        raise ReadRefused(f"{shown(url)}: more than {self.limits.redirects} redirects (the bound)")
 
     def _request(self, target: tuple[str, str, int], url: str, headers: dict[str, str], max_bytes: int,
                  take: int | None) -> tuple[int, Any, bytes]:
@@ -188,11 +194,11 @@ class Reads:
         deadline = started + min(self.limits.request_s, left)
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection = _connection(target, deadline)
+        connection, response = _connection(target, deadline), None
         try:
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
-            if response.status in REDIRECTS or response.status >= 400:
+            if not 200 <= response.status < 300:  # the body of an error or a redirect is never read
                 return response.status, response.headers, b""
             chunks, size = [], 0
             while take is None or size < take:
@@ -213,6 +219,8 @@ class Reads:
                                       "request)")
             raise ReadRefused(bound) from None
         finally:
+            if response is not None:
+                response.close()
             connection.close()
             self.spent += self.clock() - started
 
