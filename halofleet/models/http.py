@@ -202,7 +202,7 @@ class Reads:
                 return response.status, response.headers, b""
             chunks, size = [], 0
             while take is None or size < take:
-                chunk = response.read1(65536)
+                chunk = response.read1(min(1 << 20, (take or max_bytes + 1) - size))  # few, large reads
                 if not chunk:
                     break
                 chunks.append(chunk)

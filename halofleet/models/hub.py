@@ -71,7 +71,7 @@ def list_files(host: str, spec: ModelSpec, endpoint: str, token: str | None, fet
             headers["Authorization"] = f"Bearer {token}"
         try:
             body, link = fetch(url, headers)
-            page = parse_json(body, what, limits)
+            page = parse_json(body, "the answer", limits)
         except ReadRefused as error:
             raise HostRefused(host, f"model {spec.name}: {what}: {error}; nothing was changed") from None
         except (HttpStatus, urllib.error.HTTPError) as error:

@@ -174,3 +174,15 @@ def test_reads_are_bounded_in_bytes(tmp_path):
         localfiles.read_bounded(str(big), 999)
     with pytest.raises(localfiles.LocalFileRefused, match="is larger than 999 bytes \\(the bound\\)"):
         localfiles.sha256_of(str(big), limit=999)
+
+
+def test_the_readme_states_the_bounds():
+    """What users read is what the code bounds (README 'Several models per host')."""
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    limits = bounded.LIMITS
+    assert (f"at most {limits.redirects} redirects, {limits.json_bytes >> 20} MiB and {limits.json_depth} levels and "
+            f"{limits.json_items:,} values of JSON per page, {limits.pages} pages, {limits.matches:,} files per "
+            f"`include`, {limits.request_s:g} s per request and {limits.host_s:g} s for one host's reads") in text
+    assert f"the certificate up to {localfiles.CERT_BYTES >> 20} MiB" in text
