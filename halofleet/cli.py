@@ -55,7 +55,8 @@ class HalofleetGroup(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"halofleet: {message.splitlines()[0] if message else 'error'}", err=True)
+    line = validators.mask_url_credentials(message.splitlines()[0]) if message else "error"
+    click.echo(f"halofleet: {line}", err=True)
     sys.exit(code)
 
 

@@ -202,3 +202,26 @@ def test_nonsense_numbers_are_usage_errors(llama, args):
     assert f"Invalid value for '{args[0]}'" in result.stderr and "Traceback" not in result.output
     if args[0] == "--tensor-split":
         assert "each at most 1000000, at most 64 of them" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "directory", "loop", "unreadable"])
+def test_plan_model_reads_regular_files_only(tmp_path, kind):
+    """A FIFO used to hang `plan --model` and /dev/zero to exhaust memory: now one line, exit 2, at once."""
+    import os
+
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "m.gguf")
+        path, reason = tmp_path / "m.gguf", "is a FIFO on the control machine, not a regular file"
+    elif kind == "zero":
+        path, reason = "/dev/zero", "is a device on the control machine, not a regular file"
+    elif kind == "directory":
+        path, reason = tmp_path, "is a directory on the control machine, not a regular file"
+    elif kind == "loop":
+        os.symlink(tmp_path / "b.gguf", tmp_path / "a.gguf")
+        os.symlink(tmp_path / "a.gguf", tmp_path / "b.gguf")
+        path, reason = tmp_path / "a.gguf", "cannot be opened on the control machine (Too many levels of symbolic links)"
+    else:
+        path, reason = "/proc/self/mem", "cannot be read on the control machine (Input/output error)"
+    result = plan("--ram-gib", "64", "--model", str(path))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"halofleet: {path}: {reason}\n"
