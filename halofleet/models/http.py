@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from ..contract.validators import mask_url_credentials
@@ -152,13 +152,10 @@ def _connection(target: tuple[str, str, int], deadline: float) -> http.client.HT
 
 
 class Reads:
-    """
-    One host's HTTP reads in one run: the time they took so far is counted against ``limits.host_s``. Tests give
-    smaller :class:`Limits`; ``clock`` is ``time.monotonic``.
-    """
+    """One host's HTTP reads in one run: the time they took so far is counted against ``limits.host_s``."""
 
-    def __init__(self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic):
-        self.limits, self.clock, self.spent = limits or LIMITS, clock, 0.0
+    def __init__(self, limits: Limits | None = None):
+        self.limits, self.spent = limits or LIMITS, 0.0
 
     def get(self, url: str, headers: dict[str, str], max_bytes: int, take: int | None = None) -> Answer:
         """
@@ -189,7 +186,7 @@ class Reads:
         left = self.limits.host_s - self.spent
         if left <= 0:
             raise ReadRefused(f"the reads for this host took more than {self.limits.host_s:g} s (the bound per host)")
-        started = self.clock()
+        started = time.monotonic()
         per_host = left < self.limits.request_s
         deadline = started + min(self.limits.request_s, left)
         parts = urlsplit(url)
@@ -222,7 +219,7 @@ class Reads:
             if response is not None:
                 response.close()
             connection.close()
-            self.spent += self.clock() - started
+            self.spent += time.monotonic() - started
 
 
 def parse_json(body: bytes, what: str, limits: Limits | None = None) -> Any:

@@ -137,6 +137,9 @@ def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, ggu
             and not SHARD.fullmatch(PurePosixPath(spec.include).name):
         # Pinned by name and digest: no lookup, so reruns work offline.
         path = spec.include
+        if validators.check_absolute_path(f"{spec.directory}/{path}"):  # the grammar model_download holds it to
+            raise HostRefused(host, f"model {spec.name}: {spec.directory}/{path} "
+                                    f"{validators.check_absolute_path(f'{spec.directory}/{path}')}")
         item = ModelFile(name=path, host_path=f"{spec.directory}/{path}", sha256=spec.sha256_given[path],
                          url=resolve_url(endpoint, spec.origin, spec.revision, path))
         return spec.with_files([item])

@@ -132,7 +132,7 @@ def _digests(host: str, index: int, value: Any) -> dict[str, str] | str | None:
         raise _fail(host, index, "sha256", value, "must be 64 lower-case hex digits or a mapping file name -> digest")
     for name, digest in value.items():
         if not isinstance(name, str) or INCLUDE.fullmatch(name) is None or "*" in name or "?" in name \
-                or ".." in name.split("/"):
+                or any(part in (".", "..") for part in name.split("/")):
             raise _fail(host, index, "sha256", name, "keys must be file names (a path inside a repo for hf)")
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise _fail(host, index, "sha256", {name: digest}, "values must be 64 lower-case hex digits")
@@ -214,7 +214,8 @@ def _entry(host: str, index: int, entry: Any, model_dir: str) -> ModelSpec:
         if not HF_MODEL_ID.fullmatch(origin) or len(origin) > 200:
             raise _fail(host, index, "hf", origin, "must be a Hugging Face repo id, owner/name")
         include = entry.get("include", "*")
-        if not isinstance(include, str) or not INCLUDE.fullmatch(include) or ".." in include.split("/"):
+        if not isinstance(include, str) or not INCLUDE.fullmatch(include) \
+                or any(part in (".", "..") for part in include.split("/")):
             raise _fail(host, index, "include", include, "must be a file name or glob inside the repo (A-Z a-z 0-9 "
                                                          ". _ + @ - / and the wildcards * ?)")
         revision = entry.get("revision", "main")

@@ -7,6 +7,8 @@ the operation's own (the ROCm repository URL, key URL and suite), the two verdic
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pyinfra.api import Config, OperationError, State
 from pyinfra.context import ctx_state
@@ -15,6 +17,8 @@ from halofleet.box.plan import build_plan
 from halofleet.cli import synthetic_probe
 from halofleet.contract.config import ConfigError, HostRefused, option_value
 from halofleet.models.files import plan_models
+from halofleet.models.hub import resolve_models
+from halofleet.models.specs import validate
 from halofleet.operations import halo_models, halo_rocm
 
 from .test_bad_inputs import DATA_ERRORS, PUSH_DIR
@@ -49,10 +53,19 @@ CORPUS = sorted({text for data, _ in DATA_ERRORS for text in _strings(data) if s
 
 
 def planned(data: dict):
-    """The host's plan from this data (validation, then the plan from a Debian 13 box), or None if refused."""
+    """
+    The host's plan from this data as a deploy makes it (validation, ``halo_models`` resolved, then the plan from
+    a Debian 13 box), or None if refused. Only entries that need no lookup are resolved here.
+    """
+    def no_lookup(url, headers):
+        raise AssertionError(f"no Hub lookup expected: {url}")
+
     try:
-        return build_plan("h", {"halo_allow_non_strix_halo": True, "halo_serve": "none", **data},
-                          synthetic_probe(128))
+        config = validate("h", {"halo_allow_non_strix_halo": True, "halo_serve": "none", **data})
+        if config.models:
+            specs = resolve_models("h", config.models, config.hf_endpoint, None, config.serve, fetch=no_lookup)
+            config = dataclasses.replace(config, values={**config.values, "halo_models": specs})
+        return build_plan("h", {}, synthetic_probe(128), config=config)
     except (ConfigError, HostRefused):
         return None
 
@@ -136,11 +149,16 @@ def test_the_issues_urls_are_refused_in_preflight_naming_the_key():
                              "halo_rocm_repo_url": value}, synthetic_probe(128))
 
 
-@pytest.mark.parametrize("key", ["halo_model_dir", "url"])
+INCLUDES = ["./m.gguf", "a/./m.gguf", "a/../m.gguf", "m.gguf", "sub/m.gguf", ".m.gguf", "a/.", "."]
+
+
+@pytest.mark.parametrize("key", ["halo_model_dir", "url", "include"])
 def test_model_download_accepts_every_path_and_url_the_preflight_accepts(key):
     disagreements, accepted = [], 0
-    for value in CORPUS:
+    for value in CORPUS + INCLUDES:
         entry = {"name": "m", "url": value if key == "url" else "http://x.test/m.gguf", "sha256": SHA}
+        if key == "include":  # pinned by name and digest: planned without asking the Hub
+            entry = {"name": "m", "hf": "acme/tiny", "include": value, "sha256": SHA}
         data = {"halo_serve": "llama-server", "halo_llama_backend": "cpu", "halo_models": [entry]}
         if key == "halo_model_dir":
             data["halo_model_dir"] = value
