@@ -186,3 +186,17 @@ def test_the_readme_states_the_bounds():
             f"{limits.json_items:,} values of JSON per page, {limits.pages} pages, {limits.matches:,} files per "
             f"`include`, {limits.request_s:g} s per request and {limits.host_s:g} s for one host's reads") in text
     assert f"the certificate up to {localfiles.CERT_BYTES >> 20} MiB" in text
+
+
+def test_a_pushed_model_replaced_by_a_fifo_after_validation_refuses_the_host(tmp_path):
+    from halofleet.box import serving
+    from halofleet.contract.config import ConfigError
+    from halofleet.models.specs import validate
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(12))
+    config = validate("h", {"halo_model": str(model), "halo_model_push": True, "halo_llama_backend": "cpu"})
+    model.unlink()
+    os.mkfifo(model)
+    with pytest.raises(ConfigError, match="is a FIFO on the control machine, not a regular file \\(halo_model_push\\)"):
+        serving._model(config, {})
