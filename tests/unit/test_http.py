@@ -7,6 +7,7 @@ items), credentials masked, and files opened only when regular.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -200,3 +201,80 @@ def test_a_pushed_model_replaced_by_a_fifo_after_validation_refuses_the_host(tmp
     os.mkfifo(model)
     with pytest.raises(ConfigError, match="is a FIFO on the control machine, not a regular file \\(halo_model_push\\)"):
         serving._model(config, {})
+
+
+# -- the Hub's tree and the header slices through the rule -----------------------------------------------------
+
+class FakePages:
+    """The tree API as a fetch: pages with the given next links; records each request's URL and headers."""
+
+    def __init__(self, pages: list[tuple[list, str | None]]):
+        self.pages, self.calls = pages, []
+
+    def __call__(self, url, headers):
+        self.calls.append((url, dict(headers)))
+        entries, link = self.pages[len(self.calls) - 1]
+        return json.dumps(entries).encode(), link
+
+
+def spec():
+    from halofleet.models.specs import parse_models
+
+    (parsed,) = parse_models("h", [{"name": "m", "hf": "acme/tiny", "include": "*.gguf"}])
+    return parsed
+
+
+def lfs(path):
+    return {"type": "file", "path": path, "size": 1, "oid": "1" * 40, "lfs": {"oid": "a" * 64, "size": 1}}
+
+
+def test_next_links_carry_the_token_to_the_hubs_origin_only():
+    from halofleet.models import hub
+
+    fetch = FakePages([([lfs("a.gguf")], '</p2>; rel="next"'), ([], '<https://elsewhere.test/p3>; rel="next"'),
+                       ([], '<https://hub.test/p4>; rel="next"'), ([lfs("b.gguf")], None)])
+    entries = hub.list_files("h", spec(), "https://hub.test", "tok", fetch)
+    assert [entry["path"] for entry in entries] == ["a.gguf", "b.gguf"]
+    assert [url for url, _ in fetch.calls] == [
+        "https://hub.test/api/models/acme/tiny/tree/main?recursive=true", "https://hub.test/p2",
+        "https://elsewhere.test/p3", "https://hub.test/p4"]
+    assert ["Authorization" in headers for _, headers in fetch.calls] == [True, True, False, True]
+
+
+def test_the_tree_is_bounded_in_pages_entries_and_matches():
+    from halofleet.contract.config import HostRefused
+    from halofleet.models import hub
+
+    limits = bounded.Limits(pages=3, json_items=4, matches=2)
+    endless = FakePages([([], '</again>; rel="next"')] * 4)
+    with pytest.raises(HostRefused, match="acme/tiny@main has more than 3 pages \\(the bound\\)$"):
+        hub.list_files("h", spec(), "https://hub.test", None, endless, limits)
+    assert len(endless.calls) == 3
+    many = FakePages([([{"type": "file"}] * 3, '</p2>; rel="next"'), ([{"type": "file"}] * 3, '</p3>; rel="next"'),
+                      ([{"type": "file"}] * 3, None)])  # 6 values a page, 9 entries in all
+    with pytest.raises(HostRefused, match="has more than 6 files \\(the bound\\)$"):
+        hub.list_files("h", spec(), "https://hub.test", None, many, bounded.Limits(pages=3, json_items=6))
+    deep = FakePages([([[[[[]]]]], None)])
+    with pytest.raises(HostRefused, match="the answer is JSON nested deeper than 16 levels|holds more than"):
+        hub.list_files("h", spec(), "https://hub.test", None, deep, bounded.Limits(json_depth=16, json_items=3))
+
+    class Reads:
+        limits = bounded.Limits(matches=2)
+
+    three = FakePages([([lfs("a.gguf"), lfs("b.gguf"), lfs("c.gguf")], None)])
+    with pytest.raises(HostRefused, match="include '\\*.gguf' matches more than 2 files in acme/tiny@main"):
+        hub.resolve_hf("h", spec(), "https://hub.test", None, False, fetch=three, reads=Reads())
+
+
+def test_header_slices_follow_the_rule(server):
+    from halofleet.models.fit import http_reader
+
+    httpd, base = server
+    reads = bounded.Reads(bounded.Limits(request_s=5, host_s=10))
+    # The server ignores Range: the slice is cut from the whole answer.
+    assert http_reader("tok", base, reads)(base + "/x")(10, 5) == b"01234"
+    assert http_reader("tok", "https://hub.test", reads)(base + "/x")(0, 3) == b"012"
+    assert ["Authorization" in headers for _, headers in httpd.seen] == [True, False]
+    assert http_reader(None, None, reads)(base + "/to/")(0, 3) is None  # an HTTP answer that is no file
+    with pytest.raises(bounded.ReadRefused, match="only http and https"):
+        http_reader(None, None, reads)(base + "/to/file:///dev/zero")(0, 3)
