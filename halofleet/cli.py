@@ -21,6 +21,7 @@ import click
 from . import __version__
 from .box.gtt import KIB_PER_GIB
 from .contract import config as config_mod
+from .contract import validators
 from .contract.config import ConfigError, HostRefused
 from .views import sizing
 from .views.check import InvalidInventory, require_valid
@@ -59,7 +60,8 @@ class HalofleetGroup(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"halofleet: {message.splitlines()[0] if message else 'error'}", err=True)
+    line = validators.mask_url_credentials(message.splitlines()[0]) if message else "error"
+    click.echo(f"halofleet: {line}", err=True)
     sys.exit(code)
 
 
@@ -102,11 +104,32 @@ def _data_items(items: tuple[str, ...]) -> dict:
     return data
 
 
+def _option_range(key: str) -> click.IntRange:
+    """A CLI number in the range of the host-data key it stands for (nonsense is a usage error, exit 2)."""
+    option = config_mod.OPTIONS[key]
+    return click.IntRange(option.minimum, option.maximum)
+
+
+class TensorSplit(click.ParamType):
+    """``--tensor-split 3,1``: halo_tensor_split's grammar (numbers from 0 to a bound, not all zero)."""
+
+    name = "N0,N1,..."
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+        if isinstance(value, list):
+            return value
+        try:
+            return validators.parse_tensor_split(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 @main.command()
 @click.option("--ram-gib", type=click.IntRange(1, 4096), required=True,
               help="GiB of RAM Linux sees (MemTotal), e.g. 128.")
-@click.option("--reserve-gib", type=int, default=None, help="GiB kept for the OS (halo_os_reserve_gib).")
-@click.option("--gtt-gib", type=int, default=None, help="Explicit GTT size (halo_gtt_gib).")
+@click.option("--reserve-gib", type=_option_range("halo_os_reserve_gib"), default=None,
+              help="GiB kept for the OS (halo_os_reserve_gib).")
+@click.option("--gtt-gib", type=_option_range("halo_gtt_gib"), default=None, help="Explicit GTT size (halo_gtt_gib).")
 @click.option("--iommu", type=click.Choice(["off", "pt"]), default="off")
 @click.option("--no-gttsize", is_flag=True, help="Leave out the deprecated amdgpu.gttsize.")
 @click.option("--serve", type=click.Choice(config_mod.SERVE_ENGINES), default="none", show_default=True,
@@ -122,13 +145,14 @@ def _data_items(items: tuple[str, ...]) -> dict:
               help="Models loaded at once (llama-server --models-max; 0 = no limit): the largest are counted.")
 @click.option("--rpc-worker-ram-gib", "worker_ram", multiple=True, type=click.IntRange(1, 4096),
               help="RAM of an RPC worker (repeatable, in --rpc order): print the model's split across the group.")
-@click.option("--tensor-split", default=None, metavar="N0,N1,...",
+@click.option("--tensor-split", type=TensorSplit(), default=None, metavar="N0,N1,...",
               help="llama-server --tensor-split ratios, workers first and the head last (default: by memory).")
 @click.option("--data", "data_items", multiple=True, metavar="halo_KEY=VALUE", help="Any other host data key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str, no_gttsize: bool, serve: str,
          models: tuple[str, ...], ctx: int | None, kv_type: str | None, models_max: int,
-         worker_ram: tuple[int, ...], tensor_split: str | None, data_items: tuple[str, ...], as_json: bool) -> None:
+         worker_ram: tuple[int, ...], tensor_split: list[float] | None, data_items: tuple[str, ...],
+         as_json: bool) -> None:
     """Print the kernel params, modprobe file (and engine unit, with --serve; the memory table, with --model) for a
     box with RAM_GIB."""
     from .box.plan import build_plan

@@ -20,6 +20,7 @@ from .facts.halo import HostProbe
 from .facts.model_header import host_reader
 from .fleet.rpc import check_group
 from .models.fit import check_host_memory
+from .models.http import Reads
 from .models.hub import resolve_models
 from .models.specs import validate
 from .views.inventory import inventory_dir_of, loaded_inventory_dir
@@ -34,8 +35,9 @@ def current_plan() -> HostPlan | None:
     """
     if hasattr(host, _PLAN_ATTR):
         return getattr(host, _PLAN_ATTR)
+    reads = Reads()  # this host's HTTP reads from here: bounded in time together
     try:
-        config = resolve(validate(host.name, host_data()))
+        config = resolve(validate(host.name, host_data()), reads)
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
         probe = read_probe(**probe_args(config))
@@ -43,7 +45,7 @@ def current_plan() -> HostPlan | None:
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
             worker_gtt = {name: each.gtt.gtt_gib << 30 for name, each in worker_plans.items() if each}
-            plan.memory = check_host_memory(plan, host_reader(host), worker_gtt)
+            plan.memory = check_host_memory(plan, host_reader(host), worker_gtt, reads)
         except (ConfigError, HostRefused, ParamConflict):
             raise  # the plan's own refusals (some are ValueErrors) say what is wrong themselves
         except PARSE_FAILURES as error:  # facts the plan cannot judge: this host only, never the whole run
@@ -120,11 +122,12 @@ def _worker_plans(names: list[str]) -> dict[str, HostPlan | None]:
     return plans
 
 
-def resolve(config: HaloConfig) -> HaloConfig:
+def resolve(config: HaloConfig, reads: Reads | None = None) -> HaloConfig:
     """``halo_models`` with every file and digest known (the Hub asked from here, pushed files hashed here)."""
     if not config.models or config.serve == "none":
         return config
-    specs = resolve_models(config.host, config.models, config.hf_endpoint, config.hf_token, config.serve)
+    specs = resolve_models(config.host, config.models, config.hf_endpoint, config.hf_token, config.serve,
+                           reads=reads)
     return dataclasses.replace(config, values={**config.values, "halo_models": specs})
 
 

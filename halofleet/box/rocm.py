@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract import policy
+from ..contract import policy, validators
 from ..contract.config import ConfigError, HaloConfig
 from ..contract.paths import (
     ROCM_KEY,
@@ -73,6 +73,32 @@ def gpu_target(probe: dict[str, Any]) -> str:
 
 def plan_rocm(config: HaloConfig, probe: dict[str, Any]) -> RocmPlan | None:
     """The ROCm stage's plan for a host that asks for a release (None for ``halo_rocm_version: none``)."""
+    plan = _plan_rocm(config, probe)
+    return plan and _checked(config, plan)
+
+
+def _checked(config: HaloConfig, plan: RocmPlan) -> RocmPlan:
+    """
+    What the ROCm operations re-check, through the grammars they use (:mod:`halofleet.operations.halo_rocm`):
+    a value one of them would refuse mid-run (stopping every host) refuses this host now, in preflight.
+    """
+    checks = (
+        ("halo_rocm_repo_url", plan.url, validators.check_apt_url(plan.url)),
+        ("halo_rocm_repo_key_url", plan.key_url, plan.key_url and validators.check_url(plan.key_url)),
+        ("halo_rocm_repo_suite", plan.suite, validators.check_apt_suite(plan.suite)),
+        ("halo_rocm_packages", plan.packages, validators.check_packages(plan.packages)
+         if not plan.therock else validators.check_package_names(plan.packages)),
+        ("halo_rocm_packages", plan.pin_packages, validators.check_package_names(plan.pin_packages)),
+        ("halo_rocm_version", plan.version, None if validators.ROCM_RELEASE.fullmatch(plan.version)
+         else "must be a ROCm release like 7.2.1"),
+    )
+    for key, value, problem in checks:
+        if problem:
+            raise ConfigError(config.host, key, value, problem)
+    return plan
+
+
+def _plan_rocm(config: HaloConfig, probe: dict[str, Any]) -> RocmPlan | None:
     version = config.rocm_version
     if version == "none":
         return None

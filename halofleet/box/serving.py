@@ -13,6 +13,7 @@ from typing import Any
 
 from ..contract import paths, policy, validators
 from ..contract.config import GGUF_MAGIC, ConfigError, HaloConfig, HostRefused
+from ..contract.localfiles import LocalFileRefused
 from ..contract.templating import render, sha256_text
 from ..fleet.rpc import head_args
 from ..models.files import ModelsPlan, local_sha256, plan_models
@@ -166,7 +167,10 @@ def _model(config: HaloConfig, model: dict[str, Any]) -> tuple[str | None, str |
     """(path on the host, local file to push, stamp identifying this exact model)."""
     if config.model_push:
         source = str(Path(config.model).expanduser())
-        digest = local_sha256(source)
+        try:
+            digest = local_sha256(source)
+        except LocalFileRefused as error:  # replaced since validation looked at it
+            raise ConfigError(config.host, "halo_model", config.model, f"{error} (halo_model_push)") from None
         if config.model_sha256 and digest != config.model_sha256:
             raise ConfigError(config.host, "halo_model_sha256", config.model_sha256,
                               f"the local file {source} has SHA-256 {digest}: it is corrupt or a different model")

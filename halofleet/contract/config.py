@@ -14,10 +14,10 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from . import policy, validators
+from . import localfiles, policy, validators
 from .option_types import coerce_type
 from .options import (  # noqa: F401 (re-exported: the contract is config.OPTIONS to its users)
     NO_ENDPOINT,
@@ -36,11 +36,11 @@ class ConfigError(ValueError):
     def __init__(self, host: str, key: str, value: Any, allowed: str):
         self.host, self.key, self.value, self.allowed = host, key, value, allowed
         if value is HIDDEN:
-            super().__init__(f"host {host!r}: {key} is invalid: {allowed}")
+            super().__init__(validators.mask_url_credentials(f"host {host!r}: {key} is invalid: {allowed}"))
             return
         shown = "<redacted>" if key in SECRET_KEYS and value is not None else repr(value)
-        shown = re.sub(r"://[^/@\s]*@", "://<redacted>@", shown)  # credentials in a URL are secrets too
-        super().__init__(f"host {host!r}: {key}={shown} is invalid: {allowed}")
+        # Credentials in a URL are secrets too: masked wherever they appear in the message.
+        super().__init__(validators.mask_url_credentials(f"host {host!r}: {key}={shown} is invalid: {allowed}"))
 
 
 # What parsing a host's facts raises when its output is beyond what the parsers expect: a bug to fix, but one that
@@ -52,8 +52,8 @@ class HostRefused(RuntimeError):
     """The host's own state (not its data) rules out the deploy."""
 
     def __init__(self, host: str, reason: str):
-        self.host, self.reason = host, reason
-        super().__init__(f"host {host!r}: {reason}")
+        self.host, self.reason = host, validators.mask_url_credentials(reason)
+        super().__init__(f"host {host!r}: {self.reason}")
 
 
 SECRET_KEYS = {key for key, option in OPTIONS.items() if option.type == "secret"}
@@ -248,14 +248,11 @@ def _validate_serving(host: str, values: dict[str, Any]) -> None:
         if problem:
             raise ConfigError(host, "halo_model", model, f"the pushed file's name on the host {problem}")
         try:
-            local = Path(model).expanduser()
-        except RuntimeError:  # ~user that does not exist
-            local = Path(model)
-        if not local.is_file():
-            raise ConfigError(host, "halo_model", model, "no such file on the control machine (halo_model_push)")
-        with open(local, "rb") as handle:
-            if handle.read(4) != GGUF_MAGIC:
-                raise ConfigError(host, "halo_model", model, "not a GGUF file (it does not start with 'GGUF')")
+            magic = localfiles.read_at(model, 0, 4)
+        except localfiles.LocalFileRefused as error:
+            raise ConfigError(host, "halo_model", model, f"{error} (halo_model_push)") from None
+        if magic != GGUF_MAGIC:
+            raise ConfigError(host, "halo_model", model, "not a GGUF file (it does not start with 'GGUF')")
         return
     problem = validators.check_absolute_path(model)
     if engine == "vllm" and problem and HF_MODEL_ID.fullmatch(model):

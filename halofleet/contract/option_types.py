@@ -7,7 +7,6 @@ it with a one-line reason. One place for both, so the table's declaration is als
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -91,11 +90,8 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
             raise fail("must be a list of inventory host names")
         return list(value)
     if kind == "numbers":
-        if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item) and item >= 0
-            for item in value
-        ) or not any(value):
-            raise fail("must be a non-empty list of numbers >= 0, not all zero (proportions, e.g. [3, 1])")
+        if not isinstance(value, (list, tuple)) or validators.check_tensor_split(list(value)):
+            raise fail(validators.TENSOR_SPLIT_ALLOWED)
         return [float(item) for item in value]
     if kind == "args":
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):

@@ -32,7 +32,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "halo_rocm_repo_url": Option(
         "url", None, "ROCm apt repository URL (default: AMD's repo for the release's stream and, for 7.14+/10.x, "
-        "the host's suite directory; set for mirrors).", nullable=True, check=validators.check_url,
+        "the host's suite directory; set for mirrors; a plain URL: no query, fragment or credentials).",
+        nullable=True, check=validators.check_apt_url,
     ),
     "halo_rocm_repo_suite": Option(
         "str", None, "Legacy ROCm (<= 7.2.x): the apt suite (default noble). TheRock (7.14+, 10.x): AMD's directory "

@@ -10,6 +10,7 @@ One rule throughout: a value either fits the file's grammar as it is, or it is r
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -124,6 +125,14 @@ def check_packages(value: list[str]) -> str | None:
     return None
 
 
+def check_package_names(value: list[str]) -> str | None:
+    """Package names without a version (what an apt pin holds, and TheRock's per-target packages)."""
+    for item in value:
+        if not DEB_PACKAGE.fullmatch(item) or "=" in item:
+            return f"{item!r} is not a Debian package name ([a-z0-9][a-z0-9+.-]+, no version here)"
+    return None
+
+
 # Suites: a name, or a path below dists/ (no whitespace: deb822 separates suites with it).
 APT_SUITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}(?:/[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}){0,3}")
 
@@ -140,6 +149,20 @@ URL_ALLOWED = ("must be an http://, https:// or file:/ URL (letters, digits and 
                "no spaces, quotes, '$' or backslashes)")
 
 
+# user:password@ (or a bare token@) between a scheme's // and the host: masked wherever a URL is shown.
+_USERINFO = re.compile(r"""(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:'"]*)(?P<password>:[^/@\s'"]*)?@""")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``https://user:<redacted>@host``; a user part without
+    a password may be a token itself (``https://TOKEN@host``), so it is masked whole."""
+    def mask(match: re.Match) -> str:
+        if match.group("password") is None:
+            return f"{match.group('scheme')}<redacted>@"
+        return f"{match.group('scheme')}{match.group('user')}:<redacted>@"
+    return _USERINFO.sub(mask, text)
+
+
 def check_url(value: str) -> str | None:
     if not value.startswith(("http://", "https://", "file:/")) or not URL_CHARS.fullmatch(value):
         return URL_ALLOWED
@@ -152,6 +175,22 @@ def check_url(value: str) -> str | None:
         return URL_ALLOWED
     if parts.username or parts.password:
         return "must not carry credentials (user:password@): they would be shown in logs and written to files"
+    return None
+
+
+# An apt repository URL: one word of a one-line source or a deb822 URIs: field, as apt reads it. No query or
+# fragment ('#' starts a comment in a one-line source), no brackets, quotes or spaces. The operation that writes
+# the source checks the same grammar (halofleet.operations.halo_rocm.repository), so what passes here is written.
+APT_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/+%=@-]{1,2048}")
+
+
+def check_apt_url(value: str) -> str | None:
+    problem = check_url(value)
+    if problem:
+        return problem
+    if not APT_URL_CHARS.fullmatch(value):
+        return ("must be a plain apt repository URL: letters, digits and -._~:/+%=@ only (no query '?', fragment "
+                "'#', brackets, spaces or quotes)")
     return None
 
 
@@ -180,6 +219,36 @@ def check_args(key: str, value: list[str]) -> str | None:
             if name == option or prefix:
                 return f"{option} is set by {own_key}, not in the extra arguments (found {name!r})"
     return None
+
+
+# llama-server --tensor-split: proportions, one per device of an RPC group. Bounded so that their sum stays a
+# plain float (1e308,1e308 would overflow to inf) and the list fits a group.
+TENSOR_SHARE_MAX = 1_000_000
+TENSOR_SHARES_MAX = 64
+TENSOR_SPLIT_ALLOWED = (f"must be a non-empty list of numbers >= 0, not all zero (proportions, e.g. [3, 1]), each "
+                        f"at most {TENSOR_SHARE_MAX}, at most {TENSOR_SHARES_MAX} of them")
+
+
+def check_tensor_split(value: list) -> str | None:
+    """The shares of ``halo_tensor_split`` and of ``halofleet plan --tensor-split`` (one grammar for both)."""
+    if not 1 <= len(value) <= TENSOR_SHARES_MAX or not all(
+        isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+        and 0 <= item <= TENSOR_SHARE_MAX for item in value
+    ) or not any(value):
+        return TENSOR_SPLIT_ALLOWED
+    return None
+
+
+def parse_tensor_split(text: str) -> list[float]:
+    """``3,1`` as numbers in the grammar of :func:`check_tensor_split`; ValueError with the rule otherwise."""
+    try:
+        values = [float(part) for part in text.split(",")] if len(text) <= 4096 else []
+    except ValueError:
+        values = []
+    problem = check_tensor_split(values) if values else TENSOR_SPLIT_ALLOWED
+    if problem:
+        raise ValueError(f"{text[:80]!r} {problem} (e.g. 3,1)")
+    return values
 
 
 def check_int_text(value: str) -> bool:

@@ -14,9 +14,9 @@ import csv
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
+from ..contract import localfiles
 from ..contract.config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused, option_value
 from ..contract.paths import GATEWAY_CERT
 from ..contract.templating import render
@@ -237,10 +237,11 @@ def read_cert(gateway: str, path: str) -> str:
     """The TLS PEM on the control machine: a certificate and its private key, in one file as haproxy wants."""
     key = "halo_gateway_tls_cert"
     try:
-        text = Path(path).expanduser().read_text()
-    except (OSError, UnicodeError, RuntimeError) as error:
-        raise ConfigError(gateway, key, path, f"cannot be read on the control machine ({type(error).__name__})") \
-            from None
+        text = localfiles.read_bounded(path, localfiles.CERT_BYTES).decode()
+    except localfiles.LocalFileRefused as error:
+        raise ConfigError(gateway, key, path, str(error)) from None
+    except UnicodeError:
+        raise ConfigError(gateway, key, path, "is not text (a PEM file is ASCII)") from None
     if PEM_CERT not in text or not PEM_KEY.search(text):
         raise ConfigError(gateway, key, path, "must be a PEM file holding the certificate (chain) and its private "
                                               "key, as haproxy's 'crt' expects")

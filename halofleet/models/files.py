@@ -10,20 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..contract.config import GGUF_MAGIC, HaloConfig, HostRefused
+from ..contract.localfiles import sha256_of
 from .specs import ModelFile, ModelSpec, render_preset
 
 
 def local_sha256(path: str) -> str:
-    """The sha256 of a file on this machine (a model to push), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a regular file on this machine (a model to push): :func:`halofleet.contract.localfiles.sha256_of`."""
+    return sha256_of(path)
 
 
 @dataclass

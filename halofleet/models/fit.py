@@ -3,19 +3,19 @@ Does what a host will serve fit its memory: the KV-aware accounting of :mod:`hal
 :mod:`halofleet.models.budget` applied to a host's plan in preflight, before the first change.
 
 The GGUF headers are read where the bytes are now: a pushed file on this machine, a file already on the host (over
-SSH, in bounded slices), or, for a download not made yet, its source over HTTP range requests from this machine (the
-Hub's token only to the Hub's own host). Over budget refuses the host with every number; a model whose header cannot
+SSH, in bounded slices), or, for a download not made yet, its source over HTTP range requests from this machine
+(:mod:`halofleet.models.http`: the token only to the Hub's origin, every read bounded; a read over a bound refuses
+the host). Over budget refuses the host with every number; a model whose header cannot
 be read is reported as not checked (the download itself would then fail with its own reason).
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import http.client
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from ..contract.config import HaloConfig, HostRefused
+from . import http as bounded
 from .budget import OverBudget, check_memory, check_split, format_split, format_table
 from .kvcache import KVError, Need, need_from_reader, need_of_file
 from .specs import ModelSpec
@@ -23,35 +23,28 @@ from .specs import ModelSpec
 GIB = 1 << 30
 # reader(path)(offset, length): bytes of a file on the host being planned (facts.model_header.host_reader)
 Reader = Callable[[str], Callable[[int, int], bytes | None]]
-HTTP_TIMEOUT_S = 30
 
 
-class _NoAuthToOtherHosts(urllib.request.HTTPRedirectHandler):
-    """The Hub redirects downloads to a CDN: the token stays with the host it was meant for."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
-            new.remove_header("Authorization")
-        return new
-
-
-def http_reader(token: str | None = None) -> Callable[[str], Callable[[int, int], bytes | None]]:
-    """``reader(url)(offset, length)`` over HTTP ranges (None when the source cannot be read)."""
-    opener = urllib.request.build_opener(_NoAuthToOtherHosts())
+def http_reader(token: str | None = None, token_origin: str | None = None,
+                reads: bounded.Reads | None = None) -> Reader:
+    """
+    ``reader(url)(offset, length)`` over HTTP ranges through ``reads`` (this host's bounded reads): None when the
+    source cannot be read; a bound or the rule broken (:class:`halofleet.models.http.ReadRefused`) is raised. The
+    token goes only to ``token_origin`` (the Hub's), never along a redirect elsewhere.
+    """
+    reads = reads or bounded.Reads()
 
     def for_url(url: str) -> Callable[[int, int], bytes | None]:
         def read(offset: int, length: int) -> bytes | None:
             headers = {"Range": f"bytes={offset}-{offset + length - 1}", "User-Agent": "halofleet"}
-            if token:
+            if token and bounded.may_carry_token(url, token_origin):
                 headers["Authorization"] = f"Bearer {token}"
             try:
-                with opener.open(urllib.request.Request(url, headers=headers), timeout=HTTP_TIMEOUT_S) as response:
-                    if response.status == 200 and offset:  # a server ignoring Range sends the file from its start
-                        response.read(offset)
-                    return response.read(length)
-            except (urllib.error.URLError, OSError, ValueError):
+                answer = reads.get(url, headers, max_bytes=offset + length, take=offset + length)
+            except (bounded.HttpStatus, OSError, ValueError, http.client.HTTPException):
                 return None
+            # A server ignoring Range (200) sends the file from its start.
+            return answer.body[offset:] if answer.status == 200 else answer.body[:length]
         return read
     return for_url
 
@@ -61,7 +54,8 @@ def _engine_options(config: HaloConfig) -> dict[str, Any]:
     return {"parallel": config.llama_parallel, "ubatch": config.llama_ubatch, "batch": config.llama_batch}
 
 
-def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], host_reader: Reader) -> Need:
+def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], host_reader: Reader,
+               reads: bounded.Reads | None) -> Need:
     ctx, options = spec.ctx or config.ctx, {**_engine_options(config), "name": spec.name}
     first = spec.host_path
     if first in on_host:
@@ -70,10 +64,12 @@ def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], hos
     if source.local:
         return need_of_file(source.local, ctx, config.llama_kv_type, **options)
     token = config.hf_token if spec.source == "hf" else None
-    return need_from_reader(http_reader(token), source.url, ctx, config.llama_kv_type, **options)
+    return need_from_reader(http_reader(token, config.hf_endpoint, reads), source.url, ctx, config.llama_kv_type,
+                            **options)
 
 
-def served_needs(config: HaloConfig, probe: dict[str, Any], host_reader: Reader) -> tuple[list[tuple[Need, bool]], list[str]]:
+def served_needs(config: HaloConfig, probe: dict[str, Any], host_reader: Reader,
+                 reads: bounded.Reads | None = None) -> tuple[list[tuple[Need, bool]], list[str]]:
     """
     ``(need, keep_loaded)`` of every GGUF model the host's llama-server will serve, and a note per model that could
     not be sized. vLLM (safetensors) is sized by its own ``--gpu-memory-utilization``, not here.
@@ -85,7 +81,10 @@ def served_needs(config: HaloConfig, probe: dict[str, Any], host_reader: Reader)
         on_host = (probe.get("model_files") or {}).get("files") or {}
         for spec in config.models:
             try:
-                needs.append((_spec_need(config, spec, on_host, host_reader), spec.keep_loaded))
+                needs.append((_spec_need(config, spec, on_host, host_reader, reads), spec.keep_loaded))
+            except bounded.ReadRefused as error:
+                raise HostRefused(config.host, f"model {spec.name}: its GGUF header: {error}; nothing was changed") \
+                    from None
             except (KVError, StopIteration, TypeError) as error:
                 unknown.append(f"{spec.name}: {error or 'no readable GGUF header'}")
         return needs, unknown
@@ -100,14 +99,15 @@ def served_needs(config: HaloConfig, probe: dict[str, Any], host_reader: Reader)
     return needs, unknown
 
 
-def check_host_memory(plan: Any, host_reader: Reader, worker_gtt: dict[str, int]) -> list[str]:
+def check_host_memory(plan: Any, host_reader: Reader, worker_gtt: dict[str, int],
+                      reads: bounded.Reads | None = None) -> list[str]:
     """
     Preflight's memory lines for ``plan`` (a :class:`halofleet.box.plan.HostPlan`): the models resident at once
     against the host's GTT budget, or the RPC group's split (``worker_gtt``: each worker's GTT bytes by name).
     Raises HostRefused over budget.
     """
     config = plan.config
-    needs, unknown = served_needs(config, plan.probe, host_reader)
+    needs, unknown = served_needs(config, plan.probe, host_reader, reads)
     lines = [f"memory of {each} not checked (header unreadable)" for each in unknown]
     budget = plan.gtt.gtt_gib * GIB
     try:

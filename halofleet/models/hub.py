@@ -12,34 +12,39 @@ a log line or an error message.
 from __future__ import annotations
 
 import fnmatch
-import json
+import http.client
 import re
 import urllib.error
-import urllib.request
 from pathlib import PurePosixPath
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
+from ..contract import validators
 from ..contract.config import HostRefused
-from .files import local_sha256
+from ..contract.localfiles import LocalFileRefused, sha256_of
+from . import http as bounded
+from .http import HttpStatus, ReadRefused, may_carry_token, parse_json
 from .specs import INCLUDE, SHA256, SHARD, ModelFile, ModelSpec, shard_names
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-TIMEOUT_S = 30
-MAX_PAGES = 100
 # One page of the tree API: (url, headers) -> (body bytes, the Link header or None).
 Fetch = Callable[[str, dict], "tuple[bytes, str | None]"]
 
 
-def _urllib_fetch(url: str, headers: dict) -> tuple[bytes, str | None]:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (http/https only)
-        return response.read(), response.headers.get("Link")
+def page_fetch(reads: bounded.Reads) -> Fetch:
+    """The tree API's pages through ``reads`` (bounded; the token never follows a redirect elsewhere)."""
+    def fetch(url: str, headers: dict) -> tuple[bytes, str | None]:
+        answer = reads.get(url, headers, max_bytes=reads.limits.json_bytes)
+        kind = answer.headers.get("Content-Type")
+        if kind and "json" not in kind.lower():
+            raise ReadRefused(f"{bounded.shown(answer.url)} answered {kind[:60]!r}, not JSON")
+        return answer.body, answer.headers.get("Link")
+    return fetch
 
 
 def _next_link(link: str | None) -> str | None:
     """The Hub paginates the tree with an RFC 8288 ``Link: <url>; rel="next"`` header."""
-    for part in (link or "").split(","):
+    for part in (link or "")[:8192].split(","):
         match = re.match(r'\s*<([^>]+)>\s*;.*rel="?next"?', part)
         if match:
             return match.group(1)
@@ -54,30 +59,38 @@ def resolve_url(endpoint: str, repo: str, revision: str, path: str) -> str:
     return f"{endpoint.rstrip('/')}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
-def list_files(host: str, spec: ModelSpec, endpoint: str, token: str | None, fetch: Fetch) -> list[dict]:
-    """Every file entry of the repo at the revision (the tree API, all pages)."""
-    headers = {"Accept": "application/json", "User-Agent": "halofleet"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+def list_files(host: str, spec: ModelSpec, endpoint: str, token: str | None, fetch: Fetch,
+               limits: bounded.Limits | None = None) -> list[dict]:
+    """Every file entry of the repo at the revision (the tree API, all pages, within ``limits``)."""
+    limits = limits or bounded.LIMITS
+    what = f"the Hub's file list of {spec.origin}@{spec.revision}"
     url, entries = tree_url(endpoint, spec.origin, spec.revision), []
-    for _ in range(MAX_PAGES):
+    for _ in range(limits.pages):
+        headers = {"Accept": "application/json", "User-Agent": "halofleet"}
+        if token and may_carry_token(url, endpoint):  # a next link elsewhere goes without it
+            headers["Authorization"] = f"Bearer {token}"
         try:
             body, link = fetch(url, headers)
-            page = json.loads(body)
-        except urllib.error.HTTPError as error:
+            page = parse_json(body, "the answer", limits)
+        except ReadRefused as error:
+            raise HostRefused(host, f"model {spec.name}: {what}: {error}; nothing was changed") from None
+        except (HttpStatus, urllib.error.HTTPError) as error:
             hint = " (a private or gated repo needs halo_hf_token)" if error.code in (401, 403) else ""
-            raise HostRefused(host, f"model {spec.name}: the Hub's file list of {spec.origin}@{spec.revision} "
-                                    f"answered HTTP {error.code}{hint}; nothing was changed") from None
-        except (OSError, ValueError) as error:  # URLError, timeouts, bad JSON
+            raise HostRefused(host, f"model {spec.name}: {what} answered HTTP {error.code}{hint}; nothing was "
+                                    "changed") from None
+        except (OSError, ValueError, http.client.HTTPException) as error:  # unreachable, timeouts, bad JSON
             raise HostRefused(host, f"model {spec.name}: could not list {spec.origin}@{spec.revision} at "
                                     f"{endpoint} ({type(error).__name__}); nothing was changed") from None
         if not isinstance(page, list):
             raise HostRefused(host, f"model {spec.name}: the Hub's tree answer is not a list")
         entries += [entry for entry in page if isinstance(entry, dict) and entry.get("type") == "file"]
-        url = _next_link(link)
-        if not url:
+        if len(entries) > limits.json_items:
+            raise HostRefused(host, f"model {spec.name}: {what} has more than {limits.json_items} files (the bound)")
+        following = _next_link(link)
+        if not following:
             return entries
-    raise HostRefused(host, f"model {spec.name}: the Hub's file list has more than {MAX_PAGES} pages")
+        url = urljoin(url, following)
+    raise HostRefused(host, f"model {spec.name}: {what} has more than {limits.pages} pages (the bound)")
 
 
 def _hub_file(host: str, spec: ModelSpec, entry: dict, endpoint: str) -> ModelFile:
@@ -86,14 +99,19 @@ def _hub_file(host: str, spec: ModelSpec, entry: dict, endpoint: str) -> ModelFi
     lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else None
     if not isinstance(path, str) or not INCLUDE.fullmatch(path) or ".." in path.split("/") \
             or any(c in path for c in "*?") or not isinstance(size, int) or size < 0:
-        raise HostRefused(host, f"model {spec.name}: the Hub lists a file this host cannot hold as is: {path!r}")
+        raise HostRefused(host, f"model {spec.name}: the Hub lists a file this host cannot hold as is: "
+                                f"{repr(path)[:200]}")
     sha256 = lfs.get("oid") if lfs else None
     git_oid = None if lfs else entry.get("oid")
     if lfs and not (isinstance(sha256, str) and SHA256.fullmatch(sha256)):
         raise HostRefused(host, f"model {spec.name}: the Hub gives no SHA-256 for {path}")
     if not lfs and not (isinstance(git_oid, str) and re.fullmatch(r"[0-9a-f]{40}", git_oid)):
         raise HostRefused(host, f"model {spec.name}: the Hub gives no digest for {path}")
-    return ModelFile(name=path, host_path=f"{spec.directory}/{path}", sha256=sha256, git_oid=git_oid, size=size,
+    host_path = f"{spec.directory}/{path}"
+    if validators.check_absolute_path(host_path):  # the grammar model_download holds the path to
+        raise HostRefused(host, f"model {spec.name}: the Hub lists a file this host cannot hold as is: {path!r} "
+                                f"({host_path[:200]!r} {validators.check_absolute_path(host_path)})")
+    return ModelFile(name=path, host_path=host_path, sha256=sha256, git_oid=git_oid, size=size,
                      url=resolve_url(endpoint, spec.origin, spec.revision, path))
 
 
@@ -112,19 +130,26 @@ def _check_gguf_set(host: str, spec: ModelSpec, files: list[ModelFile]) -> None:
 
 
 def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, gguf: bool,
-               fetch: Fetch | None = None) -> ModelSpec:
+               fetch: Fetch | None = None, reads: bounded.Reads | None = None) -> ModelSpec:
     """An ``hf`` entry with its files, URLs and digests (the Hub's, checked against any the host data pins)."""
     literal = not any(c in spec.include for c in "*?")
     if gguf and literal and set(spec.sha256_given) == {spec.include} \
             and not SHARD.fullmatch(PurePosixPath(spec.include).name):
         # Pinned by name and digest: no lookup, so reruns work offline.
         path = spec.include
+        if validators.check_absolute_path(f"{spec.directory}/{path}"):  # the grammar model_download holds it to
+            raise HostRefused(host, f"model {spec.name}: {spec.directory}/{path} "
+                                    f"{validators.check_absolute_path(f'{spec.directory}/{path}')}")
         item = ModelFile(name=path, host_path=f"{spec.directory}/{path}", sha256=spec.sha256_given[path],
                          url=resolve_url(endpoint, spec.origin, spec.revision, path))
         return spec.with_files([item])
-    entries = list_files(host, spec, endpoint, token, fetch or _urllib_fetch)
+    reads = reads or bounded.Reads()
+    entries = list_files(host, spec, endpoint, token, fetch or page_fetch(reads), reads.limits)
     matched = sorted((entry for entry in entries if fnmatch.fnmatchcase(str(entry.get("path")), spec.include)),
                      key=lambda entry: str(entry.get("path")))
+    if len(matched) > reads.limits.matches:
+        raise HostRefused(host, f"model {spec.name}: include {spec.include!r} matches more than "
+                                f"{reads.limits.matches} files in {spec.origin}@{spec.revision} (the bound)")
     if gguf and literal and len(matched) == 1 and SHARD.fullmatch(PurePosixPath(spec.include).name):
         # The first shard of a split set names the whole set.
         wanted = set(shard_names(PurePosixPath(spec.include).name))
@@ -150,16 +175,23 @@ def resolve_hf(host: str, spec: ModelSpec, endpoint: str, token: str | None, ggu
 
 
 def resolve_models(host: str, specs: list[ModelSpec], endpoint: str, token: str | None, engine: str,
-                   fetch: Fetch | None = None, hasher: Callable[[str], str] | None = None) -> list[ModelSpec]:
-    """Every spec with its files: hf entries from the Hub, pushed files hashed here (their digest is the stamp)."""
+                   fetch: Fetch | None = None, hasher: Callable[[str], str] | None = None,
+                   reads: bounded.Reads | None = None) -> list[ModelSpec]:
+    """
+    Every spec with its files: hf entries from the Hub (through ``reads``: this host's bounded HTTP reads), pushed
+    files hashed here (their digest is the stamp).
+    """
 
     resolved = []
     for spec in specs:
         if spec.source == "hf":
-            spec = resolve_hf(host, spec, endpoint, token, gguf=engine == "llama-server", fetch=fetch)
+            spec = resolve_hf(host, spec, endpoint, token, gguf=engine == "llama-server", fetch=fetch, reads=reads)
         elif spec.source == "file":
             name = PurePosixPath(spec.origin).name
-            digest = (hasher or local_sha256)(spec.origin)
+            try:
+                digest = (hasher or sha256_of)(spec.origin)
+            except LocalFileRefused as error:
+                raise HostRefused(host, f"model {spec.name}: {error}") from None
             pinned = spec.sha256_given.get(name)
             if pinned and pinned != digest:
                 raise HostRefused(host, f"model {spec.name}: the local file {spec.origin} has SHA-256 {digest}, "

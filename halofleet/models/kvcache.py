@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..contract import localfiles
 from .gguf import GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
 
 GIB = 1 << 30
@@ -327,13 +328,14 @@ def need_from_reader(reader: Callable[[str], Callable[[int, int], bytes | None]]
 
 
 def _local_reader(path: str) -> Callable[[int, int], bytes | None]:
+    """Slices of a regular file on this machine (a FIFO, a device or a directory is refused, never read)."""
     def read(offset: int, length: int) -> bytes | None:
         try:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                return handle.read(length)
-        except OSError:
-            return None
+            return localfiles.read_at(path, offset, length)
+        except localfiles.LocalFileMissing:
+            return None  # "not readable", as a missing shard over SSH or HTTP
+        except localfiles.LocalFileRefused as error:
+            raise KVError(f"{path}: {error}") from None
     return read
 
 

@@ -15,11 +15,11 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..contract import validators
+from ..contract import localfiles, validators
 from ..contract.config import GGUF_MAGIC, HF_MODEL_ID, HIDDEN, ConfigError, HaloConfig, check_rules, coerce_keys
 
 KEY = "halo_models"
@@ -132,7 +132,7 @@ def _digests(host: str, index: int, value: Any) -> dict[str, str] | str | None:
         raise _fail(host, index, "sha256", value, "must be 64 lower-case hex digits or a mapping file name -> digest")
     for name, digest in value.items():
         if not isinstance(name, str) or INCLUDE.fullmatch(name) is None or "*" in name or "?" in name \
-                or ".." in name.split("/"):
+                or any(part in (".", "..") for part in name.split("/")):
             raise _fail(host, index, "sha256", name, "keys must be file names (a path inside a repo for hf)")
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise _fail(host, index, "sha256", {name: digest}, "values must be 64 lower-case hex digits")
@@ -170,6 +170,10 @@ def _url_files(host: str, index: int, url: str, directory: str, digests: Any) ->
         digests = {names[0]: digests}
     if set(digests) != set(names):
         raise _fail(host, index, "sha256", sorted(digests), f"must name exactly the files fetched: {', '.join(names)}")
+    for name in names:  # the grammar model_download holds each file's path to
+        problem = validators.check_absolute_path(f"{directory}/{name}")
+        if problem:
+            raise _fail(host, index, "url", url, f"gives the path {directory}/{name} on the host, which {problem}")
     base = url[: url.rindex("/") + 1]
     query = f"?{parts.query}" if parts.query else ""
     return [ModelFile(name=name, host_path=f"{directory}/{name}",
@@ -210,7 +214,8 @@ def _entry(host: str, index: int, entry: Any, model_dir: str) -> ModelSpec:
         if not HF_MODEL_ID.fullmatch(origin) or len(origin) > 200:
             raise _fail(host, index, "hf", origin, "must be a Hugging Face repo id, owner/name")
         include = entry.get("include", "*")
-        if not isinstance(include, str) or not INCLUDE.fullmatch(include) or ".." in include.split("/"):
+        if not isinstance(include, str) or not INCLUDE.fullmatch(include) \
+                or any(part in (".", "..") for part in include.split("/")):
             raise _fail(host, index, "include", include, "must be a file name or glob inside the repo (A-Z a-z 0-9 "
                                                          ". _ + @ - / and the wildcards * ?)")
         revision = entry.get("revision", "main")
@@ -240,14 +245,11 @@ def _entry(host: str, index: int, entry: Any, model_dir: str) -> ModelSpec:
     if validators.check_file_name(file_name):
         raise _fail(host, index, "file", origin, f"the file's name on the host {validators.check_file_name(file_name)}")
     try:
-        local = Path(origin).expanduser()
-    except RuntimeError:  # ~user that does not exist
-        local = Path(origin)
-    if not local.is_file():
-        raise _fail(host, index, "file", origin, "no such file on the control machine")
-    with open(local, "rb") as handle:
-        if handle.read(4) != GGUF_MAGIC:
-            raise _fail(host, index, "file", origin, "not a GGUF file (it does not start with 'GGUF')")
+        magic = localfiles.read_at(origin, 0, 4)
+    except localfiles.LocalFileRefused as error:
+        raise _fail(host, index, "file", origin, str(error)) from None
+    if magic != GGUF_MAGIC:
+        raise _fail(host, index, "file", origin, "not a GGUF file (it does not start with 'GGUF')")
     if isinstance(digests, dict):
         if set(digests) != {file_name}:
             raise _fail(host, index, "sha256", sorted(digests), f"must name the file {file_name}")

@@ -22,23 +22,24 @@ APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 
 
 LEGACY_PIN_PACKAGES = ["rocm-core", "rocm", "rocm-dev", "rocm-libs", "rocm-hip-runtime", "rocm-hip-sdk"]
-# What may reach a sources line: no whitespace, quotes or brackets (the url is validated as a URL in host data too).
-_SOURCE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:/+%=@-]*")
 _PIN_VERSION = re.compile(r"\d+\.\d+(\.\d+)?(\.\*|-\*)")
 
 
 def _checked_packages(packages: list[str]) -> list[str]:
-    for package in packages:
-        if not policy.DEBIAN_PACKAGE_NAME.fullmatch(package):
-            raise OperationError(f"not a Debian package name: {package!r}")
+    problem = validators.check_package_names(packages)
+    if problem:
+        raise OperationError(f"refusing ROCm packages: {problem}")
     return packages
 
 
 def render_sources(url: str, suite: str, key_path: str | None, deb822: bool = True) -> str:
-    """The repository's sources file: deb822 (``.sources``) or AMD's one-line format (``.list``)."""
-    for word in (url, suite):
-        if not _SOURCE_WORD.fullmatch(word):
-            raise ValueError(f"not usable in an apt source: {word!r}")
+    """
+    The repository's sources file: deb822 (``.sources``) or AMD's one-line format (``.list``); the URL and suite
+    in the grammars host data is validated with (one grammar each: what validation accepts is written).
+    """
+    problem = validators.check_apt_url(url) or validators.check_apt_suite(suite)
+    if problem:
+        raise ValueError(f"not usable in an apt source: {validators.mask_url_credentials(url)!r} {suite!r}: {problem}")
     return render("rocm.sources.j2" if deb822 else "rocm.list.j2", url=url, suite=suite, key_path=key_path)
 
 
@@ -53,9 +54,9 @@ def render_pin(version: str, packages: list[str] | None = None, pin_version: str
     pin_version = pin_version or f"{version}.*"
     if not _PIN_VERSION.fullmatch(pin_version):
         raise ValueError(f"not a ROCm pin version: {pin_version!r}")
-    for package in packages or []:
-        if not policy.DEBIAN_PACKAGE_NAME.fullmatch(package):
-            raise ValueError(f"not a Debian package name: {package!r}")
+    problem = validators.check_package_names(packages or [])
+    if problem:
+        raise ValueError(f"refusing ROCm pin packages: {problem}")
     return render("rocm-pin.pref.j2", packages=packages or LEGACY_PIN_PACKAGES, pin_version=pin_version,
                   denylist=policy.ROCM_DENYLIST)
 
@@ -106,9 +107,11 @@ def repository(
         repository(name="ROCm repo", url="https://repo.radeon.com/rocm/apt/7.2.1", suite="noble",
                    key_url="https://repo.radeon.com/rocm/rocm.gpg.key")
     """
-    for value, what in ((url, "URL"), (key_url, "key URL")):
-        if value is not None and validators.check_url(value):
-            raise OperationError(f"refusing ROCm repository {what} {value!r}: {validators.check_url(value)}")
+    for value, what, check in ((url, "URL", validators.check_apt_url), (key_url, "key URL", validators.check_url)):
+        problem = check(value) if value is not None else None
+        if problem:
+            raise OperationError(f"refusing ROCm repository {what} {validators.mask_url_credentials(value)!r}: "
+                                 f"{problem}")
     if validators.check_apt_suite(suite):
         raise OperationError(f"refusing ROCm repository suite {suite!r}: {validators.check_apt_suite(suite)}")
     try:

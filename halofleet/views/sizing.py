@@ -5,12 +5,12 @@ GTT budget. Glue between the CLI, :mod:`halofleet.models.kvcache` (reads the fil
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..box.gtt import plan_gtt
+from ..contract import validators
 from ..contract.config import OPTIONS
 from ..models.budget import (  # noqa: F401 (DEFAULT_MODELS_MAX: the CLI's default, read here)
     DEFAULT_MODELS_MAX,
@@ -48,18 +48,21 @@ def parse_model(spec: str, default_ctx: int, default_source: str) -> tuple[str, 
     return path, ctx, f"{path}@{ctx}"
 
 
-def parse_tensor_split(text: str | None, devices: int) -> list[float] | None:
-    """``--tensor-split 3,1`` as numbers, one per device (workers, then the head); None when not given."""
+def parse_tensor_split(text: str | list[float] | None, devices: int) -> list[float] | None:
+    """
+    ``--tensor-split 3,1`` as numbers, one per device (workers, then the head); None when not given. The numbers
+    follow halo_tensor_split's grammar (:func:`halofleet.contract.validators.parse_tensor_split`; the CLI's click
+    type has checked them already when it passes a list).
+    """
     if text is None:
         return None
     try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--tensor-split {text!r}: give comma-separated numbers, e.g. 3,1") from None
-    if any(not math.isfinite(value) or value < 0 for value in values) or not any(values):
-        raise ValueError(f"--tensor-split {text!r}: the numbers must be finite, not negative, not all 0")
+        values = validators.parse_tensor_split(text) if isinstance(text, str) else list(text)
+    except ValueError as error:
+        raise ValueError(f"--tensor-split {error}") from None
+    shown = text if isinstance(text, str) else ",".join(f"{value:g}" for value in values)
     if len(values) != devices:
-        raise ValueError(f"--tensor-split {text!r}: {len(values)} values for {devices} devices "
+        raise ValueError(f"--tensor-split {shown!r}: {len(values)} values for {devices} devices "
                          f"({devices - 1} workers and the head)")
     return values
 
@@ -95,7 +98,8 @@ class Sizing:
 
 
 def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: str | None, models_max: int,
-         worker_ram: tuple[int, ...] = (), tensor_split: str | None = None, served: bool = False) -> Sizing | None:
+         worker_ram: tuple[int, ...] = (), tensor_split: str | list[float] | None = None,
+         served: bool = False) -> Sizing | None:
     """
     The memory table for ``models`` (``--model`` values) on the box of ``host_plan``; None when there is none to
     make (no --model, or only --serve's model and it is not a local file). Raises ValueError (KVError included)

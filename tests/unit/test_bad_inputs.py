@@ -41,6 +41,7 @@ SUITE_RULE = "must be one apt suite name like noble or debian/13"
 RELEASE_RULE = "must be 'none' or a ROCm release like 7.2.1 (X.Y or X.Y.Z); digits only, no leading zeros or spaces"
 BIND_RULE = "must be an IP address to listen on, without a zone id"
 EXPOSED = "listening beyond loopback needs an API key: set halo_api_key (or halo_allow_unauthenticated: true"
+APT_URL_RULE = "must be a plain apt repository URL: letters, digits and -._~:/+%=@ only (no query '?', fragment '#'"
 ARGS_RULE = "must be a list of arguments, one word each, without spaces, quotes, '%', '$', ';' or '\\'"
 
 DATA_ERRORS = [
@@ -147,13 +148,19 @@ DATA_ERRORS = [
     ({"halo_rocm_repo_key_url": "https://x/k.asc`reboot`"}, URL_RULE),
     ({"halo_rocm_repo_key_url": "https://x/$HOME"}, URL_RULE),
     ({"halo_rocm_repo_key_url": f"https://user:{SECRET}@mirror/k.asc"},
-     "halo_rocm_repo_key_url='https://<redacted>@mirror/k.asc' is invalid: must not carry credentials"),
+     "halo_rocm_repo_key_url='https://user:<redacted>@mirror/k.asc' is invalid: must not carry credentials"),
     ({"halo_rocm_repo_url": f"https://{SECRET}@mirror/rocm"}, "halo_rocm_repo_url='https://<redacted>@mirror/rocm'"),
     ({"halo_rocm_repo_key_url": "https:///k.asc"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror/rocm $(reboot)"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror:99999/rocm"}, URL_RULE),
     ({"halo_rocm_repo_url": "https://mirror/rocm\tnoble"}, URL_RULE),
     ({"halo_rocm_repo_url": "javascript:alert(1)"}, "must be an http://, https:// or file:/ URL"),
+    # issue 25: these passed validation and were refused inside the operation, which stopped every host
+    ({"halo_rocm_version": "7.2.1", "halo_rocm_repo_url": "https://mirror/rocm?x=1"}, APT_URL_RULE),
+    ({"halo_rocm_version": "7.2.1", "halo_rocm_repo_url": "https://mirror/rocm#x"}, APT_URL_RULE),
+    ({"halo_rocm_version": "7.14.1", "halo_rocm_repo_url": "https://mirror/rocm/(x)"}, APT_URL_RULE),
+    ({"halo_rocm_version": "7.2.1", "halo_rocm_repo_url": f"https://user:{SECRET}#en@mirror/rocm"},
+     "halo_rocm_repo_url='https://user:<redacted>@mirror/rocm' is invalid"),
     ({"halo_rocm_packages": ["-oDPkg::Pre-Invoke::=touch${IFS}/PWNED"]}, PKG_RULE),
     ({"halo_rocm_packages": ["-oAPT::Get::AllowUnauthenticated=1"]}, PKG_RULE),
     ({"halo_rocm_packages": ["--allow-unauthenticated"]}, PKG_RULE),

@@ -198,8 +198,10 @@ def test_the_certificate_file_is_checked_on_the_control_machine(tmp_path):
         read_cert("gw", str(no_key))
     with pytest.raises(ConfigError, match="encrypted private key"):
         read_cert("gw", str(encrypted))
-    with pytest.raises(ConfigError, match="cannot be read on the control machine"):
+    with pytest.raises(ConfigError, match="no such file on the control machine"):
         read_cert("gw", str(tmp_path / "absent.pem"))
+    with pytest.raises(ConfigError, match="is a directory on the control machine, not a regular file"):
+        read_cert("gw", str(tmp_path))
 
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed here (the nspawn test checks it)")

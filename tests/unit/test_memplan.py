@@ -40,8 +40,9 @@ def test_parse_tensor_split():
     assert memplan.parse_tensor_split(None, 2) is None
     assert memplan.parse_tensor_split("0,1", 2) == [0.0, 1.0]
     assert memplan.parse_tensor_split("3, 1.5", 2) == [3.0, 1.5]
-    with pytest.raises(ValueError, match=exact("--tensor-split 'inf,1': the numbers must be finite, not negative, "
-                                               "not all 0")):
+    with pytest.raises(ValueError, match=exact("--tensor-split 'inf,1' must be a non-empty list of numbers >= 0, not "
+                                               "all zero (proportions, e.g. [3, 1]), each at most 1000000, at "
+                                               "most 64 of them (e.g. 3,1)")):
         memplan.parse_tensor_split("inf,1", 2)
     with pytest.raises(ValueError, match=exact("--tensor-split '1,2,3': 3 values for 2 devices (1 workers and the "
                                                "head)")):

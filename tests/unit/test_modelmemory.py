@@ -63,7 +63,7 @@ def servers():
 
 def test_a_header_slice_is_read_with_a_range_and_the_token_stays_with_its_host(servers):
     handler, (first, _) = servers
-    data = http_reader("hf_secret")(first + "/moved")(10, 5)
+    data = http_reader("hf_secret", first)(first + "/moved")(10, 5)
     assert data == bytes(range(10, 15))
     (host1, _, asked), (host2, path2, redirected) = handler.seen
     assert (host1, host2, path2) == ("127.0.0.1", "127.0.0.2", "/file")

@@ -257,6 +257,8 @@ def test_pushed_model_must_be_a_local_gguf_file(tmp_path):
     assert refused({"halo_model": str(other), "halo_model_push": True}).endswith(
         "is invalid: not a GGUF file (it does not start with 'GGUF')")
     assert refused({"halo_model": str(tmp_path), "halo_model_push": True}).endswith(
+        "is invalid: is a directory on the control machine, not a regular file (halo_model_push)")
+    assert refused({"halo_model": str(tmp_path / "absent.gguf"), "halo_model_push": True}).endswith(
         "is invalid: no such file on the control machine (halo_model_push)")
     assert refused({"halo_serve": "vllm", "halo_model": str(gguf), "halo_model_push": True}).endswith(
         "halo_model_push=True is invalid: pushing is for single GGUF files (llama-server); give vLLM a host path or "

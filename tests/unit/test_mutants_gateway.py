@@ -97,8 +97,7 @@ def test_routing_refusal_and_warning_word_for_word():
 def test_an_unreadable_certificate_is_refused_naming_the_key(tmp_path):
     missing = str(tmp_path / "none.pem")
     assert refused(ConfigError, {"fleet": [("a", SERVING)]}, halo_gateway_tls_cert=missing) == (
-        f"host 'gw': halo_gateway_tls_cert='{missing}' is invalid: cannot be read on the control machine "
-        "(FileNotFoundError)")
+        f"host 'gw': halo_gateway_tls_cert='{missing}' is invalid: no such file on the control machine")
 
 
 def test_show_stat_rows_at_the_edges():

@@ -309,7 +309,8 @@ def test_bad_answers_and_endless_pages_word_for_word():
         "host 'h': model q: could not list acme/tiny@main at https://hub.test (JSONDecodeError); nothing was changed"
     assert hub_refusal(hub_spec(), Pages({"files": []})) == "host 'h': model q: the Hub's tree answer is not a list"
     endless = Pages(*([[]] * 101))
-    assert hub_refusal(hub_spec(), endless) == "host 'h': model q: the Hub's file list has more than 100 pages"
+    assert hub_refusal(hub_spec(), endless) == \
+        "host 'h': model q: the Hub's file list of acme/tiny@main has more than 100 pages (the bound)"
     assert len(endless.calls) == 100
 
 
@@ -399,29 +400,27 @@ def test_resolve_models_passes_its_host_and_hashes_pushed_files(tmp_path):
                                 "the pinned one: it is corrupt or a different model")
 
 
-def test_the_urllib_fetch_sends_the_request_with_a_timeout(monkeypatch):
-    seen = {}
+def test_the_page_fetch_reads_through_the_hosts_bounded_reads():
+    from types import SimpleNamespace
 
-    class Response:
-        headers = {"Link": "<https://hub.test/p1>; rel=\"next\""}
+    from halofleet.models import http as bounded
 
-        def read(self):
-            return b"[]"
+    seen = []
 
-        def __enter__(self):
-            return self
+    class Reads:
+        limits = bounded.Limits(json_bytes=123)
 
-        def __exit__(self, *exc):
-            return False
+        def get(self, url, headers, max_bytes):
+            seen.append((url, headers, max_bytes))
+            kind = "text/html" if url.endswith("html") else "application/json; charset=utf-8"
+            return SimpleNamespace(url=url, body=b"[]", headers={"Link": "<https://hub.test/p1>; rel=\"next\"",
+                                                                   "Content-Type": kind})
 
-    def urlopen(request, timeout=None):
-        seen.update(url=request.full_url, accept=request.get_header("Accept"), timeout=timeout)
-        return Response()
-
-    monkeypatch.setattr(hfhub.urllib.request, "urlopen", urlopen)
-    assert hfhub._urllib_fetch("https://hub.test/x", {"Accept": "application/json"}) == \
-        (b"[]", "<https://hub.test/p1>; rel=\"next\"")
-    assert seen == {"url": "https://hub.test/x", "accept": "application/json", "timeout": 30}
+    fetch = hfhub.page_fetch(Reads())
+    assert fetch("https://hub.test/x", {"Accept": "application/json"}) == (b"[]", "<https://hub.test/p1>; rel=\"next\"")
+    assert seen == [("https://hub.test/x", {"Accept": "application/json"}, 123)]
+    with pytest.raises(bounded.ReadRefused, match="https://hub.test/html answered 'text/html', not JSON"):
+        fetch("https://hub.test/html", {})
 
 
 # -- the models plan --------------------------------------------------------------------------------------------
