@@ -236,15 +236,22 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
     connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
                  if key in CONNECTOR_ARGUMENT_KEYS}
-    yield FunctionCommand(_restart_in_turn, (command, connector, tuple(gateways)), {})
+    # Draining is for an engine in rotation: one that is not running yet is not in any backend's rotation.
+    yield FunctionCommand(_restart_in_turn, (command, connector, tuple(gateways) if restart else ()), {})
+
+
+def _gateway_in_run(state, slot: Slot):
+    """The gateway host of ``slot`` if this run reaches it (connected, not failed or refused), else None."""
+    gateway = state.inventory.get_host(slot.gateway, None)
+    if gateway is None or gateway not in state.activated_hosts or gateway in state.failed_hosts:
+        return None
+    return gateway
 
 
 def _on_gateway(state, host, slot: Slot, script: str, connector: dict) -> bool:
-    """Run a drain or ready script on the gateway host of ``slot`` (connected in this run, else a failure)."""
-    gateway = state.inventory.get_host(slot.gateway, None)
-    if gateway is None or gateway not in state.activated_hosts or gateway in state.failed_hosts:
-        logger.error(f"{host.print_prefix}halofleet: gateway {slot.gateway} is not in this run (failed, "
-                     "unreachable or left out with --limit): its backend cannot be drained before the restart")
+    """Run a drain or ready script on the gateway host of ``slot`` (which :func:`_gateway_in_run` found)."""
+    gateway = _gateway_in_run(state, slot)
+    if gateway is None:
         return False
     ok, output = gateway.run_shell_command(StringCommand("sh", "-c", QuoteString(script)),
                                            print_output=state.print_output, print_input=state.print_input,
@@ -269,6 +276,15 @@ def _restart_in_turn(state, host, command: StringCommand, connector: dict, gatew
             setattr(state, ROLLOUT_ATTR, why)
         return False
 
+    absent = sorted({slot.gateway for slot in gateways if _gateway_in_run(state, slot) is None})
+    if absent:
+        # Restarting without a drain would drop that gateway's requests; failing this host would let another host's
+        # bad data stop it. So the restart waits: the engine keeps serving what it served, and the next run that
+        # reaches the gateway restarts it (its stamp is not written, so the change stays pending).
+        logger.warning(f"{host.print_prefix}halofleet: restart deferred (pending): gateway "
+                       f"{', '.join(absent)} is not in this run (refused, unreachable or left out with --limit), "
+                       "so this backend cannot be drained first; the engine keeps serving its current configuration")
+        return True
     for slot in gateways:
         if not _on_gateway(state, host, slot, drain_script(slot), connector):
             return halt(f"{host.name} could not be drained at gateway {slot.gateway}")

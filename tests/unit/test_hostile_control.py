@@ -415,6 +415,9 @@ def local_paths() -> dict[str, tuple[str, str]]:
     }
 
 
+BEHIND_REFUSED_GATEWAYS = ("good",)  # the backends of the cert-* cases' gateways
+
+
 def path_cases(paths: dict[str, tuple[str, str]]) -> list[tuple[str, dict, str]]:
     cases = []
     for name, (path, refusal) in paths.items():
@@ -497,7 +500,7 @@ def control_fleet():
     try:
         run = run_fake("deploys/full.py", {**{name: (data, probe_output()) for name, data in hosts.items()},
                                            **{name: (data, probe_output()) for name, data in goods.items()}},
-                       groups={"backends": ["good"]})
+                       groups={"backends": list(BEHIND_REFUSED_GATEWAYS)})
     except Exception as error:  # noqa: BLE001 - counted below as a whole-fleet abort with its traceback
         run, crashed = None, error
     finally:
@@ -519,7 +522,15 @@ def test_the_fleet_converges_beside_every_case(control_fleet):
     assert control_fleet["crashed"] is None, repr(control_fleet["crashed"])
     for name in control_fleet["goods"]:
         assert name not in run.failed_hosts, host_errors(run, name)
-        assert run.changes(name) == control_fleet["alone"][name].changes(name)  # no whole-fleet abort
+        alone = control_fleet["alone"][name].changes(name)
+        if name not in BEHIND_REFUSED_GATEWAYS:
+            assert run.changes(name) == alone  # no whole-fleet abort
+            continue
+        # Every change it gets alone, except the engine's restart: the refused gateways in front of it cannot
+        # drain it, so the restart is deferred (pending), never done under their traffic.
+        restart = [command for command in alone if "serve.stamp" in command and "systemctl" in command]
+        assert len(restart) == 1
+        assert run.changes(name) == [command for command in alone if command not in restart]
 
 
 def test_each_case_is_refused_naming_its_bound_or_proceeds(control_fleet):
