@@ -57,6 +57,11 @@ def current_plan() -> HostPlan | None:
     return plan
 
 
+def planned_hosts() -> dict[str, HostPlan]:
+    """The plans built so far in this run, by host name (refused hosts have none)."""
+    return {each.name: getattr(each, _PLAN_ATTR) for each in state.inventory if getattr(each, _PLAN_ATTR, None)}
+
+
 def fleet_data() -> dict[str, dict]:
     """Every inventory host's data by name: an RPC group's members read each other's (validated by the plan)."""
     return {each.name: each.data.dict() for each in state.inventory}

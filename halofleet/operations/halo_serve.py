@@ -12,8 +12,9 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, Quot
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.util import print_host_combined_output
 
+from ..box.gate import GateSpec
 from ..contract import paths
-from . import halo_files
+from . import halo_files, halo_gate
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
 DAEMON_RELOAD = StringCommand("systemctl", "daemon-reload")
@@ -186,7 +187,7 @@ def completion_check(url: str, service: str, timeout: int = 300) -> str:
 
 @operation()
 def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE,
-                   rolling_url: str | None = None):
+                   rolling_url: str | None = None, gate: GateSpec | None = None):
     """
     (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
 
@@ -203,6 +204,8 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     + stamp: identifies the model the engine now runs; stored for the next run's comparison
     + service: the systemd service name
     + rolling_url: the engine's base URL, asked for /health and a completion before the next batch restarts
+    + gate: the correctness gate (:mod:`halofleet.box.gate`): after the restart the engine must reproduce its
+      golden; a host that does not fails (and stops a rolling restart) like one that is not serving
 
     **Example:**
 
@@ -225,18 +228,19 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     ]
     if enable:
         script.insert(0, f"systemctl enable --quiet {service}")
-    if rolling_url is None:
+    if rolling_url is None and gate is None:
         yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
         return
-    script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
+    if rolling_url is not None:
+        script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
     command = StringCommand("sh", "-c", QuoteString("\n".join(script)))
     # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
     connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
                  if key in CONNECTOR_ARGUMENT_KEYS}
-    yield FunctionCommand(_restart_in_turn, (command, connector), {})
+    yield FunctionCommand(_restart_in_turn, (command, connector, gate), {})
 
 
-def _restart_in_turn(state, host, command: StringCommand, connector: dict) -> bool:
+def _restart_in_turn(state, host, command: StringCommand, connector: dict, gate: GateSpec | None = None) -> bool:
     """One host's turn in the rolling restart: refused once an earlier batch failed; a failure here halts it."""
     halted = getattr(state, ROLLOUT_ATTR, None)  # the run's State, as passed (no context in this call)
     if halted:
@@ -249,6 +253,10 @@ def _restart_in_turn(state, host, command: StringCommand, connector: dict) -> bo
             setattr(state, ROLLOUT_ATTR, f"{host.name} was not serving after its restart")
         if not state.print_output:
             print_host_combined_output(host, output)
+        return False
+    if gate is not None and not halo_gate.passes(state, host, gate, connector):
+        if not getattr(state, ROLLOUT_ATTR, None):
+            setattr(state, ROLLOUT_ATTR, f"{host.name} failed the correctness gate after its restart")
         return False
     return True
 
