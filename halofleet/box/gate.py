@@ -74,11 +74,12 @@ def observed_answers(spec: GateSpec, raw: dict[str, Any]) -> tuple[golden.Key | 
 
 
 def judge(host: str, spec: GateSpec, raw: dict[str, Any], run_refs: dict | None = None, record: bool = True,
-          where=None) -> Verdict:
+          where=None, replace: bool = False) -> Verdict:
     """
     The gate for ``host``: every reference must be reproduced (same greedy tokens; log-probabilities within the
     backend's tolerance); ``run_refs`` ({key: (host, answers)}, shared by the run) holds the first answers per key.
-    With no reference, ``record`` writes the golden.
+    With no reference, ``record`` writes the golden; ``replace`` (``halofleet qualify --replace``) ignores the
+    stored goldens and records this run's answers instead (hosts of one key must still agree with each other).
     """
     key, answers, problem = observed_answers(spec, raw)
     if problem:
@@ -86,11 +87,11 @@ def judge(host: str, spec: GateSpec, raw: dict[str, Any], run_refs: dict | None 
     long_tokens = next((answer.prompt_tokens for name, answer in answers.items() if name.startswith("long-")), None)
     references: list[tuple[str, dict[str, Answer]]] = []
     try:
-        own = golden.load(key, where)
+        own = None if replace else golden.load(key, where)
         if own:
             references.append((f"golden recorded on {own.host} at {own.recorded}", own.answers))
         for sha256, hosts in sorted(spec.peers().items()):
-            if sha256 == spec.sha256:
+            if sha256 == spec.sha256 or replace:
                 continue
             other = golden.load(golden.Key(sha256, key.build, key.backend), where)
             if other:
@@ -110,7 +111,9 @@ def judge(host: str, spec: GateSpec, raw: dict[str, Any], run_refs: dict | None 
         run_refs.setdefault(key, (host, answers))
     recorded = None
     if not any(label.startswith("golden recorded") for label, _ in references) and record:
-        path = golden.save(golden.Golden(key, spec.model, host, golden.now(), answers), where)
+        first = run_refs is None or run_refs[key][0] == host
+        path = golden.save(golden.Golden(key, spec.model, host, golden.now(), answers), where,
+                           replace=replace and first)
         recorded = str(path) if path else None
     what = f"{len(answers)} prompts" + (f" (the long one {long_tokens} tokens > -ub {spec.ubatch})"
                                          if long_tokens and long_tokens > spec.ubatch else "")
@@ -118,3 +121,35 @@ def judge(host: str, spec: GateSpec, raw: dict[str, Any], run_refs: dict | None 
         return Verdict(True, f"golden recorded: {what}, {key.build} {key.backend}", key, recorded, answers,
                        long_tokens)
     return Verdict(True, f"reproduced {len(references)} reference(s): {what}", key, None, answers, long_tokens)
+
+
+def gate_identity(plan) -> tuple[str, str, str] | None:
+    """(model file name, backend, SHA-256) of a host serving one model file of known digest; else None."""
+    engine, config = plan.serve, plan.config
+    if engine is None:
+        return None
+    sha256 = engine.model_push_sha256 or config.model_sha256
+    if engine.models or not engine.model_host_path or not sha256:
+        return None
+    backend = "vllm" if engine.engine == "vllm" else config.llama_backend
+    return engine.model_host_path.rsplit("/", 1)[-1], backend, sha256
+
+
+def spec_for(plan, peers: Callable[[], dict[str, list[str]]] = lambda: {}) -> GateSpec | None:
+    """The gate of a host's plan (None: halo_correctness_gate off, or no single model of known SHA-256)."""
+    identity = gate_identity(plan)
+    if identity is None or not plan.config.correctness_gate:
+        return None
+    name, backend, sha256 = identity
+    return GateSpec(url=plan.serve.url, engine=plan.serve.engine, backend=backend, model=name, sha256=sha256,
+                    ubatch=plan.config.llama_ubatch, ctx=plan.config.ctx, peers=peers)
+
+
+def peers_of(identities: dict[str, tuple[str, str, str] | None], host: str) -> dict[str, list[str]]:
+    """From every host's :func:`gate_identity`: the others serving ``host``'s file name on its backend, by digest."""
+    own = identities.get(host)
+    found: dict[str, list[str]] = {}
+    for name, identity in sorted(identities.items()):
+        if own and identity and name != host and identity[:2] == own[:2]:
+            found.setdefault(identity[2], []).append(name)
+    return found

@@ -13,6 +13,7 @@ from pyinfra.operations import apt, dnf
 
 from ..contract import policy
 from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
+from ..box import gate
 from ..box.gate import GateSpec
 from ..deploy import current_plan, managed_sha256, planned_hosts, restart_batch
 from ..facts.model_header import host_model_token_cost
@@ -83,37 +84,16 @@ def gate_spec(plan) -> GateSpec | None:
     The correctness gate for this host's engine (halo_correctness_gate), or None: it needs one model file whose
     SHA-256 is known (pushed, or pinned with halo_model_sha256); router hosts (halo_models) are not gated yet.
     """
-    engine, config = plan.serve, plan.config
-    identity = _gate_identity(plan)
-    if not config.correctness_gate or identity is None:
-        if config.correctness_gate and not engine.models:
-            logger.warning(f"{host.print_prefix}halofleet: no correctness gate: the model's SHA-256 is not known "
-                           "(push it with halo_model_push or pin it with halo_model_sha256)")
-        return None
-    name, backend, sha256 = identity
     own = host.name
 
-    def peers() -> dict[str, list[str]]:
-        """The other hosts serving a file of this name on this backend, by their model's SHA-256 (at run time)."""
-        found: dict[str, list[str]] = {}
-        for other_name, other in planned_hosts().items():
-            other_identity = _gate_identity(other) if other.serve and other_name != own else None
-            if other_identity and other_identity[:2] == (name, backend):
-                found.setdefault(other_identity[2], []).append(other_name)
-        return found
+    def peers() -> dict[str, list[str]]:  # at run time: every host's plan is built by then
+        return gate.peers_of({name: gate.gate_identity(other) for name, other in planned_hosts().items()}, own)
 
-    return GateSpec(url=engine.url, engine=engine.engine, backend=backend, model=name, sha256=sha256,
-                    ubatch=config.llama_ubatch, ctx=config.ctx, peers=peers)
-
-
-def _gate_identity(plan) -> tuple[str, str, str] | None:
-    """(model file name, backend, SHA-256) of a host serving one model file of known digest; else None."""
-    engine, config = plan.serve, plan.config
-    sha256 = engine.model_push_sha256 or config.model_sha256
-    if engine.models or not engine.model_host_path or not sha256:
-        return None
-    backend = "vllm" if engine.engine == "vllm" else config.llama_backend
-    return engine.model_host_path.rsplit("/", 1)[-1], backend, sha256
+    spec = gate.spec_for(plan, peers)
+    if spec is None and plan.config.correctness_gate and not plan.serve.models:
+        logger.warning(f"{host.print_prefix}halofleet: no correctness gate: the model's SHA-256 is not known "
+                       "(push it with halo_model_push or pin it with halo_model_sha256)")
+    return spec
 
 
 def _models(plan) -> None:

@@ -15,7 +15,9 @@ from ..contract import policy
 from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused
 from ..fleet import rpc
 from ..fleet.gateway import gateway_cell
+from . import correctness
 
+DEEP_COLUMN = "correctness"  # `verify --deep` only: the correctness gate per host
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
            "reboot pending", "serving", "image", "completion", "rpc", "bench", "gateway", "status")
 
@@ -100,11 +102,12 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in COLUMNS}
-    lines = ["  ".join(column.ljust(widths[column]) for column in COLUMNS)]
-    lines.append("  ".join("-" * widths[column] for column in COLUMNS))
+    columns = [*COLUMNS[:-1], DEEP_COLUMN, COLUMNS[-1]] if any(DEEP_COLUMN in row for row in rows) else COLUMNS
+    widths = {column: max(len(column), *(len(row.get(column, "-")) for row in rows)) for column in columns}
+    lines = ["  ".join(column.ljust(widths[column]) for column in columns)]
+    lines.append("  ".join("-" * widths[column] for column in columns))
     for row in rows:
-        lines.append("  ".join(row[column].ljust(widths[column]) for column in COLUMNS))
+        lines.append("  ".join(row.get(column, "-").ljust(widths[column]) for column in columns))
     return "\n".join(lines)
 
 
@@ -122,10 +125,13 @@ def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, 
     return plans
 
 
-def collect(inventory_path: str) -> list[dict[str, str]]:
+def collect(inventory_path: str, deep: bool = False, record: bool = False,
+            replace: bool = False) -> list[dict[str, str]]:
     """
     Connect to every host of a pyinfra inventory, probe it and ask its engine, and build the rows (a host that
     cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
+    ``deep``: also the correctness gate per host (column ``correctness``; ``record``: write missing goldens,
+    ``replace``: re-record them, as ``halofleet qualify`` does).
     """
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
@@ -158,14 +164,16 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
                 probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
             except PARSE_FAILURES as error:
                 return f"refused: host {host.name!r}: could not read its facts ({type(error).__name__}: {error})"
+            if deep:
+                probe["answers"] = correctness.ask(state, host, probe, fleet)
             return probe, probe.get("health"), probe.get("bench")
 
+    fleet = {host.name: host.data.dict() for host in inventory}
     try:
         greenlets = {host: state.pool.spawn(facts_of, host) for host in inventory if host in state.activated_hosts}
         results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
-    fleet = {host.name: host.data.dict() for host in inventory}
     probes = {host.name: result[0] for host, result in results.items() if not isinstance(result, str)}
     worker_plans = plans_of_workers(probes, fleet)
     rows = []
@@ -176,4 +184,6 @@ def collect(inventory_path: str) -> list[dict[str, str]]:
             continue
         probe, health, bench = result
         rows.append(verify_row(host.name, host.data.dict(), probe, health, bench, fleet, worker_plans))
+    if deep:
+        correctness.judge_rows(rows, probes, record=record, replace=replace)
     return rows

@@ -13,10 +13,12 @@ import json
 import os
 import re
 import stat
+import sys
 
 import pytest
 
 from halofleet.box import golden
+from halofleet.testing.runs import ROOT
 from halofleet.testing.tinymodel import flip_weights, write_tiny_llama
 
 from .conftest import TIER_DATA
@@ -64,8 +66,8 @@ def test_gate_fails_the_host_with_flipped_weights_and_stops_the_rollout(network,
     assert first.stderr.count("golden recorded") == 1 and first.stderr.count("halofleet correctness gate: reproduced") == 2
 
     # srv2: the flipped file under the same name; every host: -np 2 -> 3, so every engine restarts in turn.
-    second = network.run_pyinfra(describe(3, {"halo_model": str(bad), "halo_model_sha256": bad_sha}),
-                                 "deploys/full.py")
+    description = describe(3, {"halo_model": str(bad), "halo_model_sha256": bad_sha})
+    second = network.run_pyinfra(description, "deploys/full.py")
     assert second.returncode != 0
     failures = re.findall(r"\[(\S+)\] halofleet: correctness gate failed after the restart: (.*)", second.stderr)
     assert [host for host, _ in failures] == ["srv2"], second.stderr[-4000:]
@@ -87,6 +89,15 @@ def test_gate_fails_the_host_with_flipped_weights_and_stops_the_rollout(network,
     for box in boxes:  # every engine keeps serving (srv2 too: it answers, wrongly)
         assert box.ssh("curl -s -o /dev/null -w '%{http_code}' http://" + box.address + ":8080/health").stdout == "200"
     assert srv2.ssh("cat /var/lib/halofleet/serve.stamp", check=False).returncode != 0  # checked again next run
+
+    # `halofleet verify --deep`: the same check per host, read-only.
+    deep = network.run([sys.executable, "-m", "halofleet", "verify", "inventories/vm.py", "--deep", "--json"],
+                       cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)},
+                       capture_output=True, text=True, timeout=300)
+    rows = {row["host"]: row for row in json.loads(deep.stdout)}
+    assert deep.returncode == 1 and rows["srv2"]["status"] == "wrong answers", deep.stdout[-3000:]
+    assert rows["srv2"]["correctness"].startswith("FAILED: answers differ from the golden of tiny.gguf")
+    assert all(rows[name]["correctness"].startswith("ok: reproduced") for name in ("srv1", "srv3"))
 
     third = network.run_pyinfra(describe(3), "deploys/full.py")
     assert third.returncode == 0, third.stderr[-3000:]
