@@ -199,3 +199,19 @@ def test_judge_refuses_an_old_hip_build_and_an_unknown_build(tmp_path):
     assert not old.ok and "known to answer wrongly" in old.message
     silent = gate.judge("h", spec(), raw_for(spec(), [1], build=None), {}, where=tmp_path)
     assert not silent.ok and "did not say its build" in silent.message
+
+
+def test_verify_deep_rows_show_the_check_and_a_failure_changes_an_ok_status(tmp_path, monkeypatch):
+    from halofleet.views import correctness
+
+    monkeypatch.setenv(golden.DIR_ENV, str(tmp_path))
+    gate.judge("a", spec(), raw_for(spec(), [1, 2]), {})  # the golden
+    probes = {"a": {"answers": {"spec": spec(), "raw": raw_for(spec(), [1, 2])}},
+              "b": {"answers": {"spec": spec(), "raw": raw_for(spec(), [1, 9])}},
+              "c": {"answers": {"why": "not gated"}}}
+    rows = [{"host": name, "status": "ok"} for name in "abc"]
+    correctness.judge_rows(rows, probes)
+    assert rows[0]["correctness"].startswith("ok: reproduced") and rows[0]["status"] == "ok"
+    assert rows[1]["correctness"].startswith("FAILED: answers differ") and rows[1]["status"] == "wrong answers"
+    assert "this host: [1, 9]" in rows[1][correctness.DETAIL]
+    assert rows[2]["correctness"] == "not gated" and rows[2]["status"] == "ok"
