@@ -243,7 +243,7 @@ def _rows_exit(rows: list[dict[str, str]]) -> int:
                                            "the model's golden and the other hosts serving it (the correctness gate).")
 def verify(inventory: str, as_json: bool, deep: bool) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
-    from .views.verify import collect, format_table
+    from .views.verify import collect
 
     rows = collect(inventory, deep=deep)
     _print_rows(rows, as_json)

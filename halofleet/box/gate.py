@@ -6,8 +6,9 @@ build, and the first host of this run with the same key. No reference at all: th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import golden
 from .answers import Answer, AnswerError, compare, parse_llama_completion, parse_openai_completion, prompts
@@ -26,7 +27,7 @@ class GateSpec:
     ubatch: int
     ctx: int
     # At judgement time: {sha256: [hosts]} of the peers' models (same name and backend), other hosts of the run.
-    peers: Callable[[], dict[str, list[str]]] = field(default=lambda: {}, repr=False)
+    peers: Callable[[], dict[str, list[str]]] = field(default=dict, repr=False)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -135,7 +136,7 @@ def gate_identity(plan) -> tuple[str, str, str] | None:
     return engine.model_host_path.rsplit("/", 1)[-1], backend, sha256
 
 
-def spec_for(plan, peers: Callable[[], dict[str, list[str]]] = lambda: {}) -> GateSpec | None:
+def spec_for(plan, peers: Callable[[], dict[str, list[str]]] = dict) -> GateSpec | None:
     """The gate of a host's plan (None: halo_correctness_gate off, or no single model of known SHA-256)."""
     identity = gate_identity(plan)
     if identity is None or not plan.config.correctness_gate:

@@ -29,10 +29,10 @@ def answers_command(url: str, engine: str, prompts: dict[str, str]) -> str:
     ]
     if engine == "vllm":
         lines += [
-            f"echo \"{BUILD_MARK}$(auth | curl -s -K - --max-time 10 \"$url/version\" | head -c 512 | "
-            "grep -o '\"version\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//')\"",
-            "id=$(auth | curl -s -K - --max-time 10 \"$url/v1/models\" | head -c 65536 | "
-            "grep -o '\"id\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//' | tr -cd 'A-Za-z0-9._/:-')",
+            (f"echo \"{BUILD_MARK}$(auth | curl -s -K - --max-time 10 \"$url/version\" | head -c 512 | "
+             "grep -o '\"version\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//')\""),
+            ("id=$(auth | curl -s -K - --max-time 10 \"$url/v1/models\" | head -c 65536 | "
+             "grep -o '\"id\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//' | tr -cd 'A-Za-z0-9._/:-')"),
         ]
         endpoint = "/v1/completions"
     else:
@@ -46,8 +46,8 @@ def answers_command(url: str, engine: str, prompts: dict[str, str]) -> str:
             data = f"\"$(printf '%s' {data} | sed \"s|{MODEL_PLACEHOLDER}|$id|\")\""
         lines += [
             f"echo {shlex.quote(ANSWER_MARK + name)}",
-            f"auth | curl -s -K - --max-time {REQUEST_TIMEOUT_S} -H 'Content-Type: application/json' "
-            f"--data-binary {data} \"$url{endpoint}\" | head -c {MAX_ANSWER_BYTES + 1}; echo",
+            (f"auth | curl -s -K - --max-time {REQUEST_TIMEOUT_S} -H 'Content-Type: application/json' "
+             f"--data-binary {data} \"$url{endpoint}\" | head -c {MAX_ANSWER_BYTES + 1}; echo"),
         ]
     return "\n".join(lines)
 

@@ -11,10 +11,10 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, dnf
 
-from ..contract import policy
-from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
 from ..box import gate
 from ..box.gate import GateSpec
+from ..contract import policy
+from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
 from ..deploy import current_plan, managed_sha256, planned_hosts, restart_batch
 from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_models, halo_serve

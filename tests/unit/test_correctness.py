@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from halofleet.box import engine_build, gate, golden
-from halofleet.box.answers import (TOLERANCE_NATS, Answer, AnswerError, Step, compare, compare_answer,
-                                   parse_llama_completion, prompts)
+from halofleet.box.answers import (
+    TOLERANCE_NATS,
+    Answer,
+    AnswerError,
+    Step,
+    compare,
+    compare_answer,
+    parse_llama_completion,
+    prompts,
+)
 from halofleet.contract.config import HostRefused
 from halofleet.facts.halo_answers import answers_command, parse_answers
 
