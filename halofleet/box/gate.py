@@ -31,7 +31,8 @@ class GateSpec:
 
     @property
     def prompts(self) -> dict[str, str]:
-        return prompts(self.ubatch, self.ctx) if self.engine == "llama-server" else prompts(512, 4096)
+        # vLLM has no -ub; its long prompt is sized like llama-server's default (512) within its context.
+        return prompts(self.ubatch if self.engine == "llama-server" else 512, self.ctx)
 
 
 @dataclass

@@ -223,3 +223,22 @@ def test_verify_deep_rows_show_the_check_and_a_failure_changes_an_ok_status(tmp_
     assert rows[1]["correctness"].startswith("FAILED: answers differ") and rows[1]["status"] == "wrong answers"
     assert "this host: [1, 9]" in rows[1][correctness.DETAIL]
     assert rows[2]["correctness"] == "not gated" and rows[2]["status"] == "ok"
+
+
+def test_openai_logprobs_are_compared_by_token_text():
+    from halofleet.box.answers import parse_openai_completion
+
+    # The legacy OpenAI completions logprobs shape (tokens, token_logprobs, top_logprobs), as vLLM documents it.
+    body = {"choices": [{"text": " Paris", "logprobs": {"tokens": [" Paris", "."], "token_logprobs": [-0.1, -0.5],
+                                                         "top_logprobs": [{" Paris": -0.1, " Lyon": -3.0},
+                                                                          {".": -0.5, ",": -1.2}]}}],
+            "usage": {"prompt_tokens": 12}}
+    parsed = parse_openai_completion(json.dumps(body))
+    assert parsed.tokens == [" Paris", "."] and parsed.prompt_tokens == 12
+    other = json.loads(json.dumps(body))
+    other["choices"][0]["logprobs"]["tokens"][0] = " Lyon"
+    divergence = compare({"p": parsed}, {"p": parse_openai_completion(json.dumps(other))}, "vllm")
+    assert divergence.position == 0 and "' Lyon'" in divergence.detail
+    with pytest.raises(AnswerError):
+        parse_openai_completion(json.dumps({"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [],
+                                                                       "top_logprobs": []}}]}))
