@@ -114,8 +114,12 @@ def judge(host: str, spec: GateSpec, raw: dict[str, Any], run_refs: dict | None 
     recorded = None
     if not any(label.startswith("golden recorded") for label, _ in references) and record:
         first = run_refs is None or run_refs[key][0] == host
-        path = golden.save(golden.Golden(key, spec.model, host, golden.now(), answers), where,
-                           replace=replace and first)
+        try:
+            path = golden.save(golden.Golden(key, spec.model, host, golden.now(), answers), where,
+                               replace=replace and first)
+        except (OSError, golden.GoldenError) as error:  # the answers passed; only the record is missing
+            return Verdict(True, f"no reference yet and the golden could not be written ({error})", key, None,
+                           answers, long_tokens)
         recorded = str(path) if path else None
     what = f"{len(answers)} prompts" + (f" (the long one {long_tokens} tokens > -ub {spec.ubatch})"
                                          if long_tokens and long_tokens > spec.ubatch else "")

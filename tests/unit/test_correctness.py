@@ -242,3 +242,17 @@ def test_openai_logprobs_are_compared_by_token_text():
     with pytest.raises(AnswerError):
         parse_openai_completion(json.dumps({"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [],
                                                                        "top_logprobs": []}}]}))
+
+
+def test_an_unwritable_golden_directory_is_said_not_raised(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(golden, "save", refuse)
+    verdict = gate.judge("a", spec(), raw_for(spec(), [1]), {}, where=tmp_path)
+    assert verdict.ok and "could not be written" in verdict.message and verdict.recorded is None
+    # A directory that cannot be read at all fails the gate: nothing can be compared.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    unreadable = gate.judge("a", spec(), raw_for(spec(), [1]), {}, where=blocker)
+    assert not unreadable.ok and "cannot read a golden" in unreadable.message
