@@ -187,7 +187,8 @@ def parse_openai_completion(text: str) -> Answer:
 
 def answer_from_json(data: Any) -> Answer:
     """An :class:`Answer` as stored by :meth:`Answer.as_json` (a golden file), validated."""
-    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list) or not isinstance(data.get("steps"), list):
+    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list) \
+            or not isinstance(data.get("steps"), list):
         raise AnswerError("not a stored answer")
     if len(data["tokens"]) > MAX_TOKENS or len(data["steps"]) > MAX_TOKENS:
         raise AnswerError("a stored answer with too many tokens")

@@ -1,7 +1,7 @@
 """
 What halofleet shows a person about a fleet, on the control machine: ``verify`` (what is live on each host),
-``report`` (the HTML status page), ``diff`` (:mod:`.review`, built on :mod:`.changes`), the one-line-per-host
-run summary (:mod:`.summary`), the memory table of ``halofleet plan --model`` (:mod:`.sizing`) and inventory
-loading (:mod:`.inventory`). May import every package below it (contract, models, fleet, box, facts); the
-deploy, the stages and the CLI build on it, never the reverse.
+``report`` (the HTML status page), ``diff`` (:mod:`.review`, built on :mod:`.changes`), the one-line-per-host run
+summary (:mod:`.summary`), ``verify --deep`` and ``qualify`` (:mod:`.correctness`), the memory table of ``halofleet
+plan --model`` (:mod:`.sizing`) and inventory loading (:mod:`.inventory`). May import every package below it
+(contract, models, fleet, box, facts); the deploy, the stages and the CLI build on it, never the reverse.
 """

@@ -63,7 +63,8 @@ def test_gate_fails_the_host_with_flipped_weights_and_stops_the_rollout(network,
     recorded = json.loads(files[0].read_text())
     long_names = [name for name in recorded["answers"] if name.startswith("long-")]
     assert long_names and recorded["answers"][long_names[0]]["prompt_tokens"] > 32  # longer than -ub, per the engine
-    assert first.stderr.count("golden recorded") == 1 and first.stderr.count("halofleet correctness gate: reproduced") == 2
+    assert first.stderr.count("golden recorded") == 1
+    assert first.stderr.count("halofleet correctness gate: reproduced") == 2
 
     # srv2: the flipped file under the same name; every host: -np 2 -> 3, so every engine restarts in turn.
     description = describe(3, {"halo_model": str(bad), "halo_model_sha256": bad_sha})
