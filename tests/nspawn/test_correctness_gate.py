@@ -107,3 +107,39 @@ def test_gate_fails_the_host_with_flipped_weights_and_stops_the_rollout(network,
     # (A host the rollout stopped before keeps its old engine here: restarting it is issue 21's pending state.)
     assert sorted(path.name for path in goldens.iterdir()) == [f"{good_sha}.cpu.b11669.json"]
     assert not os.path.exists(goldens / f"{bad_sha}.cpu.b11669.json")  # the wrong answers never became a golden
+
+
+def pretend_build(box, lines: list[str]) -> None:
+    """A ``llama-server`` ahead of the real one on PATH that only prints these version lines (another build)."""
+    script = box.directory / "merged" / "usr" / "local" / "bin" / "llama-server"
+    script.write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in lines))
+    script.chmod(0o755)
+
+
+def test_preflight_refuses_an_old_hip_build_a_mixed_rpc_group_and_a_worker_under_the_advisory(network, tmp_path):
+    model = write_tiny_llama(tmp_path / "tiny.gguf")
+    hip, head1, w1, head2, w2 = network.boot(["hip", "head1", "w1", "head2", "w2"])
+    # Synthetic version lines in the two shapes llama-server prints (forky's semver one, captured, and the older
+    # build-only one); the real llama-server of these hosts is 0.7.0, build 11669.
+    pretend_build(hip, ["version: 0.6.0 (build 11500, commit Debian)", "built with GNU 16.2.0 for Linux x86_64"])
+    pretend_build(w1, ["version: 0.8.0 (build 11800, commit Debian)", "built with GNU 16.2.0 for Linux x86_64"])
+    pretend_build(w2, ["version: 7000 (1d1e6a90)", "built with cc (Debian 14.2.0) for x86_64-linux-gnu"])
+    serving = {**TIER_DATA, "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512}
+    data = {
+        "hip": {**serving, "halo_llama_backend": "hip"},
+        "head1": {**serving, "halo_rpc_address": head1.address, "halo_rpc_workers": ["w1"]},
+        "w1": {**TIER_DATA, "halo_serve": "rpc-worker", "halo_rpc_address": w1.address},
+        "head2": {**serving, "halo_rpc_address": head2.address, "halo_rpc_workers": ["w2"]},
+        "w2": {**TIER_DATA, "halo_serve": "rpc-worker", "halo_rpc_address": w2.address},
+    }
+    run = network.run_pyinfra(network.write_inventory(tmp_path / "hosts.json", host_data=data), "deploys/full.py")
+    refusals = dict(re.findall(r"\[(\w+)\]\s+halofleet refuses this host: host '\w+': (.*)", run.stderr))
+    assert run.returncode != 0 and "w1" not in refusals, run.stderr[-3000:]
+    assert re.match(r"llama.cpp 0\.6\.0 \(b11500\) on HIP gives wrong logits on gfx1151 .*issue 28211",
+                    refusals["hip"])
+    assert refusals["head1"].startswith("RPC worker w1 runs llama.cpp 0.8.0 (b11800), this head 0.7.0 (b11669)")
+    assert refusals["w2"].startswith("llama.cpp b7000 is affected (<= b7991) by CVE-2026-34159")
+    assert "head2" in refusals  # its worker is refused, so the head does not start either
+    for box in (hip, head1, head2, w2):  # refused before the first change
+        assert box.ssh("ls /etc/systemd/system/halo-serve.service /etc/systemd/system/halo-rpc.service",
+                       check=False).returncode != 0
