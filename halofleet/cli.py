@@ -267,14 +267,17 @@ def _print_rows(rows: list[dict[str, str]], as_json: bool) -> None:
 @click.argument("inventory")
 @click.option("--replace", is_flag=True, help="Record this run's answers even where a golden exists (after a "
                                               "deliberate change of model file, build or backend).")
+@click.option("--perplexity", is_flag=True, help="Also run llama-perplexity over our text on each host serving the "
+                                                  "distro's llama-server (skipped where the model is larger than half "
+                                                  "the free memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def qualify(inventory: str, replace: bool, as_json: bool) -> None:
+def qualify(inventory: str, replace: bool, perplexity: bool, as_json: bool) -> None:
     """Record the golden of every model served in INVENTORY (fixed prompts, greedy tokens, top-k log-probabilities),
     where none exists, once the hosts serving it agree; exit 1 if a host disagrees or is not ok."""
     from .box.golden import directory
     from .views.verify import collect
 
-    rows = collect(inventory, deep=True, record=True, replace=replace)
+    rows = collect(inventory, deep=True, record=True, replace=replace, perplexity=perplexity)
     _print_rows(rows, as_json)
     if not as_json:
         click.echo(f"goldens: {directory()}")

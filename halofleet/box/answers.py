@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,24 @@ _LONG_WORDS = ("the fleet of small boxes serves one model and each box must answ
 # The failures this gate is for are far outside these: llama.cpp issue 28211 moved perplexity from 6.81 to 1334
 # (mean log-probability per token off by ~5.3 nats); a flipped exponent bit moves a logit by orders of magnitude.
 TOLERANCE_NATS = {"cpu": 0.002, "vulkan": 0.02, "hip": 0.05, "vllm": 0.1}
+
+
+# llama-perplexity (the optional deeper check): our own text, contexts of 128 tokens, at most 4 of them.
+PERPLEXITY_WORDS = 600
+PERPLEXITY_CTX = 128
+PERPLEXITY_CHUNKS = 4
+_PERPLEXITY = re.compile(r"Final estimate: PPL = (\d{1,9}(?:\.\d{1,9})?) \+/- (\d{1,9}(?:\.\d{1,9})?)")
+
+
+def perplexity_text() -> str:
+    """The text llama-perplexity reads: ours, plain words (written by us, no third-party text)."""
+    return " ".join(_LONG_WORDS[index % len(_LONG_WORDS)] for index in range(PERPLEXITY_WORDS))
+
+
+def parse_perplexity(text: str) -> tuple[float, float] | None:
+    """``Final estimate: PPL = 317.2623 +/- 2.59425`` -> (317.2623, 2.59425); None when absent."""
+    match = _PERPLEXITY.search(text[:4096])
+    return (float(match.group(1)), float(match.group(2))) if match else None
 
 
 class AnswerError(ValueError):

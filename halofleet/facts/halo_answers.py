@@ -11,7 +11,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from ..box.answers import MAX_ANSWER_BYTES, llama_request, openai_request
+from ..box.answers import (MAX_ANSWER_BYTES, PERPLEXITY_CHUNKS, PERPLEXITY_CTX, llama_request, openai_request,
+                           perplexity_text)
 from ..contract.paths import SERVE_ENV
 
 ANSWER_MARK = "@@answer "
@@ -50,6 +51,43 @@ def answers_command(url: str, engine: str, prompts: dict[str, str]) -> str:
              f"--data-binary {data} \"$url{endpoint}\" | head -c {MAX_ANSWER_BYTES + 1}; echo"),
         ]
     return "\n".join(lines)
+
+
+PERPLEXITY_TIMEOUT_S = 900
+SKIP_MARK = "@skip "
+
+
+def perplexity_command(model: str, user: str, gpu_layers: int) -> str:
+    """
+    Shell: llama-perplexity on the served model over our text, as the service user; skipped (with the reason)
+    where the tool is missing, the model unreadable, or the model larger than half the available memory (the
+    engine keeps serving beside it).
+    """
+    return "\n".join([
+        f"m={shlex.quote(model)}",
+        f"command -v llama-perplexity >/dev/null 2>&1 || {{ echo '{SKIP_MARK}llama-perplexity is not installed'; "
+        "exit 0; }",
+        f"[ -f \"$m\" ] && [ -r \"$m\" ] || {{ echo '{SKIP_MARK}the model file is not readable'; exit 0; }}",
+        "avail=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo); size=$(( $(stat -c %s \"$m\") / 1024 ))",
+        f"[ \"$size\" -lt $(( avail / 2 )) ] || {{ echo '{SKIP_MARK}the model is larger than half the available "
+        "memory'; exit 0; }",
+        "t=$(mktemp) && trap 'rm -f \"$t\"' EXIT && chmod 0644 \"$t\"",
+        f"printf '%s' {shlex.quote(perplexity_text())} > \"$t\"",
+        f"run=; [ \"$(id -u)\" = 0 ] && run=\"runuser -u {shlex.quote(user)} --\"",
+        f"timeout {PERPLEXITY_TIMEOUT_S} $run llama-perplexity -m \"$m\" -f \"$t\" -c {PERPLEXITY_CTX} "
+        f"--chunks {PERPLEXITY_CHUNKS} -b {PERPLEXITY_CTX} -ngl {int(gpu_layers)} 2>&1 | grep -m 1 'Final estimate' "
+        "| head -c 200",
+    ])
+
+
+class Perplexity(FactBase[str]):
+    """llama-perplexity's final line over our text (``Final estimate: PPL = ...``), or ``@skip <why>``."""
+
+    def command(self, model: str, user: str, gpu_layers: int) -> str:  # pragma: no mutate block
+        return perplexity_command(model, user, gpu_layers)
+
+    def process(self, output):
+        return "\n".join(output)[:4096]
 
 
 def parse_answers(lines: list[str]) -> dict[str, Any]:

@@ -102,7 +102,8 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    columns = [*COLUMNS[:-1], DEEP_COLUMN, COLUMNS[-1]] if any(DEEP_COLUMN in row for row in rows) else COLUMNS
+    extra = [column for column in (DEEP_COLUMN, "perplexity") if any(column in row for row in rows)]
+    columns = [*COLUMNS[:-1], *extra, COLUMNS[-1]]
     widths = {column: max(len(column), *(len(row.get(column, "-")) for row in rows)) for column in columns}
     lines = ["  ".join(column.ljust(widths[column]) for column in columns)]
     lines.append("  ".join("-" * widths[column] for column in columns))
@@ -126,7 +127,7 @@ def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, 
 
 
 def collect(inventory_path: str, deep: bool = False, record: bool = False,
-            replace: bool = False) -> list[dict[str, str]]:
+            replace: bool = False, perplexity: bool = False) -> list[dict[str, str]]:
     """
     Connect to every host of a pyinfra inventory, probe it and ask its engine, and build the rows (a host that
     cannot be reached is a row saying so). A missing or empty inventory is a :class:`~.inventory.BadInput`.
@@ -165,7 +166,7 @@ def collect(inventory_path: str, deep: bool = False, record: bool = False,
             except PARSE_FAILURES as error:
                 return f"refused: host {host.name!r}: could not read its facts ({type(error).__name__}: {error})"
             if deep:
-                probe["answers"] = correctness.ask(state, host, probe, fleet)
+                probe["answers"] = correctness.ask(state, host, probe, fleet, perplexity)
             return probe, probe.get("health"), probe.get("bench")
 
     fleet = {host.name: host.data.dict() for host in inventory}

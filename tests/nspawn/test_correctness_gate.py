@@ -108,6 +108,16 @@ def test_gate_fails_the_host_with_flipped_weights_and_stops_the_rollout(network,
     assert sorted(path.name for path in goldens.iterdir()) == [f"{good_sha}.cpu.b11669.json"]
     assert not os.path.exists(goldens / f"{bad_sha}.cpu.b11669.json")  # the wrong answers never became a golden
 
+    # `halofleet qualify --perplexity`: the goldens exist, every host agrees, llama-perplexity's figure per host.
+    qualify = network.run([sys.executable, "-m", "halofleet", "qualify", "inventories/vm.py", "--perplexity",
+                           "--json"], cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(describe(3))},
+                          capture_output=True, text=True, timeout=600)
+    rows = {row["host"]: row for row in json.loads(qualify.stdout)}
+    assert all(row["correctness"].startswith("ok: reproduced") for row in rows.values()), qualify.stdout[-3000:]
+    figures = {row["perplexity"] for row in rows.values()}
+    print(f"perplexity of the tiny model over our text: {figures}")
+    assert len(figures) == 1 and re.fullmatch(r"\d+\.\d{4} \+/- \d+\.\d{4}", figures.pop())
+
 
 def pretend_build(box, lines: list[str]) -> None:
     """A ``llama-server`` ahead of the real one on PATH that only prints these version lines (another build)."""

@@ -256,3 +256,15 @@ def test_an_unwritable_golden_directory_is_said_not_raised(tmp_path, monkeypatch
     blocker.write_text("")
     unreadable = gate.judge("a", spec(), raw_for(spec(), [1]), {}, where=blocker)
     assert not unreadable.ok and "cannot read a golden" in unreadable.message
+
+
+def test_perplexity_figure_and_command():
+    from halofleet.box.answers import parse_perplexity, perplexity_text
+    from halofleet.facts.halo_answers import perplexity_command
+
+    # llama-perplexity 0.7.0's last line (captured on the tiny model in the nspawn rootfs)
+    assert parse_perplexity("0.00.992.933 I Final estimate: PPL = 317.2623 +/- 2.59425") == (317.2623, 2.59425)
+    assert parse_perplexity("no figure") is None
+    command = perplexity_command("/m/it's.gguf", "halo", 999)
+    assert "m='/m/it'\"'\"'s.gguf'" in command and "-ngl 999" in command and "runuser -u halo --" in command
+    assert "MemAvailable" in command and len(perplexity_text().split()) == 600
