@@ -289,13 +289,51 @@ def _rows_exit(rows: list[dict[str, str]]) -> int:
 @click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @limit_option
-def verify(inventory: str, as_json: bool, limit: tuple[str, ...]) -> None:
+@click.option("--deep", is_flag=True, help="Also ask every engine our fixed prompts and check the answers against "
+                                           "the model's golden and the other hosts serving it (the correctness gate).")
+def verify(inventory: str, as_json: bool, limit: tuple[str, ...], deep: bool) -> None:
     """Read what is live on every host of INVENTORY (changes nothing); exit 1 if any host is not ok."""
-    from .views.verify import collect, format_table
+    from .views.verify import collect
 
     require_valid(inventory)
-    rows = collect(inventory, limit)
-    click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+    rows = collect(inventory, limit, deep=deep)
+    _print_rows(rows, as_json)
+    sys.exit(_rows_exit(rows))
+
+
+def _print_rows(rows: list[dict[str, str]], as_json: bool) -> None:
+    from .views.correctness import DETAIL
+    from .views.verify import format_table
+
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(format_table(rows))
+    for row in rows:
+        if row.get(DETAIL) and not row["correctness"].startswith("ok"):
+            click.echo(f"\n{row['host']}: {row[DETAIL]}")
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--replace", is_flag=True, help="Record this run's answers even where a golden exists (after a "
+                                              "deliberate change of model file, build or backend).")
+@click.option("--perplexity", is_flag=True, help="Also run llama-perplexity over our text on each host serving the "
+                                                  "distro's llama-server (skipped where the model is larger than half "
+                                                  "the free memory).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@limit_option
+def qualify(inventory: str, replace: bool, perplexity: bool, as_json: bool, limit: tuple[str, ...]) -> None:
+    """Record the golden of every model served in INVENTORY (fixed prompts, greedy tokens, top-k log-probabilities),
+    where none exists, once the hosts serving it agree; exit 1 if a host disagrees or is not ok."""
+    from .box.golden import directory
+    from .views.verify import collect
+
+    require_valid(inventory)
+    rows = collect(inventory, limit, deep=True, record=True, replace=replace, perplexity=perplexity)
+    _print_rows(rows, as_json)
+    if not as_json:
+        click.echo(f"goldens: {directory()}")
     sys.exit(_rows_exit(rows))
 
 

@@ -100,6 +100,11 @@ def host_data(name: str | None = None) -> dict:
     return anchor_local_paths(data, inventory_dir())
 
 
+def planned_hosts() -> dict[str, HostPlan]:
+    """The plans built so far in this run, by host name (refused hosts have none)."""
+    return {each.name: getattr(each, _PLAN_ATTR) for each in state.inventory if getattr(each, _PLAN_ATTR, None)}
+
+
 def fleet_data() -> dict[str, dict]:
     """Every inventory host's data by name: an RPC group's members read each other's (validated by the plan)."""
     return {each.name: each.data.dict() for each in state.inventory}

@@ -13,7 +13,7 @@ from ..contract import policy
 from ..contract.config import ConfigError, HaloConfig, HostRefused
 from ..fleet import rpc
 from ..models.specs import validate
-from . import cmdline, serving
+from . import cmdline, engine_build, serving
 from .gtt import GttPlan, plan_gtt, visible_gib
 from .rocm import RocmPlan, plan_rocm
 
@@ -211,6 +211,10 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         ]
         group = rpc.check_group_memory(config, budgets, _model_bytes(config, probe))
     serve = serving.build_serve_plan(config, probe, visible, ids, rpc_members=tuple(members))
+    if config.llama_source == "distro" or config.serve == "rpc-worker":  # a toolbox's build is inside its image
+        warnings += engine_build.check_builds(
+            host, config.llama_backend, config.serve, engine_build.probed_build(probe),
+            {m.name: engine_build.probed_build(worker_plans[m.name].probe) for m in members} if members else None)
     if serve and members and any(worker_plans[m.name].rpc.restart or worker_plans[m.name].rpc.start
                                  for m in members):
         # A worker (re)started in this run dropped the head's connection to it: the head loads again too.

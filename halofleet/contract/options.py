@@ -254,6 +254,12 @@ OPTIONS: dict[str, Option] = {
         "smallest value wins; a number as large as the fleet restarts every engine at once).",
         minimum=1, maximum=10000,
     ),
+    "halo_correctness_gate": Option(
+        "bool", True, "After a (re)start the engine must reproduce its model's golden (greedy tokens and top-k "
+        "log-probabilities for fixed prompts, one longer than -ub; recorded on the first verified start) and agree "
+        "with the other hosts serving the same model file name on the same backend; a host that does not fails "
+        "like one that is not serving.",
+    ),
     # -- the front door (deploys/gateway.py): haproxy in front of the fleet's engines --
     "halo_gateway": Option(
         "bool", False, "Run the fleet's front door on this host: Debian's haproxy, one OpenAI endpoint balancing "

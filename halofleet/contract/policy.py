@@ -311,3 +311,24 @@ STRIX_HALO_BANDWIDTH_GBS = {"theoretical": 256, "measured": 215}
 # llama-bench tests (DOMAIN.md "Reference throughput"): prompt processing of 512 tokens, generation of 128.
 BENCH_PROMPT_TOKENS = 512
 BENCH_GEN_TOKENS = 128
+
+# -- engine builds known to answer wrongly or to be exploitable (refused in preflight, halofleet.box.engine_build) --
+# llama.cpp's HIP backend on gfx1151 gave wrong logits for prompts longer than -ub (llama.cpp issue 28211: perplexity
+# 1334 vs 6.81 on CPU/Vulkan); fixed upstream by commit d4389a4d about 2026-09-08 (PR 28574's last comment), AMD's
+# fork 865374bb [C: DOMAIN.md; ggml-org/llama.cpp#28574, noamsto/nix-amd-ai#128]. [U] the first build number that
+# contains d4389a4d was not found; what is known: Debian forky's 0.7.0 (build 11669, released about 2026-10-17,
+# after the fix) [M: `llama-server --version` in the nspawn rootfs; S: release dates in DOMAIN.md]. So 11669 is the
+# oldest build *known* to be fixed, not the fix itself: an older HIP build may be fine, but nothing shows it.
+HIP_GFX1151_FIX = {
+    "commit": "d4389a4d", "date": "2026-09-08", "issue": 28211, "pr": 28574,
+    "known_fixed_build": 11669, "known_fixed_version": "0.7.0", "exact_build": None,  # [U], see above
+}
+# CVE-2026-34159 (GHSA-j8rj-fmpv-wcxw, CVSS 9.8): unauthenticated remote code execution in the RPC backend's
+# deserialize_tensor; affected <= b7991, fixed in b8492 (v0.4.1 / v0.5.0) [S: DOMAIN.md citing strix-halo-guide
+# SECURE_LOCAL_AI.md; the same range in public CVE-gate code and advisories quoting the GHSA]. [U] builds b7992-b8491
+# are named neither affected nor fixed: refused too, as not known to be fixed.
+RPC_RCE_ADVISORY = {
+    "id": "CVE-2026-34159", "ghsa": "GHSA-j8rj-fmpv-wcxw", "affected_max_build": 7991, "fixed_build": 8492,
+    "fixed_versions": ("0.4.1", "0.5.0"),
+}
+# The RPC protocol is versioned since v0.5.0 and every node must run the same build (llama.cpp issue 26392) [C].

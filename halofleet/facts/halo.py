@@ -24,6 +24,7 @@ from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are impo
     Accounts,
     BenchResult,
     ContainerImage,
+    LlamaBuild,
     ModelFile,
     ServeHealth,
     ServeState,
@@ -342,6 +343,7 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "accounts": Accounts,
     "serve": ServeState,
     "rpc": RpcState,
+    "llama_build": LlamaBuild,
 }
 # Read by `halofleet verify` only: the deploys never need a completion request.
 LIVE_PARTS: dict[str, type[FactBase]] = {

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pyinfra.api import FactBase
 
 from ..box.bench import parse_bench_result
+from ..box.engine_build import MAX_VERSION_TEXT, parse_version_output
 from ..contract.paths import BENCH_RESULT, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
 from .text import ascii_int as _ascii_int
 
@@ -261,6 +262,21 @@ class ServeHealth(FactBase[dict]):
 
     def process(self, output):
         return parse_serve_health(list(output))
+
+
+class LlamaBuild(FactBase):
+    """
+    The llama.cpp build installed on the host, as ``llama-server --version`` prints it (an RPC worker's
+    llama.cpp-tools-extra depends on llama.cpp-tools, so workers have it too): ``{"build": 11669, "version":
+    "0.7.0", "commit": "Debian"}``, or None where llama-server is absent or printed nothing known.
+    """
+
+    def command(self) -> str:
+        return f"command -v llama-server >/dev/null 2>&1 && llama-server --version 2>&1 | head -c {MAX_VERSION_TEXT}; true"
+
+    def process(self, output):
+        build = parse_version_output("\n".join(output))
+        return None if build is None else {"build": build.build, "version": build.version, "commit": build.commit}
 
 
 class BenchResult(FactBase):

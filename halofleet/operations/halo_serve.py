@@ -12,9 +12,10 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, Quot
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.util import print_host_combined_output
 
+from ..box.gate import GateSpec
 from ..contract import paths
 from ..fleet.gateway import Slot, drain_script, ready_script
-from . import halo_files
+from . import halo_files, halo_gate
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
 DAEMON_RELOAD = StringCommand("systemctl", "daemon-reload")
@@ -187,7 +188,7 @@ def completion_check(url: str, service: str, timeout: int = 300) -> str:
 
 @operation()
 def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE,
-                   rolling_url: str | None = None, gateways: tuple[Slot, ...] = ()):
+                   rolling_url: str | None = None, gateways: tuple[Slot, ...] = (), gate: GateSpec | None = None):
     """
     (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
 
@@ -206,6 +207,9 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     + rolling_url: the engine's base URL, asked for /health and a completion before the next batch restarts
     + gateways: where this host is a gateway's backend (rolling only): drained on each gateway host before the
       restart (no new request, those in flight finish) and put back after it, once haproxy's checks see it UP
+    + gate: the correctness gate (:mod:`halofleet.box.gate`): after the restart the engine must reproduce its
+      golden before it goes back into rotation; a host that does not fails (and stops a rolling restart) like one
+      that is not serving, and stays drained
 
     **Example:**
 
@@ -228,16 +232,17 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     ]
     if enable:
         script.insert(0, f"systemctl enable --quiet {service}")
-    if rolling_url is None:
+    if rolling_url is None and gate is None:
         yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
         return
-    script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
+    if rolling_url is not None:
+        script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
     command = StringCommand("sh", "-c", QuoteString("\n".join(script)))
     # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
     connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()
                  if key in CONNECTOR_ARGUMENT_KEYS}
     # Draining is for an engine in rotation: one that is not running yet is not in any backend's rotation.
-    yield FunctionCommand(_restart_in_turn, (command, connector, tuple(gateways) if restart else ()), {})
+    yield FunctionCommand(_restart_in_turn, (command, connector, tuple(gateways) if restart else (), gate), {})
 
 
 def _gateway_in_run(state, slot: Slot):
@@ -261,10 +266,12 @@ def _on_gateway(state, host, slot: Slot, script: str, connector: dict) -> bool:
     return ok
 
 
-def _restart_in_turn(state, host, command: StringCommand, connector: dict, gateways: tuple[Slot, ...] = ()) -> bool:
+def _restart_in_turn(state, host, command: StringCommand, connector: dict, gateways: tuple[Slot, ...] = (),
+                     gate: GateSpec | None = None) -> bool:
     """
-    One host's turn in the rolling restart: refused once an earlier batch failed; drained at its gateways first
-    and put back after; a failure here halts it (a backend left drained stays out of rotation: safe).
+    One host's turn in the rolling restart: refused once an earlier batch failed; drained at its gateways first,
+    restarted, checked by the correctness gate, and put back after; a failure here halts it (a backend left drained
+    stays out of rotation: safe).
     """
     halted = getattr(state, ROLLOUT_ATTR, None)  # the run's State, as passed (no context in this call)
     if halted:
@@ -294,6 +301,8 @@ def _restart_in_turn(state, host, command: StringCommand, connector: dict, gatew
         if not state.print_output:
             print_host_combined_output(host, output)
         return halt(f"{host.name} was not serving after its restart")
+    if gate is not None and not halo_gate.passes(state, host, gate, connector):
+        return halt(f"{host.name} failed the correctness gate after its restart")
     for slot in gateways:
         if not _on_gateway(state, host, slot, ready_script(slot), connector):
             return halt(f"{host.name} was not back in rotation at gateway {slot.gateway}")

@@ -11,9 +11,11 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, dnf
 
+from ..box import gate
+from ..box.gate import GateSpec
 from ..contract import policy
 from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
-from ..deploy import current_plan, managed_sha256, restart_batch
+from ..deploy import current_plan, managed_sha256, planned_hosts, restart_batch
 from ..facts.model_header import host_model_token_cost
 from ..operations import halo_bench, halo_files, halo_models, halo_serve
 from ..views import summary
@@ -74,9 +76,26 @@ def serve() -> None:
         name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
         enable=engine.flavour == "distro", stamp=engine.model_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
-        rolling_url=engine.url if batch else None, _parallel=batch or 0,
+        rolling_url=engine.url if batch else None, _parallel=batch or 0, gate=gate_spec(plan),
         gateways=gateway_slots() if batch else (),  # drained before, back in rotation after
     )
+
+
+def gate_spec(plan) -> GateSpec | None:
+    """
+    The correctness gate for this host's engine (halo_correctness_gate), or None: it needs one model file whose
+    SHA-256 is known (pushed, or pinned with halo_model_sha256); router hosts (halo_models) are not gated yet.
+    """
+    own = host.name
+
+    def peers() -> dict[str, list[str]]:  # at run time: every host's plan is built by then
+        return gate.peers_of({name: gate.gate_identity(other) for name, other in planned_hosts().items()}, own)
+
+    spec = gate.spec_for(plan, peers)
+    if spec is None and plan.config.correctness_gate and not plan.serve.models:
+        logger.warning(f"{host.print_prefix}halofleet: no correctness gate: the model's SHA-256 is not known "
+                       "(push it with halo_model_push or pin it with halo_model_sha256)")
+    return spec
 
 
 def _models(plan) -> None:

@@ -144,6 +144,27 @@ def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
     return path
 
 
+def flip_weights(source: Path, target: Path, tensor: str = "output.weight", count: int = 4) -> Path:
+    """
+    Copy ``source`` to ``target`` with the top exponent bit of ``count`` f32 weights of ``tensor`` flipped
+    (0.02 becomes ~7e36): same name, same size, a few wrong bytes, as silent corruption would leave a file.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    found = [item for item in reader.tensors if item.name == tensor]
+    if not found:
+        raise ValueError(f"{source}: no tensor {tensor}")
+    data = bytearray(Path(source).read_bytes())
+    start = int(found[0].data_offset)
+    stride = max(1, int(found[0].n_elements) // count)
+    for index in range(count):
+        byte = start + index * stride * 4 + 3  # little-endian f32: sign and top exponent bits in the last byte
+        data[byte] ^= 0x40
+    Path(target).write_bytes(bytes(data))
+    return Path(target)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -16,7 +16,9 @@ from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_v
 from ..fleet import rpc
 from ..fleet.gateway import gateway_cell, inventory_groups, served_models
 from ..models.specs import validate
+from . import correctness
 
+DEEP_COLUMN = "correctness"  # `verify --deep` only: the correctness gate per host
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
            "reboot pending", "serving", "models", "image", "completion", "rpc", "bench", "gateway", "status")
 
@@ -104,11 +106,13 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in COLUMNS}
-    lines = ["  ".join(column.ljust(widths[column]) for column in COLUMNS)]
-    lines.append("  ".join("-" * widths[column] for column in COLUMNS))
+    extra = [column for column in (DEEP_COLUMN, "perplexity") if any(column in row for row in rows)]
+    columns = [*COLUMNS[:-1], *extra, COLUMNS[-1]]
+    widths = {column: max(len(column), *(len(row.get(column, "-")) for row in rows)) for column in columns}
+    lines = ["  ".join(column.ljust(widths[column]) for column in columns)]
+    lines.append("  ".join("-" * widths[column] for column in columns))
     for row in rows:
-        lines.append("  ".join(row[column].ljust(widths[column]) for column in COLUMNS))
+        lines.append("  ".join(row.get(column, "-").ljust(widths[column]) for column in columns))
     return "\n".join(lines)
 
 
@@ -126,11 +130,13 @@ def plans_of_workers(probes: dict[str, dict[str, Any] | None], fleet: dict[str, 
     return plans
 
 
-def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False, record: bool = False,
+            replace: bool = False, perplexity: bool = False) -> list[dict[str, str]]:
     """
     Connect to every host of a pyinfra inventory (those ``limit`` selects, as pyinfra's ``--limit``), probe it
     and ask its engine, and build the rows (a host that cannot be reached is a row saying so). A missing or empty
-    inventory is a :class:`~.inventory.BadInput`.
+    inventory is a :class:`~.inventory.BadInput`. ``deep``: also the correctness gate per host (column
+    ``correctness``; ``record``: write missing goldens, ``replace``: re-record them, as ``halofleet qualify`` does).
     """
     from pyinfra.api import Config, State
     from pyinfra.api.connect import disconnect_all
@@ -162,14 +168,16 @@ def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, 
                 probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
             except PARSE_FAILURES as error:
                 return f"refused: host {host.name!r}: could not read its facts ({type(error).__name__}: {error})"
+            if deep:
+                probe["answers"] = correctness.ask(state, host, probe, fleet, perplexity)
             return probe, probe.get("health"), probe.get("bench")
 
+    fleet = datas  # every host's data, paths anchored: the RPC groups and the gate read the other hosts
     try:
         greenlets = {host: state.pool.spawn(facts_of, host) for host in inventory if host in state.activated_hosts}
         results = {host: greenlet.get() for host, greenlet in greenlets.items()}
     finally:
         disconnect_all(state)
-    fleet = datas
     probes = {host.name: result[0] for host, result in results.items() if not isinstance(result, str)}
     worker_plans = plans_of_workers(probes, fleet)
     rows = []
@@ -187,6 +195,8 @@ def collect(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict[str, 
               if not isinstance(result, str)}
     for row in rows:
         routes_cell(row, datas[row["host"]], inventory, served)
+    if deep:
+        correctness.judge_rows(rows, probes, record=record, replace=replace)
     return rows
 
 
