@@ -11,8 +11,14 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from ..box.answers import (MAX_ANSWER_BYTES, PERPLEXITY_CHUNKS, PERPLEXITY_CTX, llama_request, openai_request,
-                           perplexity_text)
+from ..box.answers import (
+    MAX_ANSWER_BYTES,
+    PERPLEXITY_CHUNKS,
+    PERPLEXITY_CTX,
+    llama_request,
+    openai_request,
+    perplexity_text,
+)
 from ..contract.paths import SERVE_ENV
 
 ANSWER_MARK = "@@answer "
