@@ -153,6 +153,24 @@ def owned_directory(path: str, owner: str, mode: str = "0750", current: str | No
 
 
 ROLLOUT_ATTR = "_halofleet_restart_halted"
+ENGINE_LOG_LINES = 40  # the engine's own last lines shown when it fails to come up (each cut at 300 bytes)
+
+
+def engine_log_on_failure(service: str) -> str:
+    """
+    Shell: from here on, a failing script first shows the engine's own log lines of this start (its journal
+    since now, bounded), so the reason is llama-server's ("invalid argument ..."), not only ours. Lines that
+    carry the API key or an authorization header are left out.
+    """
+    return "\n".join([
+        "t0=$(date +%s)",
+        f"k=$(sed -n 's/^[A-Z_]*API_KEY=//p' {paths.SERVE_ENV} 2>/dev/null | head -n 1)",
+        "engine_log() { echo 'halofleet: last lines of the engine log:' >&2; "
+        f"journalctl -u {service} --since \"@$t0\" --no-pager -q 2>/dev/null --output=cat| tail -n {ENGINE_LOG_LINES} "
+        "| cut -c1-300 | grep -viE 'authorization|bearer|api[-_]key' "
+        "| grep -vF -- \"${k:-Authorization}\" >&2; }",
+        "trap 'rc=$?; [ $rc = 0 ] || engine_log' EXIT",
+    ])
 
 
 def restart_halted() -> str | None:
@@ -216,15 +234,17 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
         return
     verb = "restart" if restart else "start"
     script = [
+        engine_log_on_failure(service),
         f"systemctl reset-failed {service} 2>/dev/null || true",  # a crash-looped unit refuses to start otherwise
         f"if ! systemctl {verb} {service}; then "
-        f"systemctl status --no-pager --lines=25 {service} >&2 || true; "
+        f"systemctl status --no-pager --lines=0 {service} >&2 || true; "
         f"echo 'halofleet: {service} did not become healthy' >&2; exit 1; fi",
         f"mkdir -p {paths.SERVE_STAMP.rsplit('/', 1)[0]}",
+        # Only now is the new configuration live: the next run compares against this (a lost restart is redone).
         f"printf '%s\\n' {shlex.quote(stamp)} > {paths.SERVE_STAMP}",
     ]
     if enable:
-        script.insert(0, f"systemctl enable --quiet {service}")
+        script.insert(1, f"systemctl enable --quiet {service}")
     if rolling_url is None:
         yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
         return

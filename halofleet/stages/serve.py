@@ -15,7 +15,7 @@ from ..contract import policy
 from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
 from ..deploy import current_plan, managed_sha256, restart_batch
 from ..facts.model_header import host_model_token_cost
-from ..operations import halo_bench, halo_files, halo_models, halo_serve
+from ..operations import halo_bench, halo_files, halo_models, halo_rpc, halo_serve
 from ..views import summary
 
 
@@ -52,6 +52,9 @@ def serve() -> None:
         halo_serve.owned_directory(name="Engine caches (HF, vLLM, Triton)", path=SERVE_CACHE, owner=user,
                                    current=plan.probe["serve"].get("cache"))
 
+    if plan.rpc_members and (engine.restart or engine.start):
+        # A head changes only once every worker it names is listening in this run (the RPC stage ran first).
+        halo_rpc.workers_ready(name="RPC workers listening", workers=[member.name for member in plan.rpc_members])
     halo_files.checked_file(
         name="Engine environment (API key)", path=SERVE_ENV, content=engine.env, mode="0600", redact=True,
         current_sha256=managed_sha256(plan, SERVE_ENV),
@@ -71,7 +74,7 @@ def serve() -> None:
     batch = restart_batch()
     halo_serve.engine_running(
         name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
-        enable=engine.flavour == "distro", stamp=engine.model_stamp,
+        enable=engine.flavour == "distro", stamp=engine.live_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
         rolling_url=engine.url if batch else None, _parallel=batch or 0,
     )

@@ -1,0 +1,117 @@
+"""
+Pending state is state (issue 21): what a run wrote but did not make live is a change on the next run and shows in
+verify; an RPC worker whose address is not its own is refused; a head's engine waits for its workers.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from halofleet.box import serving
+from halofleet.contract import paths
+from halofleet.contract.config import ConfigError
+from halofleet.facts.halo import parse_addresses
+from halofleet.fleet import rpc
+from halofleet.models.specs import validate
+from halofleet.operations.halo_rpc import workers_failed_check
+from halofleet.views.verify import engine_cell
+
+from .test_mutants_serving import converged_probe, plan_for, sha
+from .test_rpc import W1, fleet
+
+
+def live_probe(plan, **serve):
+    """The host once ``plan`` ran verified: its files written, the stamp of this run, the unit's command line."""
+    return converged_probe(plan, **{"stamp": plan.live_stamp, "argv": list(plan.exec_argv), **serve})
+
+
+def test_the_stamp_holds_model_and_configuration_and_old_stamps_still_read():
+    plan = plan_for()
+    model, config = serving.split_stamp(plan.live_stamp)
+    assert (model, config) == (plan.model_stamp, plan.config_stamp)
+    assert config.startswith("cfg:") and len(config) == len("cfg:") + 64
+    assert serving.split_stamp(plan.model_stamp) == (plan.model_stamp, None)  # written by 0.3: model only
+    assert serving.split_stamp(None) == (None, None)
+    assert serving.split_stamp("a b") == ("a b", None)  # no cfg: part: the whole line is the model's
+
+
+def test_config_stamp_is_the_written_files_digest():
+    plan = plan_for()
+    files = {plan.unit_path: sha(plan.unit), paths.SERVE_ENV: sha(plan.env)}
+    assert serving.config_stamp(files, plan.watched_paths) == plan.config_stamp
+    assert serving.config_stamp({**files, paths.SERVE_ENV: None}, plan.watched_paths) != plan.config_stamp
+    assert plan.watched_paths == (paths.SERVE_UNIT, paths.SERVE_ENV)
+
+
+def test_a_unit_written_but_never_restarted_is_restarted_by_the_next_run():
+    old = plan_for({"halo_ctx": 512})
+    new = plan_for({"halo_ctx": 640})
+    # A halted rollout: the new unit is on the host, the stamp is still the one of the engine that runs.
+    halted = converged_probe(new, stamp=old.live_stamp)
+    plan = plan_for({"halo_ctx": 640}, probe=halted)
+    assert plan.restart and not plan.start
+    # Once restarted verified (the stamp of the new configuration), nothing more to do.
+    assert not plan_for({"halo_ctx": 640}, probe=live_probe(new)).restart
+
+
+def test_a_stamp_from_before_config_stamps_judges_by_the_files_alone():
+    plan = plan_for()
+    assert not plan_for(probe=converged_probe(plan, stamp=plan.model_stamp)).restart
+
+
+def test_verify_says_live_pending_restart_and_drift():
+    plan = plan_for({"halo_ctx": 640})
+    assert engine_cell(plan, live_probe(plan)) == ("live", None)
+    old = plan_for({"halo_ctx": 512})
+    halted = converged_probe(plan, stamp=old.live_stamp, argv=old.exec_argv)
+    assert engine_cell(plan, halted) == ("pending restart: unit or environment written but not live",
+                                         "pending restart")
+    model_swapped = converged_probe(plan, stamp=f"file:/other 1 2 {plan.config_stamp}", argv=plan.exec_argv)
+    assert engine_cell(plan, model_swapped)[1] == "pending restart"
+    assert engine_cell(plan, converged_probe(plan, stamp=None))[1] == "pending restart"
+    edited = live_probe(plan)
+    edited["files"][paths.SERVE_UNIT] = "0" * 64
+    assert engine_cell(plan, edited)[1] == "drift"
+    other_argv = live_probe(plan, argv=[*plan.exec_argv, "--threads", "2"])  # e.g. a drop-in's ExecStart
+    assert engine_cell(plan, other_argv) == ("drift: the engine's command line is not its unit's", "drift")
+    assert engine_cell(plan, live_probe(plan, argv=None)) == ("not running", None)
+    assert engine_cell(plan, {"files": {}, "serve": {}}) == ("not deployed", None)
+
+
+def test_the_exec_argv_is_the_units_exec_start():
+    plan = plan_for({"halo_llama_args": ["--threads", "8"]})
+    exec_start = next(line for line in plan.unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start == "ExecStart=" + " ".join(plan.exec_argv)
+    assert plan_for({"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"}).exec_argv is None
+
+
+# -- RPC ---------------------------------------------------------------------------------------------------------
+
+def test_addresses_of_the_host():
+    lines = ["@addr 127.0.0.1/8", "@addr ::1/128", "@addr 10.0.0.2/24", "@addr 10.0.0.2/24", "@addr bogus", "x 1"]
+    assert parse_addresses(lines) == ["10.0.0.2", "127.0.0.1", "::1"]
+    assert parse_addresses([]) is None  # no `ip`: unknown, not "no address"
+
+
+def worker(addresses):
+    return rpc.build_worker_plan(validate("w1", W1), {"files": {}, "rpc": {}, "serve": {"listeners": []},
+                                                      "addresses": addresses}, fleet(), 12)
+
+
+def test_a_worker_whose_address_is_not_its_own_is_refused():
+    with pytest.raises(ConfigError) as error:
+        worker(["10.0.0.9", "127.0.0.1"])
+    assert "is not an address of this host (it has 10.0.0.9, 127.0.0.1)" in str(error.value)
+    assert "halo_rpc_address" in str(error.value)
+    assert worker(["10.0.0.2", "127.0.0.1"]).endpoint == "10.0.0.2:50052"
+    assert worker(None).endpoint == "10.0.0.2:50052"  # addresses unknown: not judged
+
+
+def test_a_head_waits_for_its_workers():
+    hosts = [SimpleNamespace(name=name) for name in ("w1", "w2", "other")]
+    head = SimpleNamespace(print_prefix="[head] ")
+    assert workers_failed_check(SimpleNamespace(failed_hosts=[hosts[2]]), head, ["w1", "w2"])
+    assert workers_failed_check(SimpleNamespace(failed_hosts=[]), head, ["w1", "w2"])
+    assert not workers_failed_check(SimpleNamespace(failed_hosts=[hosts[1]]), head, ["w1", "w2"])
