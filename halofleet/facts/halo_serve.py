@@ -16,6 +16,7 @@ from pyinfra.api import FactBase
 
 from ..box.bench import parse_bench_result
 from ..contract.paths import BENCH_RESULT, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
+from .halo_models import RECORD_LOOKUP
 from .text import ascii_int as _ascii_int
 
 
@@ -144,6 +145,10 @@ def parse_model(lines: list[str]) -> dict[str, Any]:
                 model["magic"] = ""
         elif tag == "@sha256":
             model["sha256"] = rest.split()[0] if rest.split() else None
+        elif tag == "@recorded":
+            model["recorded"] = True
+        elif tag == "@stat" and len(rest.split()) == 4 and all(_ascii_int(part) is not None for part in rest.split()):
+            model["stat"] = " ".join(rest.split())
         elif tag == "@dir":
             model["kind"] = "dir"
         elif tag == "@config":
@@ -161,7 +166,9 @@ class ModelFile(FactBase[dict]):
     """
 
     def command(self, path: str, hash_file: bool = False) -> str:
-        hash_part = 'sha256sum "$f" | sed "s/^/@sha256 /"; ' if hash_file else ""
+        # Hashed in full only without a matching verified record of halofleet's (a multi-GB model: one stat).
+        hash_part = (RECORD_LOOKUP + '; if [ -n "$rec" ]; then echo "@sha256 $rec"; echo @recorded; '
+                     'else sha256sum "$f" | sed "s/^/@sha256 /"; fi; echo "@stat $st"; ') if hash_file else ""
         return (
             f"f={shlex.quote(path)}; "
             'echo "@parent $(stat -c \'%U %a\' "$(dirname "$f")")"; '

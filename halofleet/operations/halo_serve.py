@@ -14,6 +14,7 @@ from pyinfra.api.util import print_host_combined_output
 
 from ..contract import paths
 from . import halo_files
+from .halo_models import record_script
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
 DAEMON_RELOAD = StringCommand("systemctl", "daemon-reload")
@@ -98,7 +99,8 @@ def model_file(path: str, source: str, owner: str, source_sha256: str, current_s
     yield StringCommand(
         "sh", "-c", QuoteString(
             f"set -e; chown {owned} {new}; chmod 0640 {new}; "
-            f"echo {check_line} | sha256sum -c --quiet - ; mv -f {new} {final}"
+            f"echo {check_line} | sha256sum -c --quiet - ; mv -f {new} {final}; "
+            + record_script(path, source_sha256)  # verified: the next run stats it instead of hashing it
         ),
     )
 

@@ -115,3 +115,76 @@ def test_a_head_waits_for_its_workers():
     assert workers_failed_check(SimpleNamespace(failed_hosts=[hosts[2]]), head, ["w1", "w2"])
     assert workers_failed_check(SimpleNamespace(failed_hosts=[]), head, ["w1", "w2"])
     assert not workers_failed_check(SimpleNamespace(failed_hosts=[hosts[1]]), head, ["w1", "w2"])
+
+
+# -- verified records of path and pushed models ------------------------------------------------------------------
+
+def model_record_commands(model_lines):
+    from halofleet.testing.fake import probe_output, run_fake
+
+    data = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model": "/srv/models/tiny.gguf",
+            "halo_llama_backend": "cpu", "halo_model_sha256": "a" * 64}
+    run = run_fake("deploys/full.py", {"h": (data, probe_output(model=model_lines))})
+    assert run.failed_hosts == set(), run.errors
+    return [command for command in run.changes("h") if "/var/lib/halofleet/verified" in command]
+
+
+MODEL = ["@parent root 755", "@file 497440 1795442225 root", "@magic 47475546", "@sha256 " + "a" * 64 + "  /m"]
+
+
+def test_a_path_model_hashed_in_full_is_recorded_once_where_halofleet_owns_it():
+    from halofleet.facts.halo_models import verified_record_path
+
+    written = model_record_commands([*MODEL, "@stat 497440 1795442225 1795442300 77"])
+    assert len(written) == 1, written
+    assert verified_record_path("/srv/models/tiny.gguf") in written[0]
+    assert "'497440 1795442225 1795442300 77'" in written[0]  # only if the file is still the one hashed
+    assert model_record_commands([*MODEL, "@recorded", "@stat 497440 1795442225 1795442300 77"]) == []
+
+
+def test_the_record_lookup_matches_size_mtime_ctime_and_inode(tmp_path):
+    """The shell of the probe against a real file: a record matching its stat gives the digest without a read;
+    any change of the stat (here its ctime, by chmod) voids it."""
+    import hashlib
+    import os
+    import subprocess
+
+    from halofleet.facts.halo_models import RECORD_LOOKUP
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 100)
+    records = tmp_path / "verified"
+    records.mkdir()
+    lookup = RECORD_LOOKUP.replace("/var/lib/halofleet/verified", str(records))
+    stat = subprocess.run(["stat", "-L", "-c", "%s %Y %Z %i", str(model)], capture_output=True, text=True).stdout
+    name = hashlib.sha256(str(model).encode()).hexdigest()
+    (records / name).write_text(f"{'b' * 64} {stat}")
+    script = f'f={model}; {lookup}; echo "rec=$rec"'
+    assert subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == f"rec={'b' * 64}\n"
+    os.utime(model, ns=(0, 0))  # another mtime (and ctime)
+    assert subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == "rec=\n"
+
+
+# -- disk space before a download --------------------------------------------------------------------------------
+
+def test_a_download_larger_than_the_free_space_is_refused_before_it_starts(tmp_path):
+    import subprocess
+
+    from halofleet.operations.halo_models import space_check
+
+    part = tmp_path / ".m.gguf.part"
+
+    def check(size: int) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", space_check(str(tmp_path), str(part), "m.gguf", size)],
+                              capture_output=True, text=True)
+
+    refused = check(1 << 60)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"halofleet: not enough disk space for m.gguf: {1 << 60} bytes still to fetch")
+    assert f"but {tmp_path} has " in refused.stderr and "nothing was downloaded" in refused.stderr
+    part.write_bytes(b"x" * 1000)  # a partial file from an earlier run: only the rest is still to fetch
+    assert f"m.gguf: {(1 << 60) - 1000} bytes still" in check(1 << 60).stderr
+    free = int(subprocess.run(["df", "-P", "-B1", str(tmp_path)], capture_output=True, text=True
+                              ).stdout.splitlines()[1].split()[3])
+    if free > 2 << 30:
+        assert check(1000).returncode == 0  # the partial file holds it all: nothing to fetch
