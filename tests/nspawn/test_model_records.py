@@ -73,3 +73,31 @@ def test_a_verified_path_model_is_not_read_again(network, tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.changed_names == ["Verified record of /srv/models/big.gguf"], third.changed_names
     assert bytes_hashed(srv1) >= SIZE
+
+
+def test_a_download_larger_than_the_free_space_is_refused_before_it_starts(network, tmp_path):
+    """The model directory on a 256 KiB tmpfs, a ~0.5 MB model from the (mirrored) Hub, whose size the plan knows:
+    the run refuses the download with the reason before fetching a byte (the mirror's log), nothing partial left."""
+    import sys
+    from pathlib import Path
+
+    from .test_models import TOKEN, downloads, make_mirror
+
+    made = make_mirror(tmp_path / "mirror")
+    log = tmp_path / "mirror.log"
+    network.popen([sys.executable, "-m", "halofleet.testing.hubmirror", str(tmp_path / "mirror"), network.gateway,
+                   "8002", str(log), TOKEN], cwd=Path(__file__).resolve().parents[2])
+    (srv,) = network.boot(["srv"])
+    srv.ssh("mkdir -p /var/lib/halofleet/models && mount -t tmpfs -o size=256k tmpfs /var/lib/halofleet/models")
+    base = f"http://{network.gateway}:8002"
+    data = {**TIER_DATA, "halo_models": [{"name": "beta", "hf": "acme/tiny", "include": "*.gguf", "ctx": 512}],
+            "halo_hf_endpoint": base, "halo_hf_token": TOKEN, "halo_api_key": "space-test-key-0123"}
+    run = network.run_pyinfra(network.write_inventory(tmp_path / "hosts.json", host_data={"srv": data}),
+                              "deploys/full.py")
+    assert run.returncode != 0
+    size = made["beta"].stat().st_size
+    assert f"halofleet: not enough disk space for beta.gguf: {size} bytes still to fetch" in run.stderr, \
+        run.stderr[-3000:]
+    assert downloads(log) == []  # not one byte of the model was requested
+    assert srv.ssh("find /var/lib/halofleet/models -type f").stdout == ""  # no partial file either
+    assert "curl exit" not in run.stderr
