@@ -297,3 +297,54 @@ def engine_stopped(present: bool, service: str = paths.SERVE_SERVICE):
         f"systemctl disable --now --quiet {service} 2>/dev/null || systemctl stop {service} 2>/dev/null || true; "
         f"systemctl reset-failed {service} 2>/dev/null || true"
     ))
+
+
+def created_user_record(user: str) -> str:
+    """The record (in the backups' originals) that halofleet created the service account ``user`` itself."""
+    return f"{paths.BACKUP_ORIGINALS}/user__{user}.created"
+
+
+@operation()
+def user_created_recorded(user: str, created: bool):
+    """
+    Record that this run created the service account (it did not exist before): the rollback then removes it with
+    its home; an account that existed before stays the user's.
+
+    + user: the service user's name
+    + created: the plan found no such account (the preceding ``server.user`` created it)
+
+    **Example:**
+
+    .. code:: python
+
+        user_created_recorded(name="Record the new service user", user="halo", created=True)
+    """
+    if not created:
+        host.noop(f"{user} existed before this run")
+        return
+    yield StringCommand("sh", "-c", QuoteString(
+        f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && : > {shlex.quote(created_user_record(user))}"))
+
+
+@operation()
+def created_user_removed(user: str, created: bool, present: bool):
+    """
+    Rollback: a service account halofleet created is removed with its home (``userdel --remove``), and its record.
+
+    + user: the service user's name
+    + created: the record says halofleet created it
+    + present: the account exists (from the probe)
+
+    **Example:**
+
+    .. code:: python
+
+        created_user_removed(name="Remove service user halo", user="halo", created=True, present=True)
+    """
+    if not created:
+        host.noop(f"{user} was not created by halofleet")
+        return
+    remove = f"userdel --remove {shlex.quote(user)} 2>/dev/null; " if present else ""
+    yield StringCommand("sh", "-c", QuoteString(
+        f"{remove}if id {shlex.quote(user)} >/dev/null 2>&1; then echo 'halofleet: could not remove {user}' >&2; "
+        f"exit 1; fi; rm -f {shlex.quote(created_user_record(user))}"))

@@ -13,7 +13,7 @@ from pyinfra.operations import apt, dnf, server, systemd
 from ..contract import policy
 from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 from ..deploy import current_plan, managed_sha256, reboot_batch
-from ..operations import halo_files, halo_kernel, halo_rocm
+from ..operations import halo_files, halo_kernel, halo_rocm, halo_serve
 from ..views import summary
 
 
@@ -225,6 +225,8 @@ def runtime() -> None:
         shell="/usr/sbin/nologin",
         groups=list(policy.GPU_GROUPS),
     )
+    halo_serve.user_created_recorded(name=f"Record that {user} is halofleet's own account", user=user,
+                                     created=ids.new_user)
     devices = plan.probe["os"].get("devices", [])
     kfd = "/dev/kfd" in devices
     dri = any(device.startswith("/dev/dri/") for device in devices)

@@ -9,8 +9,8 @@ from ..box import cmdline
 from ..contract.paths import (
     CONFIG_DIR,
     GRUB_DROPIN,
-    MANAGED_FILES,
     HF_HEADER,
+    MANAGED_FILES,
     MODELS_PRESET,
     MODPROBE_FILE,
     ROCM_KEY,
@@ -36,9 +36,8 @@ from .rpc import remove_worker
 def rollback() -> None:
     """
     Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its
-    units, nft table and file), a
-    gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB drop-in
-    (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
+    units, nft table and file), a gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB
+    drop-in (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
     the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user. A file the
     user had before halofleet's first touch is put back exactly (bytes, mode, owner); the others are removed and
     kept under /var/backups/halofleet/generations (the API key file too, mode kept); /etc/halofleet goes once
@@ -87,7 +86,12 @@ def rollback() -> None:
     halo_files.empty_directory_removed(name=f"Remove {CONFIG_DIR} (empty)", path=CONFIG_DIR,
                                        present=left is not None and set(left) <= ours)
 
-    server.user(name=f"Remove service user {config.service_user}", user=config.service_user, present=False)
+    user = config.service_user
+    if f"user__{user}.created" in records:  # created by halofleet: removed with its home
+        halo_serve.created_user_removed(name=f"Remove service user {user} and its home", user=user, created=True,
+                                        present=user in (probe.get("accounts") or {}).get("users", {}))
+    else:  # an account of a release before this record: removed as before (its home stays)
+        server.user(name=f"Remove service user {user}", user=user, present=False)
 
     # Without our drop-in the configured cmdline is the user's own: reboot if the live one differs from it
     # (an earlier, interrupted rollback), or when this run removed the drop-in.

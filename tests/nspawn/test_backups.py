@@ -81,6 +81,9 @@ def test_rollback_restores_the_users_own_files_exactly(network, tmp_path):
     assert gw.ssh("curl -s -m 5 http://127.0.0.1:9999/").stdout == "users-own"
     for box in (gw, srv1):
         assert box.ssh("test -e /etc/halofleet", check=False).returncode == 1, box.name
+    # The service account halofleet created is gone, with its home.
+    assert srv1.ssh("id halo", check=False).returncode != 0
+    assert srv1.ssh("test -e /var/lib/halo", check=False).returncode == 1
     again = network.run_pyinfra(describe(2), "deploys/rollback.py")
     assert again.returncode == 0 and again.changed_ops == [], (again.changed_ops, again.stderr[-3000:])
     assert identity(gw, HAPROXY_CFG) == before["gw"] and identity(srv1, SERVE_UNIT) == before["srv1"]

@@ -71,3 +71,12 @@ def test_a_second_rollback_after_a_restore_does_nothing_and_a_users_file_keeps_t
     changes = run.changes("h")
     assert not any(SERVE_UNIT in c and "rm -f" in c for c in changes), changes  # the user's own unit stays
     assert not any("rmdir" in c for c in changes)
+
+
+def test_a_service_user_halofleet_created_goes_with_its_home_and_one_it_did_not_create_as_before():
+    accounts = ["root:0:0", "halo:990:990", "@group", "root:0", "halo:990", "video:44", "render:993"]
+    created = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(sections={
+        "backups": ["@record user__halo.created"], "accounts": accounts}))}).changes("h")
+    assert any("userdel --remove halo" in c and "user__halo.created" in c for c in created), created
+    before = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(sections={"accounts": accounts}))}).changes("h")
+    assert not any("--remove" in c for c in before), before  # pyinfra's server.user, as before
