@@ -299,31 +299,35 @@ def engine_stopped(present: bool, service: str = paths.SERVE_SERVICE):
     ))
 
 
-def created_user_record(user: str) -> str:
-    """The record (in the backups' originals) that halofleet created the service account ``user`` itself."""
-    return f"{paths.BACKUP_ORIGINALS}/user__{user}.created"
+def user_record(user: str, kind: str) -> str:
+    """The record (in the backups' originals) of whether the service account ``user`` was created by halofleet
+    (``created``) or existed before its first touch (``existed``)."""
+    return f"{paths.BACKUP_ORIGINALS}/user__{user}.{kind}"
 
 
 @operation()
-def user_created_recorded(user: str, created: bool):
+def user_origin_recorded(user: str, created: bool, recorded: bool):
     """
-    Record that this run created the service account (it did not exist before): the rollback then removes it with
-    its home; an account that existed before stays the user's.
+    Record, once, whether this run created the service account or found it: the rollback removes an account
+    halofleet created (with its home) and leaves one that existed before.
 
     + user: the service user's name
     + created: the plan found no such account (the preceding ``server.user`` created it)
+    + recorded: the host holds a record already
 
     **Example:**
 
     .. code:: python
 
-        user_created_recorded(name="Record the new service user", user="halo", created=True)
+        user_origin_recorded(name="Record the service user's origin", user="halo", created=True, recorded=False)
     """
-    if not created:
-        host.noop(f"{user} existed before this run")
+    if recorded and not created:
+        host.noop(f"the origin of {user} is recorded")
         return
+    record = shlex.quote(user_record(user, "created" if created else "existed"))
     yield StringCommand("sh", "-c", QuoteString(
-        f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && : > {shlex.quote(created_user_record(user))}"))
+        f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && rm -f {shlex.quote(user_record(user, 'existed'))} "
+        f"&& : > {record}"))
 
 
 @operation()
@@ -347,4 +351,4 @@ def created_user_removed(user: str, created: bool, present: bool):
     remove = f"userdel --remove {shlex.quote(user)} 2>/dev/null; " if present else ""
     yield StringCommand("sh", "-c", QuoteString(
         f"{remove}if id {shlex.quote(user)} >/dev/null 2>&1; then echo 'halofleet: could not remove {user}' >&2; "
-        f"exit 1; fi; rm -f {shlex.quote(created_user_record(user))}"))
+        f"exit 1; fi; rm -f {shlex.quote(user_record(user, 'created'))}"))

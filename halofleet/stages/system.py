@@ -225,8 +225,11 @@ def runtime() -> None:
         shell="/usr/sbin/nologin",
         groups=list(policy.GPU_GROUPS),
     )
-    halo_serve.user_created_recorded(name=f"Record that {user} is halofleet's own account", user=user,
-                                     created=ids.new_user)
+    records = (plan.probe.get("backups") or {}).get("records") or []
+    halo_serve.user_origin_recorded(
+        name=f"Record whether {user} is halofleet's own account", user=user, created=ids.new_user,
+        recorded=any(name in records for name in (f"user__{user}.created", f"user__{user}.existed")),
+    )
     devices = plan.probe["os"].get("devices", [])
     kfd = "/dev/kfd" in devices
     dri = any(device.startswith("/dev/dri/") for device in devices)

@@ -90,8 +90,9 @@ def rollback() -> None:
     if f"user__{user}.created" in records:  # created by halofleet: removed with its home
         halo_serve.created_user_removed(name=f"Remove service user {user} and its home", user=user, created=True,
                                         present=user in (probe.get("accounts") or {}).get("users", {}))
-    else:  # an account of a release before this record: removed as before (its home stays)
+    elif f"user__{user}.existed" not in records:  # no record (a release before 0.4): removed as before, home stays
         server.user(name=f"Remove service user {user}", user=user, present=False)
+    # An account that existed before halofleet's first touch is the user's: it stays.
 
     # Without our drop-in the configured cmdline is the user's own: reboot if the live one differs from it
     # (an earlier, interrupted rollback), or when this run removed the drop-in.

@@ -80,3 +80,7 @@ def test_a_service_user_halofleet_created_goes_with_its_home_and_one_it_did_not_
     assert any("userdel --remove halo" in c and "user__halo.created" in c for c in created), created
     before = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(sections={"accounts": accounts}))}).changes("h")
     assert not any("--remove" in c for c in before), before  # pyinfra's server.user, as before
+    existed = run_fake("deploys/rollback.py", {"h": (DATA, probe_output(sections={
+        "backups": ["@record user__halo.existed"], "accounts": accounts}))})
+    assert not any("userdel" in c for c in existed.changes("h")) and not any(
+        "groupadd" in c or "useradd" in c for c in existed.changes("h"))
