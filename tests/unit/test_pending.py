@@ -188,3 +188,36 @@ def test_a_download_larger_than_the_free_space_is_refused_before_it_starts(tmp_p
                               ).stdout.splitlines()[1].split()[3])
     if free > 2 << 30:
         assert check(1000).returncode == 0  # the partial file holds it all: nothing to fetch
+
+
+def test_a_failed_start_shows_the_engines_own_lines_bounded_and_without_the_key(tmp_path):
+    """The failure path's shell against a stand-in journalctl (PATH): the engine's last 40 lines, each cut at 300
+    bytes, and no line with the API key or an authorization header."""
+    import os
+    import subprocess
+
+    from halofleet.contract.paths import SERVE_ENV
+    from halofleet.operations.halo_serve import engine_log_on_failure
+
+    key = "sk-test-key-123456"
+    env_file = tmp_path / "serve.env"
+    env_file.write_text(f"LLAMA_API_KEY={key}\n")
+    lines = [f"line {n}" for n in range(100)] + ["x" * 1000, f"loaded with --api-key {key}", "Authorization: Bearer z",
+                                                 'error while handling argument "--threads": stoi']
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "journalctl").write_text("#!/bin/sh\ncat " + str(tmp_path / "journal") + "\n")
+    (bin_dir / "journalctl").chmod(0o755)
+    (tmp_path / "journal").write_text("\n".join(lines) + "\n")
+    script = engine_log_on_failure("halo-serve.service").replace(SERVE_ENV, str(env_file)) + "\nexit 1"
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    shown = result.stderr.splitlines()
+    assert shown[0] == "halofleet: last lines of the engine log:"
+    assert shown[-1] == 'error while handling argument "--threads": stoi'
+    assert key not in result.stderr and "Bearer" not in result.stderr
+    assert "x" * 300 in result.stderr and "x" * 301 not in result.stderr
+    assert len(shown) - 1 == 40 - 2  # the last 40 lines, less the two left out
+    ok = subprocess.run(["sh", "-c", script.replace("exit 1", "exit 0")], capture_output=True, text=True,
+                        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert ok.stderr == ""  # a start that worked shows nothing
