@@ -61,6 +61,40 @@ class ServePlan:
     start: bool  # not running (or not enabled) although nothing changed
     warnings: list[str] = field(default_factory=list)
     models: ModelsPlan | None = None  # halo_models: downloads, pushes and the router preset
+    # What the engine reads at start (unit, environment, preset): their paths and the digest of their contents.
+    watched_paths: tuple[str, ...] = ()
+    config_stamp: str = ""
+    # The command line systemd starts (argv of the distro llama-server); None for the container flavours, whose
+    # main process is podman's.
+    exec_argv: list[str] | None = None
+
+    @property
+    def live_stamp(self) -> str:
+        """Written on the host only once the engine runs this exact model and configuration (verified)."""
+        return f"{self.model_stamp} {self.config_stamp}"
+
+
+CONFIG_STAMP_PREFIX = "cfg:"
+
+
+def config_stamp(digests: dict[str, str | None], watched: tuple[str, ...] | list[str]) -> str:
+    """
+    One digest of the files an engine reads at start, from each file's SHA-256 (None: absent): computed from the
+    planned contents before a restart, and from the probe's digests of what is written on the host by ``verify``.
+    """
+    lines = "".join(f"{path} {digests.get(path) or '-'}\n" for path in watched)
+    return CONFIG_STAMP_PREFIX + sha256_text(lines)
+
+
+def split_stamp(recorded: str | None) -> tuple[str | None, str | None]:
+    """The stamp file's (model stamp, config stamp); a stamp written before config stamps existed has only the
+    first (then the written files alone say whether the configuration changed, as before)."""
+    if not recorded:
+        return None, None
+    model, _, last = recorded.strip().rpartition(" ")
+    if model and last.startswith(CONFIG_STAMP_PREFIX):
+        return model, last
+    return recorded.strip(), None
 
 
 def pushed_model_path(config: HaloConfig) -> str:
@@ -281,10 +315,12 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
             packages.append(policy.RPC_BACKEND_PACKAGE)
         args = _llama_args(config, None if router else model_host_path, models.models_max if router else 0,
                            rpc_members)
-        unit = render("halo-serve.service.j2", exec_args=args,
+        unit = render("halo-serve.service.j2", binary=policy.LLAMA_SERVER_BINARY, exec_args=args,
                       environment=LLAMA_NO_MMAP_ENVIRONMENT, rpc_members=rpc_members, **context)
         unit_path, stale = paths.SERVE_UNIT, paths.SERVE_QUADLET
+        exec_argv = [policy.LLAMA_SERVER_BINARY, *args]
     else:
+        exec_argv = None
         volumes, model_ref = [], config.model
         if model_host_path:
             host_dir = str(PurePosixPath(model_host_path).parent)
@@ -323,8 +359,13 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
     watched = [(unit_path, unit), (paths.SERVE_ENV, env)]
     if models and models.preset is not None:
         watched.append((paths.MODELS_PRESET, models.preset))  # the router reads it at start only
+    watched_paths = tuple(path for path, _ in watched)
+    planned_config = config_stamp({path: sha256_text(content) for path, content in watched}, watched_paths)
+    live_model, live_config = split_stamp(serve_state.get("stamp"))
+    # Pending is a change: files written by a run whose restart did not happen (a halted rollout, a failed
+    # engine) leave the stamp of what last ran verified, so the next run restarts until it is live.
     changed = any(files.get(path) != sha256_text(content) for path, content in watched) \
-        or serve_state.get("stamp") != stamp or stale in files
+        or live_model != stamp or (live_config is not None and live_config != planned_config) or stale in files
     enabled = serve_state.get("enabled") in ("enabled", "generated")
     return ServePlan(
         engine=config.serve, flavour=flavour, packages=packages, unit_path=unit_path, unit=unit,
@@ -333,4 +374,6 @@ def build_serve_plan(config: HaloConfig, probe: dict[str, Any], visible_gib: int
         model_host_sha256=(probe.get("model") or {}).get("sha256"), model_stamp=stamp, url=url,
         image=image, image_present=bool((probe.get("image") or {}).get("present")), restart=changed,
         start=not changed and not (running and enabled), warnings=warnings, models=models,
+        watched_paths=watched_paths, config_stamp=planned_config,
+        exec_argv=exec_argv,
     )

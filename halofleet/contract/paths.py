@@ -42,3 +42,12 @@ GATEWAY_CERT = "/etc/haproxy/halofleet-gateway.pem"
 
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
 SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER, GATEWAY_CERT})
+
+# Backups (halofleet.operations.halo_files): the user's originals once, at first touch; every replaced version.
+BACKUP_DIR = "/var/backups/halofleet"
+BACKUP_ORIGINALS = f"{BACKUP_DIR}/original"
+BACKUP_GENERATIONS = f"{BACKUP_DIR}/generations"
+CONFIG_DIR = "/etc/halofleet"  # created by halofleet for its own files; the rollback removes it once empty
+# Verified model files (path and pushed sources): one record per file, named by the SHA-256 of its path, holding
+# "<sha256> <size> <mtime> <ctime> <inode>": while the file's stat still says so, the next run does not hash it.
+VERIFIED_DIR = "/var/lib/halofleet/verified"

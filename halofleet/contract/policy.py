@@ -283,6 +283,10 @@ LLAMA_BACKEND_PACKAGES = {"vulkan": ["libggml0-backend-vulkan"], "hip": ["libggm
 # llama.cpp-tools-extra, outside PATH, and needs the RPC backend package; the head's llama-server needs the same
 # backend package or it has no --rpc option at all.
 RPC_BACKEND_PACKAGE = "libggml0-backend-rpc"
+# Free space a model download leaves on its filesystem (logs, caches, the engine's own files). [U] a judgement, not a
+# measured need.
+DOWNLOAD_FREE_MARGIN_BYTES = 1 << 30
+LLAMA_SERVER_BINARY = "/usr/bin/llama-server"  # the distro package's; its unit's ExecStart and verify's argv
 RPC_WORKER_PACKAGES = ["llama.cpp-tools-extra", RPC_BACKEND_PACKAGE, "nftables"]
 RPC_SERVER_BINARY = "/usr/libexec/x86_64-linux-gnu/llama/bin/ggml-rpc-server"  # x86_64 multiarch: Strix Halo
 RPC_NFT_TABLE = "halofleet_rpc"  # our own table (inet family): the user's ruleset is never edited

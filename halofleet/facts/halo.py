@@ -6,6 +6,7 @@ into data, so the parsers are tested on captured outputs. :class:`HostProbe` run
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from pyinfra.api import FactBase
 
 from ..box import cmdline as cmdline_mod
 from ..contract import policy
-from ..contract.paths import MANAGED_FILES
+from ..contract.paths import BACKUP_ORIGINALS, CONFIG_DIR, MANAGED_FILES
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .gateway import GatewayState
 from .halo_models import ModelFiles
@@ -328,6 +329,70 @@ class ManagedFiles(FactBase[dict]):
         return parse_sha256sums(list(output))
 
 
+def parse_addresses(lines: list[str]) -> list[str] | None:
+    """``ip -o addr`` as ``@addr <address>/<prefix>`` lines -> the host's own IP addresses (None: unknown)."""
+    found = []
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        if tag != "@addr":
+            continue
+        try:
+            found.append(str(ipaddress.ip_interface(rest.strip()).ip))
+        except ValueError:
+            continue
+    return sorted(set(found)) if found else None
+
+
+class HostAddresses(FactBase):
+    """
+    The host's own IP addresses (every interface), or None if ``ip`` could not list them.
+
+    .. code:: python
+
+        ["10.0.0.2", "127.0.0.1", "::1"]
+    """
+
+    def command(self) -> str:
+        return "ip -o addr show 2>/dev/null | awk '{ print \"@addr\", $4 }' | head -n 4096; true"
+
+    def process(self, output):
+        return parse_addresses(list(output))
+
+
+def parse_backups(lines: list[str]) -> dict[str, Any]:
+    """``@record <name>`` (the records of first touches) and ``@in <name>`` (what halofleet's config dir holds)."""
+    records, config_dir = [], None
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if tag == "@record" and rest:
+            records.append(rest)
+        elif tag == "@dir":
+            config_dir = []
+        elif tag == "@in" and rest and config_dir is not None:
+            config_dir.append(rest)
+    return {"records": sorted(records), "config_dir": sorted(config_dir) if config_dir is not None else None}
+
+
+class Backups(FactBase[dict]):
+    """
+    What halofleet recorded at its first touch of each file (see :mod:`halofleet.operations.halo_files`), and the
+    names in its own configuration directory (None: no such directory).
+
+    .. code:: python
+
+        {"records": ["etc__haproxy__haproxy.cfg", "etc__halofleet__serve.env.absent"], "config_dir": ["serve.env"]}
+    """
+
+    def command(self) -> str:
+        return (f"ls -1A {BACKUP_ORIGINALS} 2>/dev/null | head -n 1000 | sed 's/^/@record /'; "
+                f"if [ -d {CONFIG_DIR} ]; then echo @dir; ls -1A {CONFIG_DIR} | head -n 1000 | sed 's/^/@in /'; fi; "
+                "true")
+
+    def process(self, output):
+        return parse_backups(list(output))
+
+
 PROBE_PARTS: dict[str, type[FactBase]] = {
     "os": HostOs,
     "amdgpu": AmdgpuState,
@@ -344,6 +409,8 @@ PROBE_PARTS: dict[str, type[FactBase]] = {
     "serve": ServeState,
     "rpc": RpcState,
     "llama_build": LlamaBuild,
+    "addresses": HostAddresses,
+    "backups": Backups,
 }
 # Read by `halofleet verify` only: the deploys never need a completion request.
 LIVE_PARTS: dict[str, type[FactBase]] = {

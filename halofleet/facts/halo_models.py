@@ -5,16 +5,34 @@ in its one round trip: present or not, owner, size, and the digest a verified re
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
 
+from ..contract.paths import VERIFIED_DIR
+
 
 def _ascii_int(text: str) -> int | None:
     text = text.strip()
     return int(text) if re.fullmatch(r"-?[0-9]{1,30}", text) else None
+
+
+def verified_record_path(path: str) -> str:
+    """Where halofleet keeps the verified record of a model file it does not own the directory of (a ``path``
+    model, a pushed one): ``VERIFIED_DIR/<sha256 of the path>``."""
+    return f"{VERIFIED_DIR}/{hashlib.sha256(path.encode()).hexdigest()}"
+
+
+# Shell, with the file in "$f": "$rec" set to the digest of halofleet's verified record of it when size, mtime,
+# ctime and inode all still match (ctime cannot be set back by whoever writes the file), else empty.
+RECORD_LOOKUP = (
+    'rec=; r=' + VERIFIED_DIR + '/$(printf \'%s\' "$f" | sha256sum | cut -c1-64); '
+    'st=$(stat -L -c \'%s %Y %Z %i\' "$f"); '
+    '[ -r "$r" ] && read -r rd rs rm rc ri < "$r" && [ "$rs $rm $rc $ri" = "$st" ] && rec=$rd'
+)
 
 
 def sidecar_path(path: str) -> str:
@@ -32,7 +50,9 @@ MODEL_FILES_SCRIPT = (
     'if [ -f "$f" ]; then set -- $(stat -L -c \'%s %Y %U\' "$f") ; '
     's="${f%/*}/.${f##*/}.sha256"; d=; '
     '[ -r "$s" ] && read -r sd ss sm so < "$s" && [ "$ss" = "$1" ] && [ "$sm" = "$2" ] && d=$sd; '
-    '[ -n "$d" ] || { d=$(sha256sum < "$f" | cut -c1-64); so=-; }; '
+    'if [ -z "$d" ]; then so=-; ' + RECORD_LOOKUP + '; '
+    '[ -n "$rec" ] && d=$rec && echo "@recorded $f"; echo "@stat $st $f"; fi; '
+    '[ -n "$d" ] || d=$(sha256sum < "$f" | cut -c1-64); '
     'echo "@file $1 $2 $3 $d ${so:--} $(head -c 4 "$f" | od -An -tx1 | tr -d \' \\n\') $f"; '
     'else echo "@missing $f"; fi; done'
 )
@@ -43,8 +63,18 @@ def parse_model_files(lines: list[str]) -> dict[str, dict[str, Any]]:
     absent); ``dirs``: {path: "<owner> <mode>"} for present directories."""
     files: dict[str, dict[str, Any]] = {}
     dirs: dict[str, str] = {}
+    recorded: set[str] = set()
+    stats: dict[str, str] = {}
     for line in lines:
         tag, _, rest = line.strip().partition(" ")
+        if tag == "@recorded":
+            recorded.add(rest.strip())
+            continue
+        if tag == "@stat":
+            parts = rest.split(" ", 4)
+            if len(parts) == 5 and all(_ascii_int(part) is not None for part in parts[:4]):
+                stats[parts[4]] = " ".join(parts[:4])
+            continue
         if tag == "@dir":
             parts = rest.split(" ", 2)
             if len(parts) == 3:
@@ -62,6 +92,10 @@ def parse_model_files(lines: list[str]) -> dict[str, dict[str, Any]]:
         git_oid = parts[4] if re.fullmatch(r"[0-9a-f]{40}", parts[4]) else None
         files[parts[6]] = {"size": _ascii_int(parts[0]), "mtime": _ascii_int(parts[1]), "owner": parts[2],
                            "sha256": parts[3], "git_oid": git_oid, "magic": magic}
+    for path in recorded & set(files):  # the digest came from halofleet's verified record, not a full read
+        files[path]["recorded"] = True
+    for path in stats.keys() & set(files):  # size mtime ctime inode, for the record written once it is verified
+        files[path]["stat"] = stats[path]
     return {"files": files, "dirs": dirs}
 
 

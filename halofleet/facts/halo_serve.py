@@ -18,6 +18,7 @@ from pyinfra.api import FactBase
 from ..box.bench import parse_bench_result
 from ..box.engine_build import MAX_VERSION_TEXT, parse_version_output
 from ..contract.paths import BENCH_RESULT, SERVE_CACHE, SERVE_CONF, SERVE_ENV, SERVE_SERVICE, SERVE_STAMP
+from .halo_models import RECORD_LOOKUP
 from .text import ascii_int as _ascii_int
 
 
@@ -61,7 +62,7 @@ def _hex_address(text: str) -> str:
 def parse_serve_state(lines: list[str]) -> dict[str, Any]:
     """Service state, TCP listeners (from /proc/net/tcp*, no ``ss`` needed) and the served-model stamp."""
     state: dict[str, Any] = {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
-                             "cache": None, "port": None}
+                             "cache": None, "port": None, "argv": None}
     for line in lines:
         tag, _, rest = line.strip().partition(" ")
         rest = rest.strip()
@@ -76,6 +77,8 @@ def parse_serve_state(lines: list[str]) -> dict[str, Any]:
             state["stamp"] = rest
         elif tag == "@cache":
             state["cache"] = rest
+        elif tag == "@argv":  # the running engine's /proc/<MainPID>/cmdline, hex: NUL-separated arguments
+            state["argv"] = parse_argv_hex(rest)
         elif tag == "@listen" and ":" in rest:
             address, _, port = rest.rpartition(":")
             try:
@@ -85,14 +88,31 @@ def parse_serve_state(lines: list[str]) -> dict[str, Any]:
     return state
 
 
+ARGV_MAX_BYTES = 65536  # a command line longer than this is read truncated (and then differs: drift)
+
+
+def parse_argv_hex(text: str) -> list[str] | None:
+    """A process's command line (``/proc/PID/cmdline`` as hex) as its arguments; None if unreadable."""
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        return None
+    if not raw:
+        return None
+    if raw.endswith(b"\0"):  # each argument ends with a NUL; an empty last argument is two
+        raw = raw[:-1]
+    return raw.decode("utf-8", "replace").split("\0")
+
+
 class ServeState(FactBase[dict]):
     """
-    ``halo-serve.service`` state, listening TCP sockets, and the stamp of the model the engine last started with.
+    ``halo-serve.service`` state, listening TCP sockets, the stamp of what the engine last started with verified
+    (model and configuration), and the command line its main process really runs.
 
     .. code:: python
 
         {"active": "active", "enabled": "enabled", "listeners": [["127.0.0.1", 8080]], "stamp": "...",
-         "cache": "halo 755", "port": 8080}
+         "cache": "halo 755", "port": 8080, "argv": ["/usr/bin/llama-server", "--model", "..."]}
     """
 
     def command(self) -> str:
@@ -100,7 +120,10 @@ class ServeState(FactBase[dict]):
             f'echo "@active $(systemctl is-active {SERVE_SERVICE} 2>/dev/null)"; '
             f'echo "@enabled $(systemctl is-enabled {SERVE_SERVICE} 2>/dev/null)"; '
             "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" { print \"@listen\", $2 }'; "
-            f'[ -r {SERVE_STAMP} ] && echo "@stamp $(cat {SERVE_STAMP})"; '
+            f'[ -r {SERVE_STAMP} ] && echo "@stamp $(head -c 4096 {SERVE_STAMP} | head -n 1)"; '
+            f'pid=$(systemctl show -p MainPID --value {SERVE_SERVICE} 2>/dev/null); '
+            'case "$pid" in ""|0|*[!0-9]*) ;; *) echo "@argv $(head -c ' + str(ARGV_MAX_BYTES)
+            + ' /proc/$pid/cmdline | od -An -v -tx1 | tr -d \' \\n\')";; esac; '
             f"[ -r {SERVE_CONF} ] && sed -n 's/^HALO_URL=/@url /p' {SERVE_CONF}; "
             f'[ -d {SERVE_CACHE} ] && echo "@cache $(stat -c \'%U %a\' {SERVE_CACHE})"; true'
         )
@@ -124,6 +147,10 @@ def parse_model(lines: list[str]) -> dict[str, Any]:
                 model["magic"] = ""
         elif tag == "@sha256":
             model["sha256"] = rest.split()[0] if rest.split() else None
+        elif tag == "@recorded":
+            model["recorded"] = True
+        elif tag == "@stat" and len(rest.split()) == 4 and all(_ascii_int(part) is not None for part in rest.split()):
+            model["stat"] = " ".join(rest.split())
         elif tag == "@dir":
             model["kind"] = "dir"
         elif tag == "@config":
@@ -141,7 +168,9 @@ class ModelFile(FactBase[dict]):
     """
 
     def command(self, path: str, hash_file: bool = False) -> str:
-        hash_part = 'sha256sum "$f" | sed "s/^/@sha256 /"; ' if hash_file else ""
+        # Hashed in full only without a matching verified record of halofleet's (a multi-GB model: one stat).
+        hash_part = (RECORD_LOOKUP + '; if [ -n "$rec" ]; then echo "@sha256 $rec"; echo @recorded; '
+                     'else sha256sum "$f" | sed "s/^/@sha256 /"; fi; echo "@stat $st"; ') if hash_file else ""
         return (
             f"f={shlex.quote(path)}; "
             'echo "@parent $(stat -c \'%U %a\' "$(dirname "$f")")"; '

@@ -179,6 +179,11 @@ def build_worker_plan(config: HaloConfig, probe: dict[str, Any], fleet: dict[str
     if config.serve != "rpc-worker":
         return None
     head = find_head(config, fleet)
+    own = probe.get("addresses")
+    if own is not None and str(ipaddress.ip_address(config.rpc_address)) not in own:
+        # Refused here, before any change: its unit would fail ("not listening") and its head lose the worker.
+        raise ConfigError(config.host, "halo_rpc_address", config.rpc_address,
+                          f"is not an address of this host (it has {', '.join(own)})")
     state = probe.get("rpc") or {}
     holder = _other_listener(config, probe, state)
     if holder:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
 
 from ..contract import paths, policy
 
@@ -77,3 +77,32 @@ def worker_stopped(present: bool):
         f"systemctl reset-failed {units} 2>/dev/null || true; "
         f"if {_table_present()}; then nft delete table inet {policy.RPC_NFT_TABLE}; fi"
     ))
+
+
+@operation()
+def workers_ready(workers: list[str]):
+    """
+    An RPC head's gate, before its engine's files change: every worker it names came through this run's RPC stage
+    (verified listening, or already up). One that failed fails the head here, so its unit stays as it was and the
+    running engine keeps serving with the workers it has. The RPC stage runs before the serving stage, so every
+    worker's turn is over when this runs.
+
+    + workers: the inventory names of the head's workers
+
+    **Example:**
+
+    .. code:: python
+
+        workers_ready(name="RPC workers listening", workers=["wrk1", "wrk2"])
+    """
+    yield FunctionCommand(workers_failed_check, (list(workers),), {})
+
+
+def workers_failed_check(state, host, workers: list[str]) -> bool:
+    """False (and why, logged) when any of ``workers`` failed in this run."""
+    failed = sorted(each.name for each in state.failed_hosts if each.name in workers)
+    if failed:
+        logger.error(f"{host.print_prefix}halofleet: not changed: RPC worker(s) {', '.join(failed)} failed in this "
+                     "run; the engine keeps serving as before")
+        return False
+    return True

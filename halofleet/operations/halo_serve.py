@@ -16,6 +16,7 @@ from ..box.gate import GateSpec
 from ..contract import paths
 from ..fleet.gateway import Slot, drain_script, ready_script
 from . import halo_files, halo_gate
+from .halo_models import record_script
 
 QUADLET_GENERATORS = ("/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet")
 DAEMON_RELOAD = StringCommand("systemctl", "daemon-reload")
@@ -100,7 +101,8 @@ def model_file(path: str, source: str, owner: str, source_sha256: str, current_s
     yield StringCommand(
         "sh", "-c", QuoteString(
             f"set -e; chown {owned} {new}; chmod 0640 {new}; "
-            f"echo {check_line} | sha256sum -c --quiet - ; mv -f {new} {final}"
+            f"echo {check_line} | sha256sum -c --quiet - ; mv -f {new} {final}; "
+            + record_script(path, source_sha256)  # verified: the next run stats it instead of hashing it
         ),
     )
 
@@ -155,6 +157,24 @@ def owned_directory(path: str, owner: str, mode: str = "0750", current: str | No
 
 
 ROLLOUT_ATTR = "_halofleet_restart_halted"
+ENGINE_LOG_LINES = 40  # the engine's own last lines shown when it fails to come up (each cut at 300 bytes)
+
+
+def engine_log_on_failure(service: str) -> str:
+    """
+    Shell: from here on, a failing script first shows the engine's own log lines of this start (its journal
+    since now, bounded), so the reason is llama-server's ("invalid argument ..."), not only ours. Lines that
+    carry the API key or an authorization header are left out.
+    """
+    return "\n".join([
+        "t0=$(date +%s)",
+        f"k=$(sed -n 's/^[A-Z_]*API_KEY=//p' {paths.SERVE_ENV} 2>/dev/null | head -n 1)",
+        "engine_log() { echo 'halofleet: last lines of the engine log:' >&2; "
+        f"journalctl -u {service} --since \"@$t0\" --no-pager -q 2>/dev/null --output=cat| tail -n {ENGINE_LOG_LINES} "
+        "| cut -c1-300 | grep -viE 'authorization|bearer|api[-_]key' "
+        "| grep -vF -- \"${k:-Authorization}\" >&2; }",
+        "trap 'rc=$?; [ $rc = 0 ] || engine_log' EXIT",
+    ])
 
 
 def restart_halted() -> str | None:
@@ -223,15 +243,17 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
         return
     verb = "restart" if restart else "start"
     script = [
+        engine_log_on_failure(service),
         f"systemctl reset-failed {service} 2>/dev/null || true",  # a crash-looped unit refuses to start otherwise
         f"if ! systemctl {verb} {service}; then "
-        f"systemctl status --no-pager --lines=25 {service} >&2 || true; "
+        f"systemctl status --no-pager --lines=0 {service} >&2 || true; "
         f"echo 'halofleet: {service} did not become healthy' >&2; exit 1; fi",
         f"mkdir -p {paths.SERVE_STAMP.rsplit('/', 1)[0]}",
+        # Only now is the new configuration live: the next run compares against this (a lost restart is redone).
         f"printf '%s\\n' {shlex.quote(stamp)} > {paths.SERVE_STAMP}",
     ]
     if enable:
-        script.insert(0, f"systemctl enable --quiet {service}")
+        script.insert(1, f"systemctl enable --quiet {service}")
     if rolling_url is None and gate is None:
         yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
         return
@@ -331,3 +353,58 @@ def engine_stopped(present: bool, service: str = paths.SERVE_SERVICE):
         f"systemctl disable --now --quiet {service} 2>/dev/null || systemctl stop {service} 2>/dev/null || true; "
         f"systemctl reset-failed {service} 2>/dev/null || true"
     ))
+
+
+def user_record(user: str, kind: str) -> str:
+    """The record (in the backups' originals) of whether the service account ``user`` was created by halofleet
+    (``created``) or existed before its first touch (``existed``)."""
+    return f"{paths.BACKUP_ORIGINALS}/user__{user}.{kind}"
+
+
+@operation()
+def user_origin_recorded(user: str, created: bool, recorded: bool):
+    """
+    Record, once, whether this run created the service account or found it: the rollback removes an account
+    halofleet created (with its home) and leaves one that existed before.
+
+    + user: the service user's name
+    + created: the plan found no such account (the preceding ``server.user`` created it)
+    + recorded: the host holds a record already
+
+    **Example:**
+
+    .. code:: python
+
+        user_origin_recorded(name="Record the service user's origin", user="halo", created=True, recorded=False)
+    """
+    if recorded and not created:
+        host.noop(f"the origin of {user} is recorded")
+        return
+    record = shlex.quote(user_record(user, "created" if created else "existed"))
+    yield StringCommand("sh", "-c", QuoteString(
+        f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && rm -f {shlex.quote(user_record(user, 'existed'))} "
+        f"&& : > {record}"))
+
+
+@operation()
+def created_user_removed(user: str, created: bool, present: bool):
+    """
+    Rollback: a service account halofleet created is removed with its home (``userdel --remove``), and its record.
+
+    + user: the service user's name
+    + created: the record says halofleet created it
+    + present: the account exists (from the probe)
+
+    **Example:**
+
+    .. code:: python
+
+        created_user_removed(name="Remove service user halo", user="halo", created=True, present=True)
+    """
+    if not created:
+        host.noop(f"{user} was not created by halofleet")
+        return
+    remove = f"userdel --remove {shlex.quote(user)} 2>/dev/null; " if present else ""
+    yield StringCommand("sh", "-c", QuoteString(
+        f"{remove}if id {shlex.quote(user)} >/dev/null 2>&1; then echo 'halofleet: could not remove {user}' >&2; "
+        f"exit 1; fi; rm -f {shlex.quote(user_record(user, 'created'))}"))

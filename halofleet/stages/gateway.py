@@ -115,16 +115,23 @@ def gateway() -> None:
 MANAGED_MARK = "^# Managed by halofleet"  # the first line of haproxy.cfg.j2
 
 
-def remove_gateway() -> None:
+def remove_gateway(records: list[str]) -> None:
     """
-    For the rollback: a haproxy configuration halofleet wrote is removed (kept under /var/backups/halofleet) and
-    haproxy stopped and disabled, the certificate removed; the package stays, as the engines' do. A haproxy.cfg
-    that is not ours is left alone.
+    For the rollback: a haproxy.cfg the user had before halofleet's first touch is put back exactly (bytes, mode,
+    owner) and haproxy, if running, reloaded onto it; one halofleet created is removed (kept under
+    /var/backups/halofleet/generations) and haproxy stopped and disabled; the certificate removed. The package
+    stays, as the engines' do. A haproxy.cfg halofleet never touched is left alone.
     """
     files = host.get_fact(GatewayState)["files"]
-    if host.get_fact(FindInFile, path=HAPROXY_CFG, pattern=MANAGED_MARK):
+    record = halo_files.record_of(records, HAPROXY_CFG)
+    ours = bool(host.get_fact(FindInFile, path=HAPROXY_CFG, pattern=MANAGED_MARK))
+    if record == "original":
+        halo_files.restored_file(name=f"{HAPROXY_CFG} back to the user's own", path=HAPROXY_CFG, record=record,
+                                 current_sha256=files.get(HAPROXY_CFG),
+                                 activate="systemctl try-reload-or-restart haproxy.service")
+    elif ours:  # created by halofleet (recorded absent), or by a release before these records
         systemd.service(name="Stop the gateway (haproxy)", service="haproxy.service", running=False, enabled=False)
-        halo_files.absent_file(name=f"Remove {HAPROXY_CFG} (the gateway's)", path=HAPROXY_CFG,
-                               current_sha256=files.get(HAPROXY_CFG))
-    halo_files.absent_file(name="Remove the gateway TLS certificate", path=GATEWAY_CERT,
-                           current_sha256=files.get(GATEWAY_CERT))
+        halo_files.restored_file(name=f"Remove {HAPROXY_CFG} (the gateway's)", path=HAPROXY_CFG, record=record,
+                                 current_sha256=files.get(HAPROXY_CFG))
+    halo_files.restored_file(name="Remove the gateway TLS certificate", path=GATEWAY_CERT,
+                             record=halo_files.record_of(records, GATEWAY_CERT), current_sha256=files.get(GATEWAY_CERT))

@@ -50,8 +50,9 @@ def rpc() -> None:
                             restart=worker.restart, start=worker.start, endpoint=worker.endpoint)
 
 
-def remove_worker(probe: dict) -> None:
-    """No RPC worker on this host (any more): stopped, its table deleted, its files removed (backed up)."""
+def remove_worker(probe: dict, records: list[str] | None = None) -> None:
+    """No RPC worker on this host (any more): stopped, its table deleted, its files removed (backed up); for the
+    rollback (``records`` given), each file as it was before halofleet's first touch."""
     files, state = probe.get("files") or {}, probe.get("rpc") or {}
     halo_rpc.worker_stopped(
         name="No RPC worker",
@@ -59,5 +60,11 @@ def remove_worker(probe: dict) -> None:
         or state.get("active") not in ("inactive", "unknown", None),
     )
     for path in RPC_FILES:
-        halo_files.absent_file(name=f"Remove {path}", path=path, activate=halo_serve.DAEMON_RELOAD,
-                               current_sha256=files.get(path))
+        activate = halo_serve.DAEMON_RELOAD if path.endswith(".service") else None
+        if records is None:
+            halo_files.absent_file(name=f"Remove {path}", path=path, activate=activate,
+                                   current_sha256=files.get(path))
+        else:
+            halo_files.restored_file(name=f"RPC worker file: {path}", path=path,
+                                     record=halo_files.record_of(records, path), current_sha256=files.get(path),
+                                     activate=activate)

@@ -17,7 +17,7 @@ from ..contract import policy
 from ..contract.paths import HF_HEADER, MODELS_PRESET, SERVE_CACHE, SERVE_CONF, SERVE_ENV
 from ..deploy import current_plan, managed_sha256, planned_hosts, restart_batch
 from ..facts.model_header import host_model_token_cost
-from ..operations import halo_bench, halo_files, halo_models, halo_serve
+from ..operations import halo_bench, halo_files, halo_models, halo_rpc, halo_serve
 from ..views import summary
 from .gateway import gateway_slots
 
@@ -51,10 +51,19 @@ def serve() -> None:
             name=f"Model {engine.model_host_path}", path=engine.model_host_path, source=engine.model_push_source,
             owner=user, source_sha256=engine.model_push_sha256, current_sha256=engine.model_host_sha256,
         )
+    model = plan.probe.get("model") or {}
+    if engine.model_host_path and model.get("sha256") and model.get("sha256") == (
+            engine.model_push_sha256 if engine.model_push_source else config.model_sha256):
+        # Hashed in full by this run's probe and accepted: recorded, so the next run stats it instead.
+        halo_models.model_recorded(name=f"Verified record of {engine.model_host_path}", path=engine.model_host_path,
+                                   sha256=model["sha256"], stat=model.get("stat"), recorded=bool(model.get("recorded")))
     if engine.flavour == "vllm":
         halo_serve.owned_directory(name="Engine caches (HF, vLLM, Triton)", path=SERVE_CACHE, owner=user,
                                    current=plan.probe["serve"].get("cache"))
 
+    if plan.rpc_members and (engine.restart or engine.start):
+        # A head changes only once every worker it names is listening in this run (the RPC stage ran first).
+        halo_rpc.workers_ready(name="RPC workers listening", workers=[member.name for member in plan.rpc_members])
     halo_files.checked_file(
         name="Engine environment (API key)", path=SERVE_ENV, content=engine.env, mode="0600", redact=True,
         current_sha256=managed_sha256(plan, SERVE_ENV),
@@ -74,7 +83,7 @@ def serve() -> None:
     batch = restart_batch()
     halo_serve.engine_running(
         name=f"{engine.engine} serving on {engine.url}", restart=engine.restart, start=engine.start,
-        enable=engine.flavour == "distro", stamp=engine.model_stamp,
+        enable=engine.flavour == "distro", stamp=engine.live_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
         rolling_url=engine.url if batch else None, _parallel=batch or 0, gate=gate_spec(plan),
         gateways=gateway_slots() if batch else (),  # drained before, back in rotation after
@@ -128,6 +137,15 @@ def _models(plan) -> None:
             source=action.file.local, owner=user, source_sha256=action.file.sha256,
             current_sha256=(action.current or {}).get("sha256"),
         )
+    for spec in models.specs if models else []:
+        for item in spec.files if spec.source in ("path", "file") else []:
+            current = (on_host.get("files") or {}).get(item.host_path) or {}
+            # A path model accepted by the plan, or a pushed one already right: recorded once hashed.
+            if current.get("sha256") and (spec.source == "path" or current["sha256"] == item.sha256):
+                halo_models.model_recorded(
+                    name=f"Verified record of {item.host_path}", path=item.host_path, sha256=current["sha256"],
+                    stat=current.get("stat"), recorded=bool(current.get("recorded")),
+                )
     for action in models.downloads if models else []:
         item = action.file
         size = f"{item.size:,} bytes" if item.size is not None else "size unknown"
@@ -135,7 +153,7 @@ def _models(plan) -> None:
             name=f"Model {action.spec}: {item.name} ({size}) from {urlsplit(item.url).netloc}",
             path=item.host_path, url=item.url, owner=user, sha256=item.sha256, git_oid=item.git_oid,
             header_file=header if action.hub else None,
-            current=action.current,
+            current=action.current, size=item.size,
         )
     if models and models.preset is not None:
         halo_files.checked_file(name="Router preset (the models llama-server serves)", path=MODELS_PRESET,

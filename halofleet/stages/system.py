@@ -13,7 +13,7 @@ from pyinfra.operations import apt, dnf, server, systemd
 from ..contract import policy
 from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 from ..deploy import current_plan, managed_sha256, reboot_batch
-from ..operations import halo_files, halo_kernel, halo_rocm
+from ..operations import halo_files, halo_kernel, halo_rocm, halo_serve
 from ..views import summary
 
 
@@ -224,6 +224,11 @@ def runtime() -> None:
         create_home=True,
         shell="/usr/sbin/nologin",
         groups=list(policy.GPU_GROUPS),
+    )
+    records = (plan.probe.get("backups") or {}).get("records") or []
+    halo_serve.user_origin_recorded(
+        name=f"Record whether {user} is halofleet's own account", user=user, created=ids.new_user,
+        recorded=any(name in records for name in (f"user__{user}.created", f"user__{user}.existed")),
     )
     devices = plan.probe["os"].get("devices", [])
     kfd = "/dev/kfd" in devices

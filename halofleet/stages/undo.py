@@ -7,8 +7,10 @@ from pyinfra.operations import server
 
 from ..box import cmdline
 from ..contract.paths import (
+    CONFIG_DIR,
     GRUB_DROPIN,
     HF_HEADER,
+    MANAGED_FILES,
     MODELS_PRESET,
     MODPROBE_FILE,
     ROCM_KEY,
@@ -33,11 +35,13 @@ from .rpc import remove_worker
 @deploy("rollback")
 def rollback() -> None:
     """
-    Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its units, nft table and file), a
-    gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB drop-in
-    (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
-    the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user. Removed files
-    are kept under /var/backups/halofleet (the API key file too, mode kept). Packages and models stay.
+    Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its
+    units, nft table and file), a gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB
+    drop-in (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
+    the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user. A file the
+    user had before halofleet's first touch is put back exactly (bytes, mode, owner); the others are removed and
+    kept under /var/backups/halofleet/generations (the API key file too, mode kept); /etc/halofleet goes once
+    empty. Packages and models stay.
     Idempotent: a second run changes nothing. Works on hosts a deploy would refuse.
     """
     summary.install()
@@ -48,37 +52,47 @@ def rollback() -> None:
     files = probe["files"]
 
     units = (SERVE_UNIT, SERVE_QUADLET)
+    records = (probe.get("backups") or {}).get("records") or []
+    # A unit file a rollback put back is the user's own, not an engine of ours.
+    ours = [path for path in units if path in files and halo_files.record_of(records, path) != "restored"]
     halo_serve.engine_stopped(
         name="Stop the engine",
-        present=any(path in files for path in units) or probe["serve"]["active"] not in ("inactive", "unknown"),
+        present=bool(ours) or probe["serve"]["active"] not in ("inactive", "unknown"),
     )
+
+    def undo(what: str, path: str, activate=None):
+        """The user's original back where there was one, else halofleet's file removed (kept as a generation)."""
+        return halo_files.restored_file(name=f"{what}: {path}", path=path, record=halo_files.record_of(records, path),
+                                        current_sha256=files.get(path), activate=activate)
+
     for path in units:
-        halo_files.absent_file(name=f"Remove {path}", path=path, activate=halo_serve.DAEMON_RELOAD,
-                               current_sha256=files.get(path))
+        undo("Engine unit", path, activate=halo_serve.DAEMON_RELOAD)
     for path in (SERVE_ENV, SERVE_CONF, SERVE_STAMP, MODELS_PRESET, HF_HEADER):
-        halo_files.absent_file(name=f"Remove {path}", path=path, current_sha256=files.get(path))
+        undo("Engine file", path)
 
-    remove_worker(probe)  # an RPC worker: its firewall table goes with it
-    remove_gateway()  # a gateway: its haproxy configuration and certificate
+    remove_worker(probe, records)  # an RPC worker: its firewall table goes with it
+    remove_gateway(records)  # a gateway: its haproxy configuration and certificate
 
-    dropin = halo_files.absent_file(
-        name="Remove the GRUB drop-in",
-        path=GRUB_DROPIN,
-        activate=halo_kernel.GRUB_ACTIVATE,
-        current_sha256=files.get(GRUB_DROPIN),
-    )
-    halo_files.absent_file(
-        name="Remove the modprobe options",
-        path=MODPROBE_FILE,
-        activate=halo_kernel.INITRAMFS_ACTIVATE,
-        current_sha256=files.get(MODPROBE_FILE),
-    )
+    dropin = undo("GRUB drop-in", GRUB_DROPIN, activate=halo_kernel.GRUB_ACTIVATE)
+    undo("modprobe options", MODPROBE_FILE, activate=halo_kernel.INITRAMFS_ACTIVATE)
     for path, what in ((ROCM_PIN, "ROCm pin"), (ROCM_SOURCES, "ROCm repository"), (ROCM_LIST, "ROCm repository"),
                        (ROCM_KEY, "ROCm key"), (ROCM_KEY_THEROCK, "ROCm key"),
                        (ROCM_KEY_THEROCK_STABLE, "ROCm key")):
-        halo_files.absent_file(name=f"Remove the {what}", path=path, current_sha256=files.get(path))
+        undo(what, path)
+    # /etc/halofleet holds only halofleet's files (removed above): the directory goes too, unless a file that is
+    # not one of them is there.
+    ours = {path.rsplit("/", 1)[1] for path in MANAGED_FILES if path.startswith(CONFIG_DIR + "/")}
+    left = (probe.get("backups") or {}).get("config_dir")
+    halo_files.empty_directory_removed(name=f"Remove {CONFIG_DIR} (empty)", path=CONFIG_DIR,
+                                       present=left is not None and set(left) <= ours)
 
-    server.user(name=f"Remove service user {config.service_user}", user=config.service_user, present=False)
+    user = config.service_user
+    if f"user__{user}.created" in records:  # created by halofleet: removed with its home
+        halo_serve.created_user_removed(name=f"Remove service user {user} and its home", user=user, created=True,
+                                        present=user in (probe.get("accounts") or {}).get("users", {}))
+    elif f"user__{user}.existed" not in records:  # no record (a release before 0.4): removed as before, home stays
+        server.user(name=f"Remove service user {user}", user=user, present=False)
+    # An account that existed before halofleet's first touch is the user's: it stays.
 
     # Without our drop-in the configured cmdline is the user's own: reboot if the live one differs from it
     # (an earlier, interrupted rollback), or when this run removed the drop-in.

@@ -11,6 +11,7 @@ from ..box import cmdline
 from ..box.bench import BenchFigures, bench_cell
 from ..box.cmdline import ParamConflict
 from ..box.plan import build_plan
+from ..box.serving import ServePlan, config_stamp, split_stamp
 from ..contract import policy
 from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_value
 from ..fleet import rpc
@@ -20,7 +21,8 @@ from . import correctness
 
 DEEP_COLUMN = "correctness"  # `verify --deep` only: the correctness gate per host
 COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
-           "reboot pending", "serving", "models", "image", "completion", "rpc", "bench", "gateway", "status")
+           "reboot pending", "serving", "models", "engine", "image", "completion", "rpc", "bench", "gateway", "status")
+PENDING, DRIFT = "pending restart", "drift"
 
 
 def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
@@ -36,6 +38,33 @@ def serving_cells(health: dict[str, Any] | None) -> tuple[str, str]:
     else:
         completion = f"failed (HTTP {health.get('completion') or 'no answer'})"
     return serving, completion
+
+
+def engine_cell(serve: ServePlan, probe: dict[str, Any]) -> tuple[str, str | None]:
+    """
+    The 'engine' cell and its verdict (None: live, else ``pending restart`` or ``drift``): what runs (the
+    engine's real command line, the stamp of what last started verified) against what is written on the host
+    (the probe's digests of the unit, environment and preset) and what the host data asks for (the plan).
+    """
+    state, files = probe.get("serve") or {}, probe.get("files") or {}
+    recorded_model, recorded_config = split_stamp(state.get("stamp"))
+    written = config_stamp(files, serve.watched_paths)
+    argv = state.get("argv")
+    if serve.unit_path not in files:
+        return "not deployed", None
+    if written != serve.config_stamp:
+        return "drift: the files on the host are not what its data asks for (run the deploy)", DRIFT
+    if recorded_model is None:
+        return f"{PENDING}: never started verified by halofleet", PENDING
+    if recorded_model != serve.model_stamp:
+        return f"{PENDING}: the model on the host is not the one the engine started with", PENDING
+    if recorded_config is not None and recorded_config != written:
+        return f"{PENDING}: unit or environment written but not live", PENDING
+    if serve.exec_argv is not None and argv is not None and argv != serve.exec_argv:
+        return "drift: the engine's command line is not its unit's", DRIFT
+    if argv is None:
+        return "not running", None
+    return "live" if serve.exec_argv is not None else "live (stamp)", None
 
 
 def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
@@ -94,10 +123,15 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     elif plan.rpc_members:
         row["rpc"], rpc_ok = rpc.head_cell(plan, probe.get("rpc_log"))
     serving_ok = serving_ok and rpc_ok
+    verdict = None
+    if plan.serve is not None:
+        row["engine"], verdict = engine_cell(plan.serve, probe)
     if not (live_ok and pages_ok and gtt_ok):
         row["status"] = "not converged"
     elif faults.get("count"):
         row["status"] = "gpu faults"
+    elif verdict:
+        row["status"] = verdict
     elif not serving_ok:
         row["status"] = "unhealthy"
     else:

@@ -74,7 +74,9 @@ def test_gateway_balances_fails_over_and_converges(network, tmp_path):
     # What went live is what the box's own haproxy accepts, and the key is in no gateway file.
     assert gw.ssh("haproxy -c -q -f /etc/haproxy/haproxy.cfg", check=False).returncode == 0
     assert KEY not in gw.ssh("cat /etc/haproxy/haproxy.cfg").stdout
-    assert gw.ssh("ls /var/backups/halofleet/").stdout.split().count("etc__haproxy__haproxy.cfg") == 1
+    # Debian's own haproxy.cfg (installed by the package just before) is kept once as the original.
+    assert "etc__haproxy__haproxy.cfg" in gw.ssh("ls /var/backups/halofleet/original/").stdout.split()
+    debian_cfg = gw.ssh("sha256sum < /var/backups/halofleet/original/etc__haproxy__haproxy.cfg").stdout
     wait_for(gw, "srv1", "UP")
     wait_for(gw, "srv2", "UP")
 
@@ -130,15 +132,15 @@ def test_gateway_balances_fails_over_and_converges(network, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.changed_ops == []
 
-    # Rolling the gateway back: our configuration kept aside, haproxy stopped; a second rollback changes nothing.
+    # Rolling the gateway back: the haproxy.cfg that was there before halofleet's first touch (here Debian's,
+    # from the package) is back byte for byte, ours kept as a generation; a second rollback changes nothing.
     only_gw = network.write_inventory(tmp_path / "gw.json", host_data=host_data, hosts=[gw])
     undone = network.run_pyinfra(only_gw, "deploys/rollback.py")
     assert undone.returncode == 0, undone.stderr[-3000:]
-    assert "Remove /etc/haproxy/haproxy.cfg (the gateway's)" in undone.changed_names
-    assert gw.ssh("systemctl is-active haproxy.service; systemctl is-enabled haproxy.service",
-                  check=False).stdout.split() == ["inactive", "disabled"]
-    assert gw.ssh("test -e /etc/haproxy/haproxy.cfg", check=False).returncode == 1
-    assert "Managed by halofleet" in gw.ssh("cat /var/backups/halofleet/etc__haproxy__haproxy.cfg").stdout
+    assert "/etc/haproxy/haproxy.cfg back to the user's own" in undone.changed_names
+    assert gw.ssh("sha256sum < /etc/haproxy/haproxy.cfg").stdout == debian_cfg
+    assert gw.ssh("grep -l 'Managed by halofleet' /var/backups/halofleet/generations/etc__haproxy__haproxy.cfg.*",
+                  check=False).stdout.strip()
     assert network.run(["curl", "-s", "-m", "5", f"http://{gw.address}:8080/health"]).returncode != 0
     again = network.run_pyinfra(only_gw, "deploys/rollback.py")
     assert again.returncode == 0 and again.changed_ops == [], again.stderr[-3000:]

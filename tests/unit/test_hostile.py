@@ -75,7 +75,8 @@ def test_systemd_word_round_trips_any_text(value):
 
 def test_unit_files_hold_every_argument_as_one_word():
     args = ["--model", "/m/evil $(touch PWNED);x.gguf", "-c", "%h", "$HOME", "a\"b"]
-    unit = render("halo-serve.service.j2", exec_args=args, environment={}, engine="llama-server", backend="cpu",
+    unit = render("halo-serve.service.j2", binary="/usr/bin/llama-server", exec_args=args, environment={},
+                  engine="llama-server", backend="cpu",
                   user="halo", env_file="/etc/halofleet/serve.env", memory_max_gib=8, start_timeout=900,
                   health_url="http://127.0.0.1:8080/health")
     line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from halofleet.facts import halo
+from halofleet.facts import halo, halo_serve
 from halofleet.facts.halo import PROBE_MARK
 from halofleet.testing.fake import kfd_node_lines
 
@@ -161,17 +161,24 @@ def test_serve_state():
     lines = ["@active active", "@enabled generated", "@listen 0100007F:1F90",
              "@listen 00000000000000000000000001000000:0050",
              "@listen zz:1F90", "@listen nocolon", "@stamp file:/m.gguf:5:6", "@cache halo 755",
-             "@url http://[::1]:9000", "@other x", "@other 0100007F:0050"]
+             "@url http://[::1]:9000", "@other x", "@other 0100007F:0050", "@argv 2f6c2d7300612062000000"]
     assert halo.parse_serve_state(lines) == {
         "active": "active", "enabled": "generated", "listeners": [["127.0.0.1", 8080], ["::1", 80]],
-        "stamp": "file:/m.gguf:5:6", "cache": "halo 755", "port": 9000}
+        "stamp": "file:/m.gguf:5:6", "cache": "halo 755", "port": 9000, "argv": ["/l-s", "a b", "", ""]}
 
 
 def test_serve_state_defaults_and_empty_values():
     assert halo.parse_serve_state([]) == {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
-                                          "cache": None, "port": None}
+                                          "cache": None, "port": None, "argv": None}
     state = halo.parse_serve_state(["@active", "@enabled", "@url http://127.0.0.1:99999"])
     assert (state["active"], state["enabled"], state["port"]) == ("unknown", "not-found", None)
+
+
+def test_argv_hex():
+    assert halo_serve.parse_argv_hex("2f6200782000") == ["/b", "x "]  # one trailing NUL ends the last argument
+    assert halo_serve.parse_argv_hex("") is None  # no readable command line (a kernel thread, a gone process)
+    assert halo_serve.parse_argv_hex("zz") is None
+    assert halo_serve.parse_argv_hex("ff00") == ["\ufffd"]
 
 
 def test_model_file():
