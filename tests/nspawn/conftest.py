@@ -32,13 +32,3 @@ def network(tmp_path, rootfs):
     """A fresh private network; containers booted on it are stopped and their overlays dropped afterwards."""
     with nspawn.Network(tmp_path / "net") as net:
         yield net
-
-
-@pytest.fixture(scope="session", autouse=True)
-def golden_directory(tmp_path_factory) -> None:
-    """The correctness gate's goldens go to a directory of this session, never the user's state directory."""
-    import os
-
-    from halofleet.box import golden
-
-    os.environ[golden.DIR_ENV] = str(tmp_path_factory.mktemp("golden"))

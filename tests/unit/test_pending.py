@@ -123,7 +123,8 @@ def model_record_commands(model_lines):
     from halofleet.testing.fake import probe_output, run_fake
 
     data = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_model": "/srv/models/tiny.gguf",
-            "halo_llama_backend": "cpu", "halo_model_sha256": "a" * 64}
+            "halo_llama_backend": "cpu", "halo_model_sha256": "a" * 64,
+            "halo_correctness_gate": False}  # the fake host has no engine to answer the gate's prompts
     run = run_fake("deploys/full.py", {"h": (data, probe_output(model=model_lines))})
     assert run.failed_hosts == set(), run.errors
     return [command for command in run.changes("h") if "/var/lib/halofleet/verified" in command]
