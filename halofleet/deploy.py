@@ -15,7 +15,7 @@ from .box.cmdline import ParamConflict
 from .box.plan import HostPlan, build_plan
 from .box.serving import probe_args
 from .contract.config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value
-from .contract.local_paths import anchor_local_paths
+from .contract.localfiles import anchor_local_paths
 from .facts.halo import HostProbe
 from .facts.model_header import host_reader
 from .fleet.rpc import check_group

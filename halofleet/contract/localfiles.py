@@ -1,8 +1,9 @@
 """
-Files on the control machine that host data names (a model to push, the gateway's TLS certificate): opened only
-when they are regular files (never a FIFO, a device such as ``/dev/zero``, a directory or a symlink loop), and read
-up to a bound. Anything else raises :class:`LocalFileRefused` with a one-line reason (without the path: the caller
-names it and refuses that host).
+Files on the control machine that host data names (a model to push, the gateway's TLS certificate): where they are
+(a relative path means relative to the inventory file's directory, wherever pyinfra or halofleet is started from:
+:func:`anchor_local_paths`), and how they are read: opened only when they are regular files (never a FIFO, a device
+such as ``/dev/zero``, a directory or a symlink loop), and read up to a bound. Anything else raises
+:class:`LocalFileRefused` with a one-line reason (without the path: the caller names it and refuses that host).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from .validators import TRUE_WORDS
 
 CERT_BYTES = 1 << 20  # a PEM chain and its key: a few KiB
 MODEL_BYTES = 1 << 42  # 4 TiB: more than any box's memory, so only a file that cannot be served is refused
@@ -103,3 +106,42 @@ def sha256_of(path: str, limit: int = MODEL_BYTES) -> str:
         except OSError as error:
             raise LocalFileRefused(f"cannot be read on the control machine ({error.strerror or type(error).__name__})") from None
     return digest.hexdigest()
+
+
+# -- where: relative paths anchored at the inventory ------------------------------------------------------------
+
+# Keys whose value is always a file on the control machine.
+LOCAL_FILE_KEYS = ("halo_gateway_tls_cert",)
+
+
+def _pushes(value: Any) -> bool:
+    return value is True or isinstance(value, str) and value.lower() in TRUE_WORDS
+
+
+def _anchored(value: Any, base: str) -> Any:
+    """``value`` joined to ``base`` when it is a relative path text; anything else (absolute, ``~``, bad) as is."""
+    if not isinstance(value, str) or not value or value.startswith("~") or os.path.isabs(value) or "\0" in value:
+        return value
+    return os.path.normpath(os.path.join(base, value))
+
+
+def anchor_local_paths(data: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """
+    One host's data with every control-machine path made absolute against ``base`` (the inventory file's
+    directory; None: left relative to the current directory). Validation then judges the anchored value.
+    """
+    if not base:
+        return data
+    result = dict(data)
+    for key in LOCAL_FILE_KEYS:
+        if key in result:
+            result[key] = _anchored(result[key], base)
+    if "halo_model" in result and _pushes(result.get("halo_model_push")):
+        result["halo_model"] = _anchored(result["halo_model"], base)
+    entries = result.get("halo_models")
+    if isinstance(entries, (list, tuple)):
+        result["halo_models"] = [
+            {**entry, "file": _anchored(entry["file"], base)} if isinstance(entry, dict) and "file" in entry
+            else entry for entry in entries
+        ]
+    return result

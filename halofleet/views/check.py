@@ -19,7 +19,7 @@ from typing import Any
 
 from ..box.serving import engine_image
 from ..contract.config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused
-from ..contract.local_paths import anchor_local_paths
+from ..contract.localfiles import anchor_local_paths
 from ..fleet.gateway import inventory_groups, plan_gateway
 from ..fleet.rpc import check_group
 from ..models.specs import validate

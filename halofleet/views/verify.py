@@ -178,7 +178,7 @@ def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False
     from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
     from ..box.serving import probe_args
-    from ..contract.local_paths import anchor_local_paths
+    from ..contract.localfiles import anchor_local_paths
     from ..facts.halo import HostProbe
     from .inventory import connect_hosts, limited_hosts, load_inventory, loaded_inventory_dir
 
