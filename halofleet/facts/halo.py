@@ -6,7 +6,6 @@ into data, so the parsers are tested on captured outputs. :class:`HostProbe` run
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -14,12 +13,12 @@ from pyinfra.api import FactBase
 
 from ..box import cmdline as cmdline_mod
 from ..contract import policy
-from ..contract.paths import BACKUP_ORIGINALS, CONFIG_DIR, MANAGED_FILES
 from .amdgpu import AmdgpuFaults, AmdgpuState, RunningImage
 from .gateway import GatewayState
+from .halo_files import Backups, ManagedFiles, parse_backups, parse_sha256sums  # noqa: F401 (re-exported)
 from .halo_models import ModelFiles
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
-from .halo_rpc import RpcLog, RpcState
+from .halo_rpc import HostAddresses, RpcLog, RpcState, parse_addresses  # noqa: F401 (re-exported)
 from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are imported from here too)
     SERVE_HEALTH_COMMAND,
     Accounts,
@@ -305,92 +304,6 @@ class HostOs(FactBase[dict]):
 
     def process(self, output):
         return parse_os(list(output))
-
-
-def parse_sha256sums(lines: list[str]) -> dict[str, str]:
-    """``sha256sum`` output -> {path: hex digest}; files that do not exist are simply absent."""
-    sums = {}
-    for line in lines:
-        digest, _, path = line.strip().partition("  ")
-        if len(digest) == 64 and path:
-            sums[path] = digest
-    return sums
-
-
-class ManagedFiles(FactBase[dict]):
-    """SHA-256 of every file halofleet manages that exists: {path: digest}."""
-
-    default = dict
-
-    def command(self) -> str:
-        return "sha256sum " + " ".join(MANAGED_FILES) + " 2>/dev/null; true"
-
-    def process(self, output):
-        return parse_sha256sums(list(output))
-
-
-def parse_addresses(lines: list[str]) -> list[str] | None:
-    """``ip -o addr`` as ``@addr <address>/<prefix>`` lines -> the host's own IP addresses (None: unknown)."""
-    found = []
-    for line in lines:
-        tag, _, rest = line.strip().partition(" ")
-        if tag != "@addr":
-            continue
-        try:
-            found.append(str(ipaddress.ip_interface(rest.strip()).ip))
-        except ValueError:
-            continue
-    return sorted(set(found)) if found else None
-
-
-class HostAddresses(FactBase):
-    """
-    The host's own IP addresses (every interface), or None if ``ip`` could not list them.
-
-    .. code:: python
-
-        ["10.0.0.2", "127.0.0.1", "::1"]
-    """
-
-    def command(self) -> str:
-        return "ip -o addr show 2>/dev/null | awk '{ print \"@addr\", $4 }' | head -n 4096; true"
-
-    def process(self, output):
-        return parse_addresses(list(output))
-
-
-def parse_backups(lines: list[str]) -> dict[str, Any]:
-    """``@record <name>`` (the records of first touches) and ``@in <name>`` (what halofleet's config dir holds)."""
-    records, config_dir = [], None
-    for line in lines:
-        tag, _, rest = line.strip().partition(" ")
-        rest = rest.strip()
-        if tag == "@record" and rest:
-            records.append(rest)
-        elif tag == "@dir":
-            config_dir = []
-        elif tag == "@in" and rest and config_dir is not None:
-            config_dir.append(rest)
-    return {"records": sorted(records), "config_dir": sorted(config_dir) if config_dir is not None else None}
-
-
-class Backups(FactBase[dict]):
-    """
-    What halofleet recorded at its first touch of each file (see :mod:`halofleet.operations.halo_files`), and the
-    names in its own configuration directory (None: no such directory).
-
-    .. code:: python
-
-        {"records": ["etc__haproxy__haproxy.cfg", "etc__halofleet__serve.env.absent"], "config_dir": ["serve.env"]}
-    """
-
-    def command(self) -> str:
-        return (f"ls -1A {BACKUP_ORIGINALS} 2>/dev/null | head -n 1000 | sed 's/^/@record /'; "
-                f"if [ -d {CONFIG_DIR} ]; then echo @dir; ls -1A {CONFIG_DIR} | head -n 1000 | sed 's/^/@in /'; fi; "
-                "true")
-
-    def process(self, output):
-        return parse_backups(list(output))
 
 
 PROBE_PARTS: dict[str, type[FactBase]] = {

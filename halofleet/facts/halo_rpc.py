@@ -5,6 +5,7 @@ what a head's engine loaded onto its workers (read by ``halofleet verify``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -93,3 +94,33 @@ class RpcLog(FactBase[dict]):
 
     def process(self, output):
         return parse_rpc_log(list(output))
+
+
+def parse_addresses(lines: list[str]) -> list[str] | None:
+    """``ip -o addr`` as ``@addr <address>/<prefix>`` lines -> the host's own IP addresses (None: unknown)."""
+    found = []
+    for line in lines:
+        tag, _, rest = line.strip().partition(" ")
+        if tag != "@addr":
+            continue
+        try:
+            found.append(str(ipaddress.ip_interface(rest.strip()).ip))
+        except ValueError:
+            continue
+    return sorted(set(found)) if found else None
+
+
+class HostAddresses(FactBase):
+    """
+    The host's own IP addresses (every interface), or None if ``ip`` could not list them.
+
+    .. code:: python
+
+        ["10.0.0.2", "127.0.0.1", "::1"]
+    """
+
+    def command(self) -> str:
+        return "ip -o addr show 2>/dev/null | awk '{ print \"@addr\", $4 }' | head -n 4096; true"
+
+    def process(self, output):
+        return parse_addresses(list(output))
