@@ -205,7 +205,11 @@ def run(mutants: list[Mutant], workers: int, timeout: float, extra: bool) -> Non
         while queue and len(running) < workers:
             mutant, round_index = queue.pop(0)
             running[_fork(mutant, rounds(mutant.template)[round_index])] = (mutant, round_index, time.monotonic())
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        pid = status = 0
+        for child in running:  # our own children only (a test's subprocesses are not ours to reap)
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid:
+                break
         if pid == 0:
             for child, (mutant, _, started) in list(running.items()):
                 if time.monotonic() - started > timeout:
