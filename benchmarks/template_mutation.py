@@ -8,11 +8,12 @@ template in ``halofleet.contract.templating.ENVIRONMENT``) must fail.
     python3 benchmarks/mutation_score.py --templates --survivors     # and every surviving mutant
     python3 benchmarks/template_mutation.py --only haproxy.cfg.j2    # one template (or several: --only a --only b)
 
-Static comment lines are not mutated (they reach no program); a mutant that is no longer valid jinja is counted as
-"invalid" and left out of the score. Each mutant runs in a forked child of a process that imported the tests
-once, with pytest -x on the template's most specific test file first; a survivor runs on the others (``TESTS``),
-then on the slow ones too (``EXTRA``).
-Score = killed / (killed + survived). Results: benchmarks/results/template_mutants.json.
+Comment lines without a variable, units' Description= and the report's stylesheet are not mutated (text and
+presentation for people, read by no program); a mutant that is no longer valid jinja is counted as
+"invalid" and left out of the score. The tests (``TESTS`` per template; ``--extra`` adds the slow ``EXTRA``) are
+collected once in one pytest session; each mutant then runs in a forked child of it, its template's tests in order,
+the first failure ending the child (no pytest start-up per mutant; 2 children at a time). Their unmutated run must
+pass first. Score = (killed + timeout) / (killed + timeout + survived). Results: benchmarks/results/template_mutants.json.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ _SERVE = ["test_guards_units.py", "test_mutants_serving.py", "test_serving.py", 
 _RPC = ["test_guards_units.py", "test_mutants_rpc.py", "test_rpc.py", "test_guards_rollout.py"]
 _ROCM = ["test_operation_fixtures.py", "test_rocm_streams.py", "test_mutants_rocmplan.py"]
 _REPORT = ["test_guards_report.py", "test_rpc.py", "test_verify.py"]
-# The unit tests that render each template, in rounds: a mutant runs against the first file (the most specific and
-# fast), a survivor against the rest, and a survivor of those against EXTRA too (pytest -x in each round).
+# The unit tests that render each template, the most specific and fastest first (a mutant's run stops at its first
+# failing test).
 TESTS: dict[str, list[str]] = {
     "halo-serve.service.j2": [*_SERVE, "test_rpc.py"],
     "halo-serve.container.j2": [*_SERVE, "test_amdgpu.py"],
@@ -54,13 +55,8 @@ TESTS: dict[str, list[str]] = {
     "report.html.j2": _REPORT,
     "report.md.j2": _REPORT,
 }
-# Slower files a survivor of TESTS runs against as well: hostile values through every template, whole fake deploys.
+# Slower files, with --extra: hostile values through every template (hypothesis), whole fake deploys.
 EXTRA: dict[str, list[str]] = {name: ["test_hostile.py", "test_stages.py"] for name in TESTS}
-
-
-def rounds(template: str) -> list[list[str]]:
-    first, *rest = TESTS[template]
-    return [[first], rest, EXTRA[template]] if rest else [[first], EXTRA[template]]
 
 
 # Values swapped for another of their kind (a setting weakened or changed); numbers become another number.
@@ -94,6 +90,9 @@ class Mutant:
 
 
 def _static_comment(line: str) -> bool:
+    """A comment without a variable, or a unit's Description=: text for people, read by no program."""
+    if line.strip().startswith("Description="):
+        return True
     return bool(COMMENT.match(line)) and "{{" not in line and "{%" not in line
 
 
@@ -144,7 +143,12 @@ def mutants_of(name: str) -> list[Mutant]:
     text = (TEMPLATES / name).read_text()
     lines = text.split("\n")
     found, seen = [], set()
+    style = False
     for index, line in enumerate(lines):
+        # The report's stylesheet is presentation (colours, spacing), seen in the VM tier's screenshot: not mutated.
+        style = (style or line.strip() == "<style>") and line.strip() != "</style>"
+        if style:
+            continue
         for kind, after in line_mutations(line):
             changed = lines[:index] + ([] if after is None else [after]) + lines[index + 1:]
             mutated = "\n".join(changed)
@@ -155,107 +159,118 @@ def mutants_of(name: str) -> list[Mutant]:
     return found
 
 
-def _run_tests(files: list[str]) -> int:
+class MutationLoop:
+    """
+    A pytest plugin that replaces the test loop: the tests are collected once, then each mutant runs in a forked
+    child (the mutant in place of its template) against its template's tests, the first failure ending the child.
+    No pytest start-up or collection per mutant.
+    """
+
+    def __init__(self, mutants: list[Mutant], workers: int, timeout: float, extra: bool, progress: bool):
+        self.mutants, self.workers, self.timeout = mutants, workers, timeout
+        self.extra, self.progress = extra, progress
+        self.baseline_failures: list[str] = []
+
+    def items_for(self, template: str, items: list) -> list:
+        files = TESTS[template] + (EXTRA[template] if self.extra else [])
+        return sorted((item for item in items if item.path.name in files),
+                      key=lambda item: files.index(item.path.name))  # stable: file order, then test order
+
+    @staticmethod
+    def _child(mutant: Mutant | None, items: list) -> None:
+        from _pytest.runner import runtestprotocol
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        code = 3
+        try:
+            if mutant is not None:
+                from halofleet.contract import templating
+
+                templating.ENVIRONMENT.loader.mapping[mutant.template] = mutant.text
+                templating.ENVIRONMENT.cache.clear()
+            code = 0
+            for index, item in enumerate(items):
+                following = items[index + 1] if index + 1 < len(items) else None
+                reports = runtestprotocol(item, nextitem=following, log=False)
+                if any(report.failed for report in reports):
+                    code = 1
+                    if mutant is not None:
+                        break
+                    print(item.nodeid, file=sys.__stderr__)
+        finally:
+            os._exit(code)
+
+    def _fork(self, mutant: Mutant | None, items: list) -> int:
+        pid = os.fork()
+        if pid == 0:
+            self._child(mutant, items)
+        return pid
+
+    def pytest_runtestloop(self, session) -> bool:
+        import jinja2
+
+        from halofleet.contract import templating
+
+        items = list(session.items)
+        templates = sorted({mutant.template for mutant in self.mutants})
+        # Unmutated, every template's tests pass (else no verdict means anything); their time sets the timeout.
+        started = time.monotonic()
+        union = [item for item in items if any(item in self.items_for(name, items) for name in templates)]
+        _, status = os.waitpid(self._fork(None, union), 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            self.baseline_failures.append(f"exit {os.waitstatus_to_exitcode(status)}")
+            return True
+        timeout = max(self.timeout, 4 * (time.monotonic() - started))
+        queue = []
+        for mutant in self.mutants:
+            try:
+                templating.ENVIRONMENT.parse(mutant.text)
+            except jinja2.TemplateSyntaxError:
+                mutant.verdict = "invalid"
+                continue
+            queue.append(mutant)
+        selected = {name: self.items_for(name, items) for name in templates}
+        running: dict[int, tuple[Mutant, float]] = {}
+        done, began = 0, time.monotonic()
+        while queue or running:
+            while queue and len(running) < self.workers:
+                mutant = queue.pop(0)
+                running[self._fork(mutant, selected[mutant.template])] = (mutant, time.monotonic())
+            pid = status = 0
+            for child in running:  # our own children only
+                pid, status = os.waitpid(child, os.WNOHANG)
+                if pid:
+                    break
+            if pid == 0:
+                for child, (mutant, started) in list(running.items()):
+                    if time.monotonic() - started > timeout:
+                        os.kill(child, signal.SIGKILL)  # our own child: reaped on a later pass
+                time.sleep(0.01)
+                continue
+            mutant, started = running.pop(pid)
+            mutant.seconds = round(time.monotonic() - started, 2)
+            done += 1
+            code = os.waitstatus_to_exitcode(status)
+            mutant.verdict = {0: "survived", 1: "killed", -signal.SIGKILL: "timeout"}.get(code, f"error {code}")
+            if self.progress:
+                print(f"[{time.monotonic() - began:5.0f} s] {done}/{done + len(queue) + len(running)} "
+                      f"{mutant.verdict:<8} {mutant.label[:110]}", file=sys.stderr, flush=True)
+        return True
+
+
+def run(mutants: list[Mutant], workers: int, timeout: float, extra: bool, progress: bool = False) -> None:
+    """Collect the tests of the mutants' templates once and judge every mutant (see :class:`MutationLoop`)."""
     import pytest
 
-    return int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--no-header", "--tb=no",
-                            "-W", "ignore", *(str(ROOT / "tests" / "unit" / f) for f in files)]))
-
-
-def _child(mutant: Mutant | None, files: list[str]) -> None:
-    """In the forked child: put the mutant in place of its template and run the tests (exit code = pytest's)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    code = 99
-    try:
-        if mutant is not None:
-            from halofleet.contract import templating
-
-            templating.ENVIRONMENT.loader.mapping[mutant.template] = mutant.text
-            templating.ENVIRONMENT.cache.clear()
-        code = _run_tests(files)
-    finally:
-        os._exit(code)
-
-
-def _fork(mutant: Mutant | None, files: list[str]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        _child(mutant, files)
-    return pid
-
-
-def run(mutants: list[Mutant], workers: int, timeout: float, extra: bool) -> None:
-    """Each mutant against its template's tests, ``workers`` at a time; survivors once more with EXTRA."""
-    import jinja2
-
-    from halofleet.contract import templating
-
-    queue = []
-    for mutant in mutants:
-        try:
-            templating.ENVIRONMENT.parse(mutant.text)
-        except jinja2.TemplateSyntaxError:
-            mutant.verdict = "invalid"
-            continue
-        queue.append((mutant, 0))
-    running: dict[int, tuple[Mutant, int, float]] = {}
-    while queue or running:
-        while queue and len(running) < workers:
-            mutant, round_index = queue.pop(0)
-            running[_fork(mutant, rounds(mutant.template)[round_index])] = (mutant, round_index, time.monotonic())
-        pid = status = 0
-        for child in running:  # our own children only (a test's subprocesses are not ours to reap)
-            pid, status = os.waitpid(child, os.WNOHANG)
-            if pid:
-                break
-        if pid == 0:
-            for child, (mutant, _, started) in list(running.items()):
-                if time.monotonic() - started > timeout:
-                    os.kill(child, signal.SIGKILL)  # our own child: it is reaped just below
-            time.sleep(0.02)
-            continue
-        mutant, round_index, started = running.pop(pid)
-        mutant.seconds += time.monotonic() - started
-        code = os.waitstatus_to_exitcode(status)
-        if code == 0:
-            last = len(rounds(mutant.template)) - (1 if extra else 2)
-            if round_index < last:
-                queue.insert(0, (mutant, round_index + 1))  # survivors first: their verdict is the slow one
-                continue
-            mutant.verdict = "survived"
-        elif code == -signal.SIGKILL:
-            mutant.verdict = "timeout"
-        elif code in (1, 2):  # tests failed (2: interrupted by -x while collecting, e.g. an import-time render)
-            mutant.verdict = "killed"
-        else:
-            mutant.verdict = f"error {code}"
-
-
-def baseline(names: list[str]) -> dict[str, float]:
-    """Every template's tests pass unmutated (else no verdict means anything); their time, for the timeout."""
-    seconds = {}
-    groups = {tuple(TESTS[name]) for name in names} | {tuple(EXTRA[name]) for name in names}
-    for files in sorted(groups):
-        started = time.monotonic()
-        _, status = os.waitpid(_fork(None, list(files)), 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise SystemExit(f"the unmutated tests fail ({' '.join(files)}: exit {code}); fix them first")
-        for name in names:
-            if files in (tuple(TESTS[name]), tuple(EXTRA[name])):
-                seconds[name] = max(seconds.get(name, 0.0), time.monotonic() - started)
-    return seconds
-
-
-def _preimport(names: list[str]) -> None:
-    """Import the test modules in the parent: every forked child then skips the imports (pytest reuses them)."""
-    sys.path.insert(0, str(ROOT))
-    import importlib
-
-    for file in sorted({f for name in names for f in TESTS[name] + EXTRA[name]}):
-        importlib.import_module(f"tests.unit.{file.removesuffix('.py')}")
+    names = sorted({mutant.template for mutant in mutants})
+    files = sorted({f for name in names for f in TESTS[name] + (EXTRA[name] if extra else [])})
+    loop = MutationLoop(mutants, workers, timeout, extra, progress)
+    pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore",
+                 *(str(ROOT / "tests" / "unit" / f) for f in files)], plugins=[loop])
+    if loop.baseline_failures:
+        raise SystemExit("the unmutated tests fail (run them: they must pass before mutants mean anything)")
 
 
 def score_table(mutants: list[Mutant]) -> tuple[list[str], float]:
@@ -287,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--only", action="append", help="this template only (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once (default 2)")
-    parser.add_argument("--no-extra", action="store_true", help="survivors are not run against EXTRA")
+    parser.add_argument("--extra", action="store_true", help="run the slow EXTRA tests too (hostile values, stages)")
     parser.add_argument("--survivors", action="store_true", help="list the mutants that survived")
+    parser.add_argument("--progress", action="store_true", help="a line on stderr per mutant judged")
     parser.add_argument("--no-run", action="store_true", help="print the last results without running")
     parser.add_argument("--fail-under", type=float, default=None, help="exit 1 below this score (percent)")
     args = parser.parse_args(argv)
@@ -305,11 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise SystemExit(f"templates without tests in TESTS: {', '.join(missing)}")
         os.chdir(ROOT)  # the tests read deploys/ and fixtures relative to the checkout
-        _preimport(names)
         started = time.monotonic()
-        seconds = baseline(names)
         mutants = [mutant for name in names for mutant in mutants_of(name)]
-        run(mutants, args.workers, timeout=max(60.0, 6 * max(seconds.values())), extra=not args.no_extra)
+        run(mutants, args.workers, timeout=60.0, extra=args.extra, progress=args.progress)
         elapsed = time.monotonic() - started
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"seconds": round(elapsed), "mutants": [

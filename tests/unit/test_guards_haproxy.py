@@ -60,6 +60,9 @@ def _condition(text: str, request: dict, variables: dict, acls: dict) -> bool:
     return result
 
 
+RETURN = re.compile(r"http-request return status (\d{3}) content-type application/json string '(.*)' if (.*)")
+
+
 def route(config: str, method: str = "POST", model: str | None = None, body_size: int = 100,
           body_len: int | None = None) -> str:
     """Where haproxy sends a request: ``status 404`` (and the like) or ``backend halo_x``."""
@@ -75,12 +78,14 @@ def route(config: str, method: str = "POST", model: str | None = None, body_size
         elif directive.startswith("http-request set-var(txn.body_len) req.body_len if "):
             if _condition(directive.rsplit(" if ", 1)[1], request, variables, acls):
                 variables["txn.body_len"] = request["body_len"]
-        elif directive.startswith("http-request return status "):
-            head, condition = directive.rsplit(" if ", 1)
+        elif directive.startswith("http-request return "):
+            found = RETURN.fullmatch(directive)
+            assert found, f"not a JSON return this gateway writes: {directive!r}"
+            status, body, condition = found.groups()
             if _condition(condition, request, variables, acls):
-                status = head.split()[3]
-                body = re.search(r"string '(.*)'$", head).group(1)
-                return f"status {status} {json.loads(body)['error']['code']}"
+                error = json.loads(body)["error"]
+                assert error["type"] == "invalid_request_error", error
+                return f"status {status} {error['code']}: {error['message']}"
         elif directive.startswith("acl "):
             _, name, rest = directive.split(" ", 2)
             acls[name] = _condition_block(rest, request, variables)
@@ -100,10 +105,12 @@ def routed() -> str:
 
 # -- which model names answer 404, and where the others go -------------------------------------------------------
 
+NOT_FOUND = "status 404 model_not_found: model not served here; this gateway serves m1, m2, m3"
+
+
 @pytest.mark.parametrize("model, where", [
     ("m1", "backend halo_a"), ("m3", "backend halo_a"), ("m2", "backend halo_b"),
-    ("m4", "status 404 model_not_found"), ("M1", "status 404 model_not_found"), ("m", "status 404 model_not_found"),
-    ("m1 m2", "status 404 model_not_found"), ("", "status 404 model_not_found"),
+    ("m4", NOT_FOUND), ("M1", NOT_FOUND), ("m", NOT_FOUND), ("m1 m2", NOT_FOUND), ("", NOT_FOUND),
 ])
 def test_each_model_name_reaches_its_group_and_any_other_answers_404(model, where):
     assert route(routed(), model=model) == where
@@ -111,7 +118,8 @@ def test_each_model_name_reaches_its_group_and_any_other_answers_404(model, wher
 
 def test_a_post_without_a_model_is_400_and_a_get_goes_to_the_first_group():
     config = routed()
-    assert route(config, model=None) == "status 400 model_required"
+    assert route(config, model=None) == ('status 400 model_required: a JSON body with a "model" is needed: this '
+                                         "gateway routes by model (m1, m2, m3)")
     assert route(config, method="GET") == "backend halo_a"
 
 
@@ -119,8 +127,12 @@ def test_bodies_over_the_limit_or_not_complete_in_the_buffer_are_413():
     config = plan(TWO_GROUPS, halo_gateway_models=ROUTES, halo_gateway_groups=["a", "b"],
                   halo_gateway_max_body_kib=64).config
     assert route(config, model="m2", body_size=64 * 1024) == "backend halo_b"
-    assert route(config, model="m2", body_size=64 * 1024 + 1) == "status 413 request_too_large"
-    assert route(config, model="m2", body_size=5000, body_len=4000) == "status 413 request_too_large"
+    assert route(config, model="m2", body_size=64 * 1024 + 1) == (
+        "status 413 request_too_large: request body over 65536 bytes: the gateway cannot read its model "
+        "(halo_gateway_max_body_kib)")
+    assert route(config, model="m2", body_size=5000, body_len=4000) == (
+        "status 413 request_too_large: request body not complete in the gateway buffer: the gateway cannot read "
+        "its model (halo_gateway_max_body_kib)")
     # The whole body must fit one buffer: the limit plus 64 KiB for the headers.
     assert f"tune.bufsize {64 * 1024 + 64 * 1024}" in sections(config)["global"]
 

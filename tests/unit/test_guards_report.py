@@ -32,8 +32,11 @@ class Page(HTMLParser):
         self.rows_attrs: list[dict[str, str]] = []
         self.text: dict[str, list[str]] = {"title": [], "h1": [], "h2": [], "p": []}
         self._table = self._cell = self._in = None
+        self.open: list[str] = []  # every element closed in order: the page is well formed, not repaired
 
     def handle_starttag(self, tag, attrs):
+        if tag not in ("meta", "br"):
+            self.open.append(tag)
         attrs = dict(attrs)
         if tag == "table":
             self._table = attrs.get("id")
@@ -48,6 +51,8 @@ class Page(HTMLParser):
             self.text[tag].append("")
 
     def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes {self.open[-1:]}"
+        self.open.pop()
         if tag in ("td", "th") and self._cell is not None:
             self.tables[self._table][-1].append(tuple(self._cell))
             self._cell = None
@@ -65,7 +70,10 @@ class Page(HTMLParser):
 
 def test_the_html_report_cell_by_cell():
     page = Page()
-    page.feed(render_report(ROWS, "html", "prod"))
+    text = render_report(ROWS, "html", "prod")
+    page.feed(text)
+    assert page.open == [] and text.startswith("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n")
+    assert text.rstrip().endswith("</table>\n</body>\n</html>")
     assert page.text["title"] == ["halofleet status: prod"] and page.text["h1"] == ["halofleet status: prod"]
     meta, summary = page.text["p"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC · 3 hosts", meta), meta
@@ -94,6 +102,7 @@ def test_a_degraded_group_is_marked_bad_and_one_host_is_singular():
     assert page.tables["groups"][1][2] == ("bad", "degraded (head unhealthy)")
     single = Page()
     single.feed(render_report(ROWS[1:2], "html", "t"))
+    assert single.open == []
     assert single.text["p"][0].endswith(" · 1 host") and "groups" not in single.tables
     assert single.text["h2"] == []
 

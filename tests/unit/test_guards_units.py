@@ -106,9 +106,9 @@ def test_the_distro_engine_unit_key_by_key():
     assert only(unit, "After") == "network-online.target" and only(unit, "Wants") == "network-online.target"
     assert only(settings["Install"], "WantedBy") == "multi-user.target"
     assert service["Environment"] == ["LLAMA_ARG_LOAD_MODE=none", "LLAMA_ARG_NO_MMAP=1"]
-    post = only(service, "ExecStartPost")
-    assert post.startswith("/bin/sh -c 'until curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/health; ")
-    assert "kill -0 $$MAINPID 2>/dev/null || exit 1" in post
+    assert only(service, "ExecStartPost") == (
+        "/bin/sh -c 'until curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/health; do kill -0 $$MAINPID "
+        "2>/dev/null || exit 1; sleep 2; done'")
 
 
 @pytest.mark.parametrize("data", [{"halo_llama_source": "toolbox", "halo_llama_backend": "hip"},
@@ -128,7 +128,12 @@ def test_the_container_unit_key_by_key(data):
     assert (only(settings["Unit"], "StartLimitIntervalSec"), only(settings["Unit"], "StartLimitBurst")) == \
         ("600", "3")
     assert only(settings["Install"], "WantedBy") == "multi-user.target"
-    assert "kill -0 $$MAINPID" in only(service, "ExecStartPost")
+    assert only(settings["Unit"], "After") == "network-online.target"
+    assert only(settings["Unit"], "Wants") == "network-online.target"
+    # Started means answering /health (podman's own start returns at once); an engine that dies meanwhile fails it.
+    assert only(service, "ExecStartPost") == (
+        "/bin/sh -c 'until curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/health; do kill -0 $$MAINPID "
+        "2>/dev/null || exit 1; sleep 2; done'")
 
 
 def test_vulkan_toolbox_has_no_seccomp_exception_and_no_kfd():
@@ -169,6 +174,13 @@ def test_the_rpc_worker_unit_key_by_key():
     # Unauthenticated RPC: never up without the firewall that lets only the head in.
     assert only(settings["Unit"], "Requires") == "halo-rpc-firewall.service"
     assert only(settings["Unit"], "After") == "halo-rpc-firewall.service network-online.target"
+    assert only(settings["Unit"], "Wants") == "network-online.target"
+    # Started means listening on 10.0.0.2:50052 (0200000A:C384 in state 0A, read from /proc: no connection needed).
+    assert only(service, "ExecStartPost") == (
+        "/bin/sh -c 'until grep -Eq \"^ *[0-9]+: 0200000A:C384 [0-9A-F]+:0000 0A \" /proc/net/tcp; do kill -0 "
+        "$$MAINPID 2>/dev/null || exit 1; sleep 1; done'")
+    assert only(service, "ExecStart") == \
+        "/usr/libexec/x86_64-linux-gnu/llama/bin/ggml-rpc-server -H 10.0.0.2 -p 50052"
     assert (only(settings["Unit"], "StartLimitIntervalSec"), only(settings["Unit"], "StartLimitBurst")) == \
         ("600", "3")
     assert only(settings["Install"], "WantedBy") == "multi-user.target"
@@ -181,6 +193,7 @@ def test_the_rpc_firewall_unit_key_by_key():
     settings = unit_settings(firewall)
     unit, service = settings["Unit"], settings["Service"]
     assert only(unit, "DefaultDependencies") == "no"
+    assert only(unit, "Wants") == "network-pre.target"
     assert only(unit, "Before") == "network-pre.target halo-rpc.service shutdown.target"
     assert only(unit, "Conflicts") == "shutdown.target"
     assert only(unit, "After") == "nftables.service" and only(unit, "PartOf") == "nftables.service"
