@@ -34,7 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "template_mutants.json"
 
 _SERVE = ["test_guards_units.py", "test_mutants_serving.py", "test_serving.py", "test_models.py"]
 _RPC = ["test_guards_units.py", "test_mutants_rpc.py", "test_rpc.py", "test_guards_rollout.py"]
-_ROCM = ["test_operation_fixtures.py", "test_rocm_streams.py", "test_mutants_rocmplan.py"]
+_ROCM = ["test_guards_files.py", "test_operation_fixtures.py", "test_rocm_streams.py", "test_mutants_rocmplan.py"]
 _REPORT = ["test_guards_report.py", "test_rpc.py", "test_verify.py"]
 # The unit tests that render each template, the most specific and fastest first (a mutant's run stops at its first
 # failing test).
@@ -48,7 +48,7 @@ TESTS: dict[str, list[str]] = {
     "rpc.nft.j2": _RPC,
     "haproxy.cfg.j2": ["test_guards_haproxy.py", "test_mutants_gateway.py", "test_gateway.py"],
     "grub-dropin.cfg.j2": ["test_cmdline.py", "test_mutants_cmdline.py", "test_operation_fixtures.py"],
-    "modprobe.conf.j2": ["test_operation_fixtures.py", "test_mutants_plan.py", "test_facts.py"],
+    "modprobe.conf.j2": ["test_guards_files.py", "test_operation_fixtures.py", "test_mutants_plan.py", "test_facts.py"],
     "rocm.list.j2": _ROCM,
     "rocm.sources.j2": _ROCM,
     "rocm-pin.pref.j2": _ROCM,
