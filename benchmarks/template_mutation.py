@@ -13,7 +13,8 @@ presentation for people, read by no program); a mutant that is no longer valid j
 "invalid" and left out of the score. The tests (``TESTS`` per template; ``--extra`` adds the slow ``EXTRA``) are
 collected once in one pytest session; each mutant then runs in a forked child of it, its template's tests in order,
 the first failure ending the child (no pytest start-up per mutant; 2 children at a time). Their unmutated run must
-pass first. Score = (killed + timeout) / (killed + timeout + survived). Results: benchmarks/results/template_mutants.json.
+pass first. Score = (killed + timeout) / (killed + timeout + survived).
+Results: benchmarks/results/template_mutants.json.
 """
 
 from __future__ import annotations

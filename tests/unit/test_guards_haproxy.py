@@ -169,7 +169,8 @@ def test_every_backend_checks_get_health_and_wants_200(data, timing):
 
 
 def test_balance_follows_the_host_data():
-    backend = sections(plan({"fleet": [("s1", SERVING)]}, halo_gateway_balance="roundrobin").config)["backend halo_fleet"]
+    config = plan({"fleet": [("s1", SERVING)]}, halo_gateway_balance="roundrobin").config
+    backend = sections(config)["backend halo_fleet"]
     assert backend[0] == "balance roundrobin"
 
 

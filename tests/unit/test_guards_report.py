@@ -73,6 +73,8 @@ def test_the_html_report_cell_by_cell():
     text = render_report(ROWS, "html", "prod")
     page.feed(text)
     assert page.open == [] and text.startswith("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n")
+    # Host names and cells may carry non-ASCII: the encoding is declared before anything else.
+    assert text.split("\n")[3] == '<meta charset="utf-8">'
     assert text.rstrip().endswith("</table>\n</body>\n</html>")
     assert page.text["title"] == ["halofleet status: prod"] and page.text["h1"] == ["halofleet status: prod"]
     meta, summary = page.text["p"]
