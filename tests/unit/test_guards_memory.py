@@ -167,3 +167,8 @@ def test_the_hub_token_goes_to_the_hubs_paths_only_from_this_machine_and_from_th
     (hub_download,) = [c for c in sent if "/resolve/" in c and "curl" in c]
     assert "-H @-" not in plain_download and TOKEN not in plain_download
     assert "-H @- < /etc/halofleet/hf.header" in hub_download and TOKEN not in hub_download
+    # The token file the host's curl reads: root only from its creation, the token never on a command line.
+    header_write = next(c for c in sent if "chmod" in c and "/etc/halofleet/.hf.header.halofleet-new" in c)
+    assert "chmod 0600 /etc/halofleet/.hf.header.halofleet-new" in header_write
+    assert any("(umask 077 && : > /etc/halofleet/.hf.header.halofleet-new)" in c for c in sent)
+    assert not any(TOKEN in c for c in sent)

@@ -109,3 +109,22 @@ def test_a_starter_site_that_cannot_be_written_is_bad_input(tmp_path):
     result = CliRunner().invoke(cli.main, ["init", str(blocker / "inner")])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"halofleet: cannot write the starter site in '{blocker / 'inner'}': ")
+
+
+def test_the_api_key_file_is_root_only_from_its_creation_and_never_in_a_command_or_diff(caplog):
+    import logging
+
+    from halofleet.testing.fake import probe_output, run_fake
+
+    key = "sk-guard-secret-0123456789"
+    data = {"halo_allow_non_strix_halo": True, "halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu",
+            "halo_api_key": key, "halo_reboot": "never"}
+    with caplog.at_level(logging.INFO, logger="pyinfra"):
+        run = run_fake("deploys/serve.py", {"h": (data, probe_output())}, diff=True)
+    assert run.failed_hosts == set(), run.errors
+    sent = run.changes("h")
+    assert any("(umask 077 && : > /etc/halofleet/.serve.env.halofleet-new)" in c for c in sent)
+    assert any("chmod 0600 /etc/halofleet/.serve.env.halofleet-new" in c for c in sent)
+    assert not any(key in c for c in sent)
+    assert key not in caplog.text and "Will create /etc/halofleet/serve.env" in caplog.text
+    assert "(content withheld: it holds a secret)" in caplog.text
