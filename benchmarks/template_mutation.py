@@ -70,7 +70,6 @@ COMMENT = re.compile(r"^\s*(#|;)")
 JINJA_BLOCK = re.compile(r"^\s*{%-?\s*(.*?)\s*-?%}\s*$")
 EXPRESSION = re.compile(r"{{.*?}}")
 NUMBER = re.compile(r"(\d{1,9})([a-z]{0,2})")
-WORD = re.compile(r"\S*{{.*?}}\S*|\S+")
 
 
 @dataclass
@@ -88,6 +87,12 @@ class Mutant:
     def label(self) -> str:
         shown = self.after if self.kind != "drop" else "(line dropped)"
         return f"{self.template}:{self.line} {self.kind}: {self.before.strip()!r} -> {shown.strip()!r}"
+
+
+def _words(text: str) -> list[str]:
+    """Space-separated words, each {{ expression }} kept whole (its inner spaces are not word breaks)."""
+    masked = EXPRESSION.sub(lambda match: match.group(0).replace(" ", "\0"), text)
+    return [word.replace("\0", " ") for word in masked.split()]
 
 
 def _static_comment(line: str) -> bool:
@@ -119,8 +124,9 @@ def line_mutations(line: str) -> list[tuple[str, str | None]]:
     # quote (messages and formats are text) and never inside an inline loop or markup; {{ }} stays one word.
     rest = value if is_setting else body
     prefix = f"{indent}{key}=" if is_setting else indent
-    quoted = min([at for at in (rest.find("'"), rest.find('"')) if at >= 0], default=len(rest))
-    words, tail = WORD.findall(rest[:quoted]), rest[quoted:]
+    masked = EXPRESSION.sub(lambda match: "x" * len(match.group(0)), rest)  # a quote inside {{ }} is jinja's
+    quoted = min([at for at in (masked.find("'"), masked.find('"')) if at >= 0], default=len(rest))
+    words, tail = _words(rest[:quoted]), rest[quoted:]
     comment = bool(COMMENT.match(line))  # with a variable in it: dropped, or the variable left out, only
     if "{%" not in body and not body.startswith(("<", "|")) and not comment and key != "Description":
         def join(changed: list[str]) -> str:
