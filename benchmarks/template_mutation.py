@@ -56,8 +56,8 @@ TESTS: dict[str, list[str]] = {
     "report.html.j2": _REPORT,
     "report.md.j2": _REPORT,
 }
-# Slower files, with --extra: hostile values through every template (hypothesis), whole fake deploys.
-EXTRA: dict[str, list[str]] = {name: ["test_hostile.py", "test_stages.py"] for name in TESTS}
+# Slower files, with --extra: hostile values through every template (hypothesis), whole @fake deploys.
+EXTRA: dict[str, list[str]] = {name: ["test_hostile.py", "test_stages.py", "test_guards_deploys.py"] for name in TESTS}
 
 
 # Values swapped for another of their kind (a setting weakened or changed); numbers become another number.

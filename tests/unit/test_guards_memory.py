@@ -7,11 +7,7 @@ head last), and the Hub token kept from a plain URL source's host when its heade
 from __future__ import annotations
 
 import hashlib
-import socket
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -120,55 +116,3 @@ def test_the_hub_token_is_not_sent_to_a_plain_url_sources_host(tiny, source):
     assert need.weights == need_of_file(str(tiny), config.ctx, "f16").weights  # the header was read there
     assert handler.seen and all("Authorization" not in headers for headers in handler.seen)
     assert all(TOKEN not in str(headers) for headers in handler.seen)
-
-
-def test_the_hub_token_goes_to_the_hubs_paths_only_from_this_machine_and_from_the_host(tmp_path):
-    """A fleet serving a plain URL model and a Hub model through the packaged deploy (@fake host): the control
-    machine's header reads and the host's downloads carry the token for the Hub's files only."""
-    import json
-
-    from halofleet.testing.fake import probe_output, run_fake
-
-    files, repo = tmp_path / "mirror" / "files", tmp_path / "mirror" / "hub" / "acme" / "tiny"
-    files.mkdir(parents=True)
-    repo.mkdir(parents=True)
-    plain = write_tiny_llama(files / "plain.gguf", seed=1)
-    write_tiny_llama(repo / "hubbed.gguf", seed=2)
-    log = tmp_path / "mirror.log"
-    with socket.socket() as probe_port:  # a free port for the mirror's own process (run_fake patches threads)
-        probe_port.bind(("127.0.0.1", 0))
-        port = probe_port.getsockname()[1]
-    mirror = subprocess.Popen([sys.executable, "-m", "halofleet.testing.hubmirror", str(tmp_path / "mirror"),
-                               "127.0.0.1", str(port), str(log), TOKEN])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            with socket.socket() as attempt:
-                if attempt.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        data = {"halo_allow_non_strix_halo": True, "halo_llama_backend": "cpu", "halo_reboot": "never",
-                "halo_hf_endpoint": base, "halo_hf_token": TOKEN, "halo_models": [
-                    {"name": "plain", "url": f"{base}/files/plain.gguf",
-                     "sha256": hashlib.sha256(plain.read_bytes()).hexdigest()},
-                    {"name": "hubbed", "hf": "acme/tiny", "include": "*.gguf"}]}
-        run = run_fake("deploys/serve.py", {"h": (data, probe_output())})
-    finally:
-        mirror.terminate()
-        mirror.wait(timeout=10)
-    assert run.failed_hosts == set(), run.errors
-    requests = [json.loads(line) for line in log.read_text().splitlines()]
-    plain_reads = [r for r in requests if r["path"].startswith("/files/")]
-    hub_reads = [r for r in requests if r["path"].startswith("/api/") or "/resolve/" in r["path"]]
-    assert plain_reads and hub_reads  # the memory check read both headers from here
-    assert not any(r["auth"] for r in plain_reads) and all(r["auth"] for r in hub_reads)
-    sent = run.changes("h")
-    (plain_download,) = [c for c in sent if "/files/plain.gguf" in c and "curl" in c]
-    (hub_download,) = [c for c in sent if "/resolve/" in c and "curl" in c]
-    assert "-H @-" not in plain_download and TOKEN not in plain_download
-    assert "-H @- < /etc/halofleet/hf.header" in hub_download and TOKEN not in hub_download
-    # The token file the host's curl reads: root only from its creation, the token never on a command line.
-    header_write = next(c for c in sent if "chmod" in c and "/etc/halofleet/.hf.header.halofleet-new" in c)
-    assert "chmod 0600 /etc/halofleet/.hf.header.halofleet-new" in header_write
-    assert any("(umask 077 && : > /etc/halofleet/.hf.header.halofleet-new)" in c for c in sent)
-    assert not any(TOKEN in c for c in sent)

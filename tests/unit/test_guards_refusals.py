@@ -1,8 +1,8 @@
 """
 The refusals no other test reached (found by listing every raise and `exit 1` message of halofleet/ against the
 tests): the operations' own second line of defence behind validation (operations/ is outside mutmut's reach), a
-systemd word that cannot be written, a value Quadlet would read wrongly, an RPC worker on a host without apt, the
-whole fleet refused, and a starter site that cannot be written. Each is asked for word for word.
+systemd word that cannot be written, a value Quadlet would read wrongly, an RPC worker on a host without apt and a
+starter site that cannot be written. Each is asked for word for word (the ones needing a deploy: test_guards_deploys).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_unit_file_installs_only_units_and_quadlet_files():
         "unit_file manages .service and .container files, not /etc/sudoers.d/halo"
 
 
-@pytest.mark.parametrize("value", ["a\nExecStartPre=/bin/sh", "a\rb", "a\0b"])
+@pytest.mark.parametrize("value", ["a\nExecStartPre=/bin/sh", "a\rb", "a\0b"], ids=["newline", "return", "nul"])
 def test_a_line_break_or_nul_cannot_be_one_systemd_word(value):
     with pytest.raises(ValueError, match=r"^a systemd argument cannot hold a line break or NUL: "):
         validators.systemd_word(value)
@@ -93,38 +93,9 @@ def test_an_rpc_worker_on_a_host_without_apt_is_refused():
                                "not fedora"
 
 
-def test_a_fleet_whose_every_host_is_refused_ends_with_the_reason():
-    from halofleet.testing.fake import probe_output, run_fake
-
-    run = run_fake("deploys/kernel.py", {"a": ({"halo_allow_non_strix_halo": True, "halo_serve": "none"},
-                                               probe_output(rocm_core="7.0.1.70001-1"))})
-    assert run.failed_hosts == {"a"}
-    assert any(error.startswith("halofleet: no host left to deploy (host '@fake/a': ROCm 7.0.1 is installed and "
-                                "refused") for error in run.errors), run.errors
-
-
 def test_a_starter_site_that_cannot_be_written_is_bad_input(tmp_path):
     blocker = tmp_path / "site"
     blocker.write_text("a file where the directory should be")
     result = CliRunner().invoke(cli.main, ["init", str(blocker / "inner")])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"halofleet: cannot write the starter site in '{blocker / 'inner'}': ")
-
-
-def test_the_api_key_file_is_root_only_from_its_creation_and_never_in_a_command_or_diff(caplog):
-    import logging
-
-    from halofleet.testing.fake import probe_output, run_fake
-
-    key = "sk-guard-secret-0123456789"
-    data = {"halo_allow_non_strix_halo": True, "halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu",
-            "halo_api_key": key, "halo_reboot": "never"}
-    with caplog.at_level(logging.INFO, logger="pyinfra"):
-        run = run_fake("deploys/serve.py", {"h": (data, probe_output())}, diff=True)
-    assert run.failed_hosts == set(), run.errors
-    sent = run.changes("h")
-    assert any("(umask 077 && : > /etc/halofleet/.serve.env.halofleet-new)" in c for c in sent)
-    assert any("chmod 0600 /etc/halofleet/.serve.env.halofleet-new" in c for c in sent)
-    assert not any(key in c for c in sent)
-    assert key not in caplog.text and "Will create /etc/halofleet/serve.env" in caplog.text
-    assert "(content withheld: it holds a secret)" in caplog.text

@@ -1,8 +1,8 @@
 """
 What keeps a rollout safe on a live fleet, each behaviour with a test that fails when it goes: a TheRock 7.0.1
-install refused, the rolling reboot stopped by a host back without its params, a pending reboot done although this
-run changed nothing, the restart batch the smallest of the fleet, verify's converged/ok only when the GPU and the
-RPC group say so, rollback taking an RPC worker (and its port) away, and a new head address reloading the firewall.
+install refused, the rolling reboot stopped by a host back without its params, the restart and reboot batches the
+smallest of the fleet, verify's converged/ok only when the GPU and the RPC group say so, and a new head address
+reloading the firewall. (A pending reboot done and an RPC worker rolled back run a deploy: test_guards_deploys.py.)
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from halofleet.contract.config import HostRefused
 from halofleet.contract.templating import sha256_text
 from halofleet.facts.halo import parse_probe, parse_serve_health
 from halofleet.operations import halo_kernel, halo_rpc
-from halofleet.testing.fake import probe_output, run_fake
+from halofleet.testing.fake import probe_output
 from halofleet.views.verify import verify_row
 
-from .test_rpc import HEAD, W1, W2, fleet, plans, probe
-from .test_verify import DATA, HEALTHY, LIVE
+from .test_rpc import W1, fleet, plans, probe
+from .test_verify import HEALTHY, LIVE
 
 # -- ROCm 7.0.1 from the TheRock stream ---------------------------------------------------------------------------
 
@@ -104,36 +104,6 @@ def test_a_host_back_with_its_params_lets_the_rollout_go_on(monkeypatch):
     assert halo_kernel.rollout_halted() is None
     run_reboot(monkeypatch, RebootingHost("b", "amd_iommu=off ttm.pages_limit=1835008 quiet"), params)
     assert halo_kernel.rollout_halted() is None
-
-
-def kernel_run(monkeypatch, probe_lines, **data):
-    """The kernel stage on one @fake host whose reboot comes back at once with the params live."""
-    monkeypatch.setattr(halo_kernel, "_read_boot_id", lambda attempt_timeout: "boot-after")
-    responses = {"cat /proc/sys/kernel/random/boot_id": "boot-before", "cat /proc/cmdline": LIVE}
-    host_data = {**DATA, "halo_serve": "none", "halo_reboot": "auto", "fake_responses": responses, **data}
-    return run_fake("deploys/kernel.py", {"h": (host_data, probe_lines)})
-
-
-def _rebooted(run) -> bool:
-    return any("systemctl reboot" in command for command in run.changes("h"))
-
-
-def test_a_reboot_pending_from_an_earlier_run_is_done_although_nothing_changes_now(monkeypatch):
-    from halofleet.operations.halo_kernel import render_grub_dropin
-
-    params = LIVE.split()[3:]
-    written = {paths.GRUB_DROPIN: sha256_text(render_grub_dropin(params))}
-    # The drop-in is already in place (an earlier run with halo_reboot: never), the live cmdline lacks the params.
-    pending = kernel_run(monkeypatch, probe_output(files=written))
-    assert pending.failed_hosts == set(), pending.errors
-    assert not any("zz-halofleet.cfg" in command and "mv" in command for command in pending.changes("h"))
-    assert _rebooted(pending)
-    # Written and live: no reboot.
-    settled = kernel_run(monkeypatch, probe_output(files=written, cmdline=LIVE))
-    assert settled.failed_hosts == set(), settled.errors
-    assert not _rebooted(settled)
-    # Never: the reboot stays pending, whatever changed.
-    assert not _rebooted(kernel_run(monkeypatch, probe_output(files=written), halo_reboot="never"))
 
 
 # -- batch sizes: the smallest of the fleet ----------------------------------------------------------------------
@@ -244,28 +214,3 @@ def test_a_new_head_address_restarts_the_firewall_unit_so_the_new_file_is_loaded
     script = command.get_raw_value()
     assert "systemctl restart halo-rpc-firewall.service halo-rpc.service" in script
     assert after.digest != before.digest  # and the head restarts onto it
-
-
-def test_rollback_stops_the_rpc_worker_deletes_its_table_and_removes_its_files():
-    files = {paths.RPC_UNIT: "a" * 64, paths.RPC_FIREWALL_UNIT: "b" * 64, paths.RPC_NFT: "c" * 64}
-    data = {**W1, "halo_reboot": "never"}
-    hosts = {"w1": (data, probe_output(files=files, listeners=["0200000A:C384"], sections={
-        "rpc": ["@active active", "@enabled enabled", "@firewall active", "@table"]})),
-             "head": ({**HEAD, "halo_reboot": "never", "halo_rpc_workers": ["@fake/w1"]}, probe_output())}
-    run = run_fake("deploys/rollback.py", hosts)
-    assert run.failed_hosts == set(), run.errors
-    sent = "\n".join(run.changes("w1"))
-    assert "systemctl disable --now --quiet halo-rpc.service halo-rpc-firewall.service" in sent
-    assert "nft delete table inet halofleet_rpc" in sent
-    for path in (paths.RPC_UNIT, paths.RPC_FIREWALL_UNIT, paths.RPC_NFT):
-        assert f"rm -f {path}" in sent or f"{path} " in sent, path
-
-
-def test_rollback_of_a_worker_whose_files_are_gone_still_stops_a_running_one():
-    hosts = {"w1": ({**W1, "halo_reboot": "never"}, probe_output(sections={
-        "rpc": ["@active active", "@enabled disabled", "@firewall inactive"]}))}
-    run = run_fake("deploys/rollback.py", hosts)
-    assert "systemctl disable --now --quiet halo-rpc.service halo-rpc-firewall.service" in "\n".join(
-        run.changes("w1"))
-    quiet = run_fake("deploys/rollback.py", {"w1": ({**W2, "halo_reboot": "never"}, probe_output())})
-    assert "halo-rpc" not in "\n".join(quiet.changes("w1"))
