@@ -5,6 +5,8 @@ Mutation score of halofleet's pure core, per module: how many of mutmut's mutant
     python3 benchmarks/mutation_score.py --fresh      # from scratch (deletes mutants/): the full run
     python3 benchmarks/mutation_score.py --no-run     # only print the last results
     python3 benchmarks/mutation_score.py --survivors  # also list the surviving mutants (see: mutmut show NAME)
+    python3 benchmarks/mutation_score.py --templates  # the templates instead (mutmut mutates Python only): our own
+                                                      # mutator, benchmarks/template_mutation.py, with its own score
 
 What is mutated, and which tests run (tests/unit only), is ``[tool.mutmut]`` in pyproject.toml; mutmut keeps its
 results in ``mutants/<path>.meta``, which this script reads. At most 2 mutmut workers (``--max-children``).
@@ -76,7 +78,21 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutmut workers (default 2)")
     parser.add_argument("--survivors", action="store_true", help="list the mutants that survived")
     parser.add_argument("--fail-under", type=float, default=None, help="exit 1 below this score (percent)")
+    parser.add_argument("--templates", action="store_true",
+                        help="mutate halofleet/templates/ with benchmarks/template_mutation.py instead of mutmut")
+    parser.add_argument("--progress", action="store_true", help="with --templates: a line per mutant judged")
+    parser.add_argument("--extra", action="store_true", help="with --templates: the slow tests too")
     args = parser.parse_args()
+    if args.templates:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import template_mutation
+
+        forwarded = [flag for flag, given in (("--no-run", args.no_run), ("--survivors", args.survivors),
+                                              ("--progress", args.progress), ("--extra", args.extra)) if given]
+        forwarded += ["--workers", str(args.max_children)]
+        if args.fail_under is not None:
+            forwarded += ["--fail-under", str(args.fail_under)]
+        return template_mutation.main(forwarded)
 
     paths = modules()
     elapsed = None
