@@ -193,20 +193,40 @@ def test_headers_that_cannot_be_sized_are_refused(metadata, message):
 
 def test_per_layer_kv_heads_array(headers):
 
-    meta = {"general.architecture": "llama", "llama.block_count": 3, "llama.embedding_length": 64,
-            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2, 0]}
+    meta = {"general.architecture": "deci", "deci.block_count": 3, "deci.embedding_length": 64,
+            "deci.attention.head_count": 4, "deci.attention.head_count_kv": [4, 2, 0]}
     # layer widths 4 x 16, 2 x 16, 0 (no KV values) -> (64 + 32 + 0) x (K, V) x 2 bytes x 256 cells
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (64 + 32) * 2 * 2 * 256
 
 
 def test_variable_v_width_is_padded_without_flash_attention():
 
-    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2]}
+    meta = {"general.architecture": "deci", "deci.block_count": 2, "deci.embedding_length": 64,
+            "deci.attention.head_count": 4, "deci.attention.head_count_kv": [4, 2]}
     with_fa = need_of_header(GGUFHeader(3, meta, (), 0), 256)
     without = need_of_header(GGUFHeader(3, meta, (), 0), 256, flash_attn=False)
     assert with_fa.kv == (64 + 64 + 32 + 32) * 2 * 256
     assert without.kv == (64 + 64 + 32 + 64) * 2 * 256  # V of layer 1 padded to 64
+
+
+def test_kv_heads_that_differ_between_layers_are_refused_where_llama_cpp_refuses_them():
+    # the oracle: a llama file with head_count_kv [1, 2] (and K/V tensors to match) does not load
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": 2, "llama.attention.head_count_kv": [1, 2]}
+    with pytest.raises(KVError, match=exact("llama.attention.head_count_kv differs between layers ([1, 2]): "
+                                            "llama.cpp loads llama with layer 0's count in every layer and "
+                                            "refuses the file")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    meta["llama.attention.head_count_kv"] = [1, 1]
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 2 * 32 * 2 * 2 * 256
+
+
+def test_an_architecture_without_rules_is_refused_by_name():
+    meta = {"general.architecture": "kimi-linear", "kimi-linear.block_count": 2,
+            "kimi-linear.embedding_length": 64, "kimi-linear.attention.head_count": 2}
+    with pytest.raises(KVError, match=exact("not sized: kimi-linear (an architecture halofleet has no memory "
+                                            "rules for)")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
 
 
 def test_glm4moe_nextn_layers_hold_no_kv():
@@ -233,11 +253,11 @@ def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
 def test_head_dims_come_from_layer_0s_head_count():
 
     # llama_model::load_hparams: n_embd_head_k = embedding_length / n_head(0), and 0 when layer 0 has no heads
-    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-            "llama.attention.head_count": [4, 2]}
+    meta = {"general.architecture": "deci", "deci.block_count": 2, "deci.embedding_length": 64,
+            "deci.attention.head_count": [4, 2]}
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (4 * 16 + 2 * 16) * 2 * 2 * 256
-    meta["llama.attention.head_count"] = [0, 4]
-    meta["llama.attention.key_length"] = 16
+    meta["deci.attention.head_count"] = [0, 4]
+    meta["deci.attention.key_length"] = 16
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 0
 
 
@@ -351,9 +371,9 @@ SSM_LAYER = ((4 - 1) * (64 + 2 * 1 * 16) + 16 * 64) * 4
      3 * 2 * (1 * 64 + 64 * 16) * 4),
     # LFM2: layer 0 (no KV heads) is a short convolution of l_cache 3: 64 x (3 - 1) floats; layer 1 attention
     ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 1, 64 * 2 * 4 + 256 * CELL),
-    # hybrids size their attention cache with n_ctx for every stream [U]: -np 2 -> 2 x 512 cells
+    # hybrids size their attention cache as any other: -np 2 -> 2 streams of pad(256 / 2) = 256 cells
     ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 2,
-     2 * 64 * 2 * 4 + 2 * 512 * CELL),
+     2 * 64 * 2 * 4 + 2 * 256 * CELL),
     # Nemotron-H: SSM layers have no KV heads and no FFN, attention layers no FFN, MLP layers neither
     ("nemotron_h", 3, {"attention__head_count_kv": [0, 4, 0], "feed_forward_length": [0, 0, 128], **SSM}, 256, 1,
      SSM_LAYER + 256 * CELL),
