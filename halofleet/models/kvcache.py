@@ -1,10 +1,11 @@
 """
 What a GGUF model needs in memory when llama-server loads it: the weights as the file holds them plus the KV cache
 (and the recurrent state of Mamba/RWKV-style layers) at a context length, from the header alone. Pure functions over
-:class:`halofleet.models.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_from_reader` (on a host: :func:`halofleet.facts.model_header.need_on_host`) read the header first.
+:class:`halofleet.models.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_from_reader` (on a host:
+:func:`halofleet.facts.model_header.need_on_host`) read the header first.
 
 How llama.cpp sizes its memory (llama.cpp ``src/``, read at the upstream commit vendored by ollama, ec98e2002,
-and checked against Debian forky's llama-server 0.7.0 in tests/nspawn):
+and checked against Debian forky's llama-server 0.7.0 in tests/nspawn, byte for byte in the oracle below):
 
 - ``llama-context.cpp``: ``n_ctx`` is padded up to a multiple of 256. With ``-np N`` slots and no ``--kv-unified``
   (llama-server's default when ``-np`` is given), each slot gets ``pad(n_ctx / N, 256)`` cells and the cache holds
@@ -17,7 +18,25 @@ and checked against Debian forky's llama-server 0.7.0 in tests/nspawn):
   ``head_count`` and may be a per-layer array.
 - ``llama-kv-cache-iswa.cpp``: sliding-window layers get their own cache of
   ``pad(min(cells, window * (unified ? slots : 1) + ubatch), 256)`` cells (``--swa-full``: the full size).
-- ``llama-memory-recurrent.cpp``: recurrent layers keep F32 states, ``n_embd_r + n_embd_s`` floats per slot.
+- ``llama-memory-recurrent.cpp``: recurrent layers keep F32 states, ``n_embd_r + n_embd_s`` floats per slot
+  (one cell per slot); its log line counts every layer, recurrent or not.
+- ``llama-memory-hybrid.cpp``: a hybrid's attention layers get the same cache as any model's (per-slot streams
+  without ``--kv-unified``), its recurrent layers the recurrent memory above.
+
+Established by the oracle (tests/nspawn/test_kvcache_oracle.py, llama-server 0.7.0 build 11669; the source of that
+build was not available to read here [U: the names of the llama.cpp functions above are from older sources]):
+
+- MLA (``attention.kv_lora_rank`` with ``attention.key_length_mla``): one K row of ``key_length_mla`` per layer
+  and token, no V cache.
+- ``attention.sliding_window_pattern`` in the header (a period n: SWA when ``il % n < n - 1``; or one flag per
+  layer, true = SWA) wins over the per-architecture pattern (:mod:`.archrules`).
+- Qwen3-Next / Qwen3.5: attention every ``full_attention_interval`` (a number; default 4) layers, or where
+  ``attention.recurrent_layers`` says false; Gemma 4: SWA layers use ``key/value_length_swa``, and its tied
+  token embedding is loaded a second time as the output.
+- Per-layer ``head_count_kv`` that differs between attention layers: llama refuses the file (llama arch); only
+  :data:`.archrules.PER_LAYER_KV_ARCHS` are sized per layer. An architecture in neither
+  :data:`.archrules.CHECKED_ARCHS` nor ``UNCHECKED_ARCHS`` is refused ("not sized: ARCH").
+- A quantized V cache with ``-fa off`` is refused by llama.cpp, whatever the architecture.
 
 Not counted: compute buffers, the output buffer and llama-server's prompt cache (host RAM) [U: their size depends
 on the backend and batch; leave headroom].
@@ -31,69 +50,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..contract.options import KV_CACHE_TYPES
-from .gguf import GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
+from .archrules import (CHECKED_ARCHS, COPIED_TIED_EMBEDDING, PER_LAYER_KV_ARCHS, UNCHECKED_ARCHS, KVError,
+                        arch_value, per_layer, recurrent_layers, state_floats, swa_layers, uint)
+from .gguf import FIRST_READ, GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
 
 GIB = 1 << 30
 CELL_PAD = 256  # llama_context pads n_ctx and n_ctx_seq to 256; llama_kv_cache_iswa pads the SWA cache to 256
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama-hparams.h): a header claiming more is refused, never looped over
 STATE_BYTES = 4  # recurrent states are GGML_TYPE_F32 (llama_model::create_memory)
+SHARD_FIRST_READ = 64 << 10  # a split GGUF's later files: split.* keys and their tensor infos [U: typical size]
 
 # -ctk/-ctv values llama-server accepts (contract.options.KV_CACHE_TYPES) -> ggml type id (gguf.GGML_TYPES)
 KV_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20,
                             "q5_0": 6, "q5_1": 7}
 assert set(KV_TYPES) == set(KV_CACHE_TYPES)
 
-# Sliding-window layers, per architecture, as llama_model::load_hparams sets them (hard-coded there, not in the
-# header): (pattern, dense_first, window). With pattern n a layer il is SWA when il % n < n - 1 (dense_first: when
-# il % n != 0) -- llama_hparams::set_swa_pattern. window: "header" (the header's sliding_window, required),
-# "positive" (SWA only when the header's sliding_window is > 0), an int (the default, the header's value wins), or
-# ("positive", n) (SWA only when the header's is > 0, and then n whatever it says).
-SWA_ARCHS: dict[str, tuple[int, bool, Any]] = {
-    "gemma2": (2, False, 4096),
-    "gemma3": (6, False, "positive"),
-    "gemma3n": (5, False, "header"),
-    "cohere2": (4, False, "header"),
-    "olmo2": (4, False, "positive"),
-    "gpt-oss": (2, False, "header"),
-    "afmoe": (4, False, "positive"),
-    "smallthinker": (4, True, ("positive", 4096)),
-}
-LLAMA4_CHUNK = 8192  # llama4: chunked attention of 8192 on 3 of 4 layers unless sliding_window is 0
-KV_FROM_START = {"gemma3n": 20}  # only the first 20 layers hold KV; later ones reuse them
-RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
-# Qwen3-Next style hybrids: a layer is recurrent unless (il + 1) % full_attention_interval == 0 (default 4), or
-# as the header's attention.recurrent_layers list says (a full_attention_interval array is refused by llama.cpp)
-INTERVAL_HYBRID_ARCHS = {"qwen3next", "qwen35", "qwen35moe"}
-# Compared byte for byte with llama-server 0.7.0 in tests/nspawn/test_kvcache_oracle.py (tiny models of each)
-CHECKED_ARCHS = frozenset({
-    "cohere2", "command-r", "deepseek2", "exaone", "exaone4", "falcon-h1", "gemma", "gemma2", "gemma3", "gemma4",
-    "glm4", "gpt-oss", "granite", "granitehybrid", "granitemoe", "internlm2", "jamba", "lfm2", "llama", "mamba",
-    "mamba2", "mistral3", "nemotron_h", "olmo2", "phi2", "phi3", "qwen2", "qwen2moe", "qwen3", "qwen35",
-    "qwen3moe", "qwen3next", "rwkv7", "smollm3", "stablelm", "starcoder2",
-})
-# Architectures llama.cpp 0.7.0 knows whose memory follows the same rules (plain attention, or a rule above)
-# but that no tiny model here has loaded yet: sized, with a note saying so [U]. Any other is refused by name.
-UNCHECKED_ARCHS = frozenset({
-    "llama4", "deci", "falcon", "grok", "gpt2", "gptj", "gptneox", "baichuan", "starcoder", "refact", "bloom",
-    "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "qwen35moe", "phimoe", "plamo", "plamo2", "codeshell", "orion",
-    "minicpm", "minicpm3", "gemma3n", "olmo", "olmoe", "openelm", "arctic", "deepseek", "chatglm", "glm4moe",
-    "bitnet", "jais", "nemotron", "nemotron_h_moe", "rwkv6", "rwkv6qwen2", "arwkv7", "chameleon", "bailingmoe",
-    "bailingmoe2", "dots1", "arcee", "afmoe", "ernie4_5", "ernie4_5-moe", "hunyuan-moe", "hunyuan-dense",
-    "lfm2moe", "smallthinker", "seed_oss", "grovemoe", "apertus", "minimax-m2", "xverse", "mpt", "stablelm",
-})
-# Per-layer KV head counts that differ between attention layers: llama.cpp's loaders of these take each layer's
-# own count; the others check every layer's K/V tensors against layer 0's (the oracle: llama refuses) [U: list]
-PER_LAYER_KV_ARCHS = {"deci", "openelm"}
-# Tied embeddings: llama.cpp loads token_embd.weight a second time as the output layer (the oracle: gemma4's model
-# buffer is the file's tensors plus token_embd once more, on the CPU backend; the others share it there) [U: GPU]
-COPIED_TIED_EMBEDDING = {"gemma4"}
-# hybrid archs whose recurrent layers are the ones with head_count_kv 0 (load_hparams)
-HYBRID_KV0_ARCHS = {"jamba", "plamo2", "granitehybrid", "lfm2", "lfm2moe"}
 SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
-class KVError(ValueError):
-    """The header does not say enough (or says something llama.cpp would refuse) to size the model."""
 
 
 @dataclass(frozen=True)
@@ -215,130 +187,6 @@ def cache_cells(ctx: int, parallel: int = 1, unified: bool = False) -> tuple[int
     return pad(n_ctx // parallel), parallel
 
 
-def _arch_value(header: GGUFHeader, key: str) -> Any:
-    return header.metadata.get(f"{header.architecture}.{key}")
-
-
-def _uint(header: GGUFHeader, key: str, default: int | None = None) -> int | None:
-    value = _arch_value(header, key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KVError(f"{header.architecture}.{key} is {value!r}, not a non-negative integer")
-    return value
-
-
-def _per_layer(header: GGUFHeader, key: str, layers: int, default: list[int]) -> list[int]:
-    """``{arch}.key`` as one value per layer: a scalar for all, or an array of exactly ``layers`` values."""
-    value = _arch_value(header, key)
-    if value is None:
-        return default
-    if isinstance(value, list):
-        if len(value) != layers or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                           for v in value):
-            raise KVError(f"{header.architecture}.{key} has {len(value)} entries for {layers} layers, or one that "
-                          f"is not a count")
-        return list(value)
-    return [_uint(header, key)] * layers
-
-
-def _swa_pattern(header: GGUFHeader, layers: int) -> list[bool] | None:
-    """The header's attention.sliding_window_pattern: a period n (SWA when il % n < n - 1) or one flag per layer."""
-    value = _arch_value(header, "attention.sliding_window_pattern")
-    if value is None:
-        return None
-    if isinstance(value, list):
-        if len(value) != layers:
-            raise KVError(f"{header.architecture}.attention.sliding_window_pattern has {len(value)} entries for "
-                          f"{layers} layers")
-        return [bool(flag) for flag in value]
-    period = _uint(header, "attention.sliding_window_pattern")
-    return [period > 0 and il % period < period - 1 for il in range(layers)]
-
-
-def _swa_layers(header: GGUFHeader, layers: int) -> tuple[list[bool], int]:
-    """Which layers use the sliding-window cache, and the window (0: none)."""
-    arch = header.architecture
-    window = _uint(header, "attention.sliding_window")
-    if arch == "llama4":
-        if window == 0:
-            return [False] * layers, 0
-        return [il % 4 < 3 for il in range(layers)], LLAMA4_CHUNK
-    if arch == "exaone4":  # only the 64-layer (32B) model gets SWA by default; a header window overrides
-        if layers != 64:
-            return [False] * layers, 0
-        return [il % 4 < 3 for il in range(layers)], window if window is not None else 4096
-    if arch == "gemma4":
-        if window is None:
-            raise KVError(f"{arch}.attention.sliding_window is missing")
-        pattern = _swa_pattern(header, layers)
-        if pattern is None:
-            raise KVError(f"{arch}.attention.sliding_window_pattern is missing")
-        return pattern, window
-    if arch not in SWA_ARCHS:
-        return [False] * layers, 0
-    pattern, dense_first, rule = SWA_ARCHS[arch]
-    if rule == "header" and window is None:
-        raise KVError(f"{arch}.attention.sliding_window is missing")
-    if isinstance(rule, int):
-        window = rule if window is None else window
-    elif rule != "header":
-        if not window:  # "positive" rules: no window in the header, no SWA
-            return [False] * layers, 0
-        window = window if rule == "positive" else rule[1]
-    from_header = _swa_pattern(header, layers)  # the header's pattern wins over the per-architecture one
-    if from_header is not None:
-        return from_header, window
-    if dense_first:
-        return [il % pattern != 0 for il in range(layers)], window
-    return [il % pattern < pattern - 1 for il in range(layers)], window
-
-
-def _recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int], ff: list[int]) -> tuple[list[bool],
-                                                                                                    list[bool]]:
-    """(has attention KV, has recurrent state) per layer (llm_arch_is_recurrent / is_hybrid and their filters)."""
-    arch = header.architecture
-    if arch in RECURRENT_ARCHS:
-        return [False] * layers, [True] * layers
-    if arch in HYBRID_KV0_ARCHS:
-        return [h != 0 for h in kv_heads], [h == 0 for h in kv_heads]
-    if arch in ("nemotron_h", "nemotron_h_moe"):  # MLP layers (n_ff != 0) hold neither
-        recurrent = [h == 0 and f == 0 for h, f in zip(kv_heads, ff)]
-        return [not r and f == 0 for r, f in zip(recurrent, ff)], recurrent
-    if arch in INTERVAL_HYBRID_ARCHS:
-        listed = _arch_value(header, "attention.recurrent_layers")
-        if isinstance(listed, list):
-            if len(listed) != layers:
-                raise KVError(f"{arch}.attention.recurrent_layers has {len(listed)} entries for {layers} layers")
-            recurrent = [bool(flag) for flag in listed]
-        else:
-            if isinstance(_arch_value(header, "full_attention_interval"), list):
-                raise KVError(f"{arch}.full_attention_interval is a list (llama.cpp reads one number)")
-            interval = _uint(header, "full_attention_interval", 4)
-            if not interval:
-                raise KVError(f"{arch}.full_attention_interval is 0")
-            recurrent = [(il + 1) % interval != 0 for il in range(layers)]
-        return [not r for r in recurrent], recurrent
-    if arch == "falcon-h1":  # every layer has both
-        return [True] * layers, [True] * layers
-    start = KV_FROM_START.get(arch)
-    if start is None and arch in ("glm4moe", "bailingmoe2"):  # MTP (nextn) layers have no KV
-        start = layers - _uint(header, "nextn_predict_layers", 0)
-    return [start is None or il < start for il in range(layers)], [False] * layers
-
-
-def _state_floats(header: GGUFHeader, embd: int) -> tuple[int, int]:
-    """(n_embd_r, n_embd_s) of a recurrent layer (llama_hparams), in floats per slot."""
-    wkv = _uint(header, "wkv.head_size", 0)
-    if wkv:
-        return _uint(header, "token_shift_count", 2) * embd, embd * wkv
-    conv = _uint(header, "shortconv.l_cache", 0)
-    d_conv, d_inner, d_state, groups = (_uint(header, f"ssm.{key}", 0)
-                                        for key in ("conv_kernel", "inner_size", "state_size", "group_count"))
-    r = embd * (conv - 1) if conv else max(d_conv - 1, 0) * (d_inner + 2 * groups * d_state)
-    return r, d_state * d_inner
-
-
 def _layer_of(name: str) -> int | None:
     parts = name.split(".", 2)
     return int(parts[1]) if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() else None
@@ -386,8 +234,8 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
     arch = header.architecture
     if not arch:
         raise KVError("the header has no general.architecture")
-    layers = _uint(header, "block_count")
-    embd = _uint(header, "embedding_length")
+    layers = uint(header, "block_count")
+    embd = uint(header, "embedding_length")
     if not layers or embd is None:
         raise KVError(f"{arch}.block_count and {arch}.embedding_length are needed")
     if layers > MAX_LAYERS:
@@ -397,30 +245,30 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
         raise KVError(f"split GGUF of {split} files: {len(shards) + 1} headers given")
     if arch not in CHECKED_ARCHS and arch not in UNCHECKED_ARCHS:
         raise KVError(f"not sized: {arch} (an architecture halofleet has no memory rules for)")
-    heads = _per_layer(header, "attention.head_count", layers, [0] * layers)
-    kv_heads = _per_layer(header, "attention.head_count_kv", layers, heads)
+    heads = per_layer(header, "attention.head_count", layers, [0] * layers)
+    kv_heads = per_layer(header, "attention.head_count_kv", layers, heads)
     if len({h for h in kv_heads if h}) > 1 and arch not in PER_LAYER_KV_ARCHS:
         raise KVError(f"{arch}.attention.head_count_kv differs between layers ({sorted(set(kv_heads))}): "
                       f"llama.cpp loads {arch} with layer 0's count in every layer and refuses the file")
-    ff = _per_layer(header, "feed_forward_length", layers, [0] * layers)
+    ff = per_layer(header, "feed_forward_length", layers, [0] * layers)
     # load_hparams: head dims only when layer 0 has heads (n_head() is layer 0's), else 0 whatever the keys say
     key = value = 0
     if heads[0]:
-        key = _uint(header, "attention.key_length", embd // heads[0])
-        value = _uint(header, "attention.value_length", embd // heads[0])
-    attention, recurrent = _recurrent_layers(header, layers, kv_heads, ff)
-    swa, window = _swa_layers(header, layers)
+        key = uint(header, "attention.key_length", embd // heads[0])
+        value = uint(header, "attention.value_length", embd // heads[0])
+    attention, recurrent = recurrent_layers(header, layers, kv_heads, ff)
+    swa, window = swa_layers(header, layers)
     kv_type_v = kv_type_v or kv_type
     if not flash_attn and KV_TYPES[kv_type_v] not in (0, 1, 30):
         raise KVError(f"a {kv_type_v} V cache needs flash attention (llama.cpp refuses it with -fa off)")
-    mla = _uint(header, "attention.kv_lora_rank", 0) and _uint(header, "attention.key_length_mla") is not None
+    mla = uint(header, "attention.kv_lora_rank", 0) and uint(header, "attention.key_length_mla") is not None
     if mla:  # MLA: the cache holds the compressed latent + rope part as K and no V (llama_model::create_memory)
-        key, value = _uint(header, "attention.key_length_mla"), 0
+        key, value = uint(header, "attention.key_length_mla"), 0
         kv_heads = [1 if a else 0 for a in attention]
     kv_row = [(key * h, value * h) for h in kv_heads]
     if arch == "gemma4":  # sliding-window layers have their own head sizes (attention.key/value_length_swa)
-        key_swa = _uint(header, "attention.key_length_swa", key)
-        value_swa = _uint(header, "attention.value_length_swa", value)
+        key_swa = uint(header, "attention.key_length_swa", key)
+        value_swa = uint(header, "attention.value_length_swa", value)
         kv_row = [(key_swa * h, value_swa * h) if s else row for h, s, row in zip(kv_heads, swa, kv_row)]
     if not flash_attn and len({v for (_, v), a in zip(kv_row, attention) if a}) > 1:
         widest = max(v for (_, v), a in zip(kv_row, attention) if a)
@@ -438,7 +286,7 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
     weights, output, other = weights_by_layer([header, *shards], layers)
     if arch in COPIED_TIED_EMBEDDING and not _has_tensor([header, *shards], "output.weight"):
         output += _tensor_bytes([header, *shards], "token_embd.weight")  # a copy of it is the output layer
-    state_r, state_s = _state_floats(header, embd)
+    state_r, state_s = state_floats(header, embd)
     caches = []
     for kind, members, rows in (("kv", [a and not w for a, w in zip(attention, swa)], cells),
                                 ("swa", [a and w for a, w in zip(attention, swa)], swa_cells)):
@@ -468,7 +316,7 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
         notes.append(f"{sum(recurrent)} recurrent layers")
     if mla:
         notes.append("MLA: compressed K cache, no V cache")
-    if _uint(header, "attention.sliding_window") and not any(swa):
+    if uint(header, "attention.sliding_window") and not any(swa):
         notes.append(f"sliding_window in the header, but {arch} is sized as full attention here [U]")
     if arch not in CHECKED_ARCHS:
         notes.append(f"{arch}: sized by the rules of llama.cpp's source, not checked against llama-server [U]")
@@ -492,9 +340,14 @@ def shard_paths(path: str) -> list[str]:
 
 def need_from_reader(reader: Callable[[str], Callable[[int, int], bytes | None]], path: str, ctx: int,
                      kv_type: str, **options: Any) -> Need:
-    """The need of the (split) GGUF at ``path``, each shard's header read through ``reader(shard)(offset, length)``."""
+    """
+    The need of the (split) GGUF at ``path``, each shard's header read through ``reader(shard)(offset, length)``.
+    Only the first file carries the vocabulary; the others start with a small read (doubled while short), so a
+    60-file model costs a few MiB of range requests, not 4 MiB a file (benchmarks/plan_http.py).
+    """
     try:
-        headers = [read_header_in_chunks(reader(shard)) for shard in shard_paths(path)]
+        headers = [read_header_in_chunks(reader(shard), first=FIRST_READ if index == 0 else SHARD_FIRST_READ)
+                   for index, shard in enumerate(shard_paths(path))]
     except GGUFError as error:
         raise KVError(f"{path}: {error}") from None
     options.setdefault("name", Path(path).name)

@@ -7,6 +7,7 @@ docstring), never from the code under test.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -537,3 +538,24 @@ def test_only_block_tensors_count_as_blocks():
                TensorInfo("blk.0.x.weight", (64,), 0, 0))
     need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
     assert need.layer_bytes == (64 * 4, 0) and need.input_bytes == 64 * 64 * 2 + 64 * 4
+
+
+def test_later_shards_of_a_split_model_are_read_in_small_chunks(tmp_path):
+    from halofleet.testing.tinymodel import write_tiny_llama
+
+    first = write_tiny_llama(tmp_path / "split.gguf", split_max_tensors=5)
+    asked: dict[str, list[int]] = {}
+
+    def reader(path: str):
+        def read(offset: int, length: int) -> bytes | None:
+            asked.setdefault(Path(path).name, []).append(length)
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        return read
+
+    need = kvcache.need_from_reader(reader, str(first), 512, "f16")
+    assert need.weights == need_of_file(str(first), 512).weights
+    names = sorted(asked)
+    assert len(names) == 5 and asked[names[0]] == [kvcache.FIRST_READ]
+    assert all(asked[name] == [kvcache.SHARD_FIRST_READ] for name in names[1:])
