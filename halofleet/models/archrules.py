@@ -39,7 +39,7 @@ INTERVAL_HYBRID_ARCHS = {"qwen3next", "qwen35", "qwen35moe"}
 # Compared byte for byte with llama-server 0.7.0 in tests/nspawn/test_kvcache_oracle.py (tiny models of each)
 CHECKED_ARCHS = frozenset({
     "cohere2", "command-r", "deepseek2", "exaone", "exaone4", "falcon-h1", "gemma", "gemma2", "gemma3", "gemma4",
-    "glm4", "gpt-oss", "granite", "granitehybrid", "granitemoe", "internlm2", "jamba", "lfm2", "llama", "mamba",
+    "glm4", "glm4moe", "gpt-oss", "granite", "granitehybrid", "granitemoe", "internlm2", "jamba", "lfm2", "llama", "mamba",
     "mamba2", "mistral3", "nemotron_h", "olmo2", "phi2", "phi3", "qwen2", "qwen2moe", "qwen3", "qwen35",
     "qwen3moe", "qwen3next", "rwkv7", "smollm3", "stablelm", "starcoder2",
 })
@@ -48,7 +48,7 @@ CHECKED_ARCHS = frozenset({
 UNCHECKED_ARCHS = frozenset({
     "llama4", "deci", "falcon", "grok", "gpt2", "gptj", "gptneox", "baichuan", "starcoder", "refact", "bloom",
     "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "qwen35moe", "phimoe", "plamo", "plamo2", "codeshell", "orion",
-    "minicpm", "minicpm3", "gemma3n", "olmo", "olmoe", "openelm", "arctic", "deepseek", "chatglm", "glm4moe",
+    "minicpm", "minicpm3", "gemma3n", "olmo", "olmoe", "openelm", "arctic", "deepseek", "chatglm",
     "bitnet", "jais", "nemotron", "nemotron_h_moe", "rwkv6", "rwkv6qwen2", "arwkv7", "chameleon", "bailingmoe",
     "bailingmoe2", "dots1", "arcee", "afmoe", "ernie4_5", "ernie4_5-moe", "hunyuan-moe", "hunyuan-dense",
     "lfm2moe", "smallthinker", "seed_oss", "grovemoe", "apertus", "minimax-m2", "xverse", "mpt", "stablelm",
@@ -60,6 +60,9 @@ PER_LAYER_KV_ARCHS = {"deci", "openelm"}
 # buffer is the file's tensors plus token_embd once more, on the CPU backend; the others share it there) [U: GPU]
 COPIED_TIED_EMBEDDING = {"gemma4"}
 # hybrid archs whose recurrent layers are the ones with head_count_kv 0 (load_hparams)
+# The last nextn_predict_layers blocks are multi-token-prediction blocks: no KV, and llama.cpp does not load their
+# tensors (the oracle: glm4moe's model buffer is the file's tensors minus those blocks')
+MTP_ARCHS = {"glm4moe", "bailingmoe2"}
 HYBRID_KV0_ARCHS = {"jamba", "plamo2", "granitehybrid", "lfm2", "lfm2moe"}
 
 
@@ -170,7 +173,7 @@ def recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int],
     if arch == "falcon-h1":  # every layer has both
         return [True] * layers, [True] * layers
     start = KV_FROM_START.get(arch)
-    if start is None and arch in ("glm4moe", "bailingmoe2"):  # MTP (nextn) layers have no KV
+    if start is None and arch in MTP_ARCHS:  # MTP (nextn) layers have no KV
         start = layers - uint(header, "nextn_predict_layers", 0)
     return [start is None or il < start for il in range(layers)], [False] * layers
 

@@ -32,7 +32,8 @@ build was not available to read here [U: the names of the llama.cpp functions ab
   layer, true = SWA) wins over the per-architecture pattern (:mod:`.archrules`).
 - Qwen3-Next / Qwen3.5: attention every ``full_attention_interval`` (a number; default 4) layers, or where
   ``attention.recurrent_layers`` says false; Gemma 4: SWA layers use ``key/value_length_swa``, and its tied
-  token embedding is loaded a second time as the output.
+  token embedding is loaded a second time as the output; the last ``nextn_predict_layers`` blocks of GLM-4.5
+  style models (multi-token prediction) hold no KV and their tensors are not loaded.
 - Per-layer ``head_count_kv`` that differs between attention layers: llama refuses the file (llama arch); only
   :data:`.archrules.PER_LAYER_KV_ARCHS` are sized per layer. An architecture in neither
   :data:`.archrules.CHECKED_ARCHS` nor ``UNCHECKED_ARCHS`` is refused ("not sized: ARCH").
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..contract.options import KV_CACHE_TYPES
-from .archrules import (CHECKED_ARCHS, COPIED_TIED_EMBEDDING, PER_LAYER_KV_ARCHS, UNCHECKED_ARCHS, KVError,
+from .archrules import (CHECKED_ARCHS, COPIED_TIED_EMBEDDING, MTP_ARCHS, PER_LAYER_KV_ARCHS, UNCHECKED_ARCHS, KVError,
                         arch_value, per_layer, recurrent_layers, state_floats, swa_layers, uint)
 from .gguf import FIRST_READ, GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
 
@@ -262,6 +263,8 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
     if not flash_attn and KV_TYPES[kv_type_v] not in (0, 1, 30):
         raise KVError(f"a {kv_type_v} V cache needs flash attention (llama.cpp refuses it with -fa off)")
     mla = uint(header, "attention.kv_lora_rank", 0) and uint(header, "attention.key_length_mla") is not None
+    if mla and kv_type_v != kv_type:  # the oracle: "model does not support different K and V cache types"
+        raise KVError(f"{arch} keeps MLA's V inside its K cache: K and V cache types must be the same")
     if mla:  # MLA: the cache holds the compressed latent + rope part as K and no V (llama_model::create_memory)
         key, value = uint(header, "attention.key_length_mla"), 0
         kv_heads = [1 if a else 0 for a in attention]
@@ -284,6 +287,9 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
     ub = min(batch, ubatch)  # n_ubatch <= n_batch; capping by ctx too changes nothing once padded to 256
     swa_cells = cells if swa_full else pad(min(cells, window * (parallel if unified else 1) + ub))
     weights, output, other = weights_by_layer([header, *shards], layers)
+    mtp = uint(header, "nextn_predict_layers", 0) if arch in MTP_ARCHS else 0
+    for il in range(max(layers - mtp, 0), layers):
+        weights[il] = 0  # an MTP block's tensors stay in the file
     if arch in COPIED_TIED_EMBEDDING and not _has_tensor([header, *shards], "output.weight"):
         output += _tensor_bytes([header, *shards], "token_embd.weight")  # a copy of it is the output layer
     state_r, state_s = state_floats(header, embd)
@@ -316,6 +322,8 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
         notes.append(f"{sum(recurrent)} recurrent layers")
     if mla:
         notes.append("MLA: compressed K cache, no V cache")
+    if mtp:
+        notes.append(f"{min(mtp, layers)} MTP block(s) not loaded")
     if uint(header, "attention.sliding_window") and not any(swa):
         notes.append(f"sliding_window in the header, but {arch} is sized as full attention here [U]")
     if arch not in CHECKED_ARCHS:

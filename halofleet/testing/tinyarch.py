@@ -179,6 +179,21 @@ ARCHS: dict[str, Arch] = {
          ('attn_v.weight', (64, 32)), ('attn_output.weight', (64, 64)), ('post_attention_norm.weight', (64,)),
          ('ffn_norm.weight', (64,)), ('ffn_down.weight', (128, 64)), ('ffn_up.weight', (64, 256)),
          ('post_ffw_norm.weight', (64,))]),
+    'glm4moe': Arch(
+        {**BASE, 'expert_count': 4, 'expert_used_count': 2, 'expert_feed_forward_length': 64, 'block_count':
+         3, 'leading_dense_block_count': 1, 'expert_shared_count': 1, 'nextn_predict_layers': 1},
+        {'output_norm.weight': (64,), 'token_embd.weight': (64, 312)},
+        [('attn_norm.weight', (64,)), ('attn_q.weight', (64, 64)), ('attn_k.weight', (64, 32)),
+         ('attn_v.weight', (64, 32)), ('attn_q.bias', (64,)), ('attn_k.bias', (32,)), ('attn_v.bias', (32,)),
+         ('attn_output.weight', (64, 64)), ('post_attention_norm.weight', (64,)),
+         ('ffn_gate.weight', (64, 128), (0,)), ('ffn_down.weight', (128, 64), (0,)),
+         ('ffn_up.weight', (64, 128), (0,)), ('ffn_gate_inp.weight', (64, 4), (1, 2)),
+         ('exp_probs_b.bias', (4,), (1, 2)), ('ffn_gate_exps.weight', (64, 64, 4), (1, 2)),
+         ('ffn_down_exps.weight', (64, 64, 4), (1, 2)), ('ffn_up_exps.weight', (64, 64, 4), (1, 2)),
+         ('ffn_gate_shexp.weight', (64, 64), (1, 2)), ('ffn_down_shexp.weight', (64, 64), (1, 2)),
+         ('ffn_up_shexp.weight', (64, 64), (1, 2)), ('nextn.eh_proj.weight', (128, 64), (2,)),
+         ('nextn.enorm.weight', (64,), (2,)), ('nextn.hnorm.weight', (64,), (2,)),
+         ('nextn.shared_head_norm.weight', (64,), (2,))]),
     'gpt-oss': Arch(
         {**BASE, 'expert_count': 4, 'expert_used_count': 2, 'expert_feed_forward_length': 64, 'block_count':
          2, 'attention.sliding_window': 64, 'attention.key_length': 32, 'attention.value_length': 32},

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from halofleet.box.serving import LLAMA_NO_MMAP_ENVIRONMENT, _llama_args
-from halofleet.contract.config import check_rules, coerce_keys
+from halofleet.contract.config import ConfigError, HaloConfig, check_rules, coerce_keys
 from halofleet.models.kvcache import EngineFlags, KVError, need_of_file
 from halofleet.testing import nspawn
 from halofleet.testing.tinyarch import ARCHS, write_tiny_arch
@@ -65,6 +65,8 @@ HEADER_CASES = [
      {"hparams": {"attention.head_count_kv": [1, 2]},
       "shapes": {"blk.1.attn_k.weight": (64, 64), "blk.1.attn_v.weight": (64, 64)}}, {"halo_ctx": 4096}),
     ("unknown-arch", "llama", {"name": "halofleet-unknown"}, {"halo_ctx": 4096}),
+    ("mla-mixed-cache-types", "deepseek2", {}, {"halo_ctx": 2048, "halo_llama_kv_type": "bf16",
+                                                "halo_llama_kv_type_v": "f16"}),
     ("quantized-v-without-fa", "llama", {}, {"halo_ctx": 2048, "halo_llama_kv_type": "q8_0",
                                              "halo_llama_flash_attn": "off"}),
 ]
@@ -118,10 +120,12 @@ def write_models(directory: Path) -> None:
         write_tiny_arch(directory / f"{stem}.gguf", arch, **options)
 
 
-def config_of(data: dict):
+def config_of(data: dict, rules: bool = True) -> HaloConfig:
+    """The host's config; ``rules=False``: without the rules between keys (to start llama-server on data that
+    halofleet refuses, and see that llama-server refuses it too)."""
     # -v: llama-server logs its allocations at info level only when verbose
-    return check_rules("oracle", coerce_keys("oracle", {**TIER_DATA, "halo_model": "/x.gguf",
-                                                        "halo_llama_args": ["-v"], **data}))
+    values = coerce_keys("oracle", {**TIER_DATA, "halo_model": "/x.gguf", "halo_llama_args": ["-v"], **data})
+    return check_rules("oracle", values) if rules else HaloConfig("oracle", values)
 
 
 def runner_script(commands: dict[str, list[str]]) -> str:
@@ -146,7 +150,7 @@ def oracle(tmp_path_factory):
         models = box.directory / "merged" / MODEL_DIR.lstrip("/")  # the container's own filesystem (overlay)
         models.mkdir(parents=True)
         write_models(models)
-        commands = {name: _llama_args(config_of(data), f"{MODEL_DIR}/{stem}.gguf")
+        commands = {name: _llama_args(config_of(data, rules=False), f"{MODEL_DIR}/{stem}.gguf")
                     for name, stem, _, data in cases()}
         (models / "run.sh").write_text(runner_script(commands))
         box.ssh(f"sh {MODEL_DIR}/run.sh", timeout=600)
@@ -157,18 +161,18 @@ def test_every_case_is_sized_as_llama_server_allocates(oracle):
     logs, models = oracle
     compared, refused, failures = Counter(), Counter(), []
     for name, stem, arch, data in cases():
-        config = config_of(data)
         got = allocated(logs[name])
         try:
+            config = config_of(data)
             need = need_of_file(str(models / f"{stem}.gguf"), config.ctx, **EngineFlags.of(config).sizing())
-        except KVError as error:
+        except (ConfigError, KVError) as error:
             need = error
         if got is None:
             refused[arch] += 1
-            if not isinstance(need, KVError):
+            if not isinstance(need, (ConfigError, KVError)):
                 failures.append(f"{name} {data}: llama-server refused, halofleet sized it")
             continue
-        if isinstance(need, KVError):
+        if isinstance(need, (ConfigError, KVError)):
             failures.append(f"{name} {data}: halofleet refused ({need}), llama-server loaded it")
             continue
         compared[arch] += 1

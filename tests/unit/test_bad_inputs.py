@@ -224,6 +224,8 @@ DATA_ERRORS = [
     ({"halo_llama_args": ["-fa", "off"]}, "-fa is set by halo_llama_flash_attn, not in the extra arguments"),
     ({"halo_llama_args": ["--cache-type-v=q4_0"]}, "--cache-type-v is set by halo_llama_kv_type_v"),
     ({"halo_llama_args": ["--kv-unified"]}, "--kv-unified is set by halo_llama_kv_unified"),
+    ({"halo_llama_kv_type": "q8_0", "halo_llama_flash_attn": "off"},
+     "is invalid: a q8_0 V cache needs flash attention: set halo_llama_flash_attn on"),
     ({"halo_llama_args": ["$HOME"]}, ARGS_RULE),
     ({"halo_llama_args": ["x;reboot"]}, ARGS_RULE),
     ({"halo_llama_args": ["a`b`"]}, ARGS_RULE),

@@ -559,3 +559,75 @@ def test_later_shards_of_a_split_model_are_read_in_small_chunks(tmp_path):
     names = sorted(asked)
     assert len(names) == 5 and asked[names[0]] == [kvcache.FIRST_READ]
     assert all(asked[name] == [kvcache.SHARD_FIRST_READ] for name in names[1:])
+
+
+# -- rules found with the oracle (tests/nspawn/test_kvcache_oracle.py); each figure is llama.cpp's arithmetic --
+
+def test_mla_keeps_one_k_row_of_key_length_mla_and_no_v():
+    header = small("deepseek2", 2, attention__kv_lora_rank=32, attention__key_length_mla=48,
+                   attention__value_length_mla=32, attention__head_count_kv=4)
+    need = need_of_header(header, 256)
+    (cache,) = need.caches
+    assert (cache.layers, cache.k_bytes, cache.v_bytes) == (2, 2 * 48 * 2 * 256, 0)
+    assert "MLA: compressed K cache, no V cache" in need.notes
+    with pytest.raises(KVError, match=exact("deepseek2 keeps MLA's V inside its K cache: K and V cache types must "
+                                            "be the same")):
+        need_of_header(header, 256, "bf16", kv_type_v="f16")
+    # without the MLA keys (older files) K and V are ordinary per-head rows
+    plain = need_of_header(small("deepseek2", 2, attention__kv_lora_rank=32), 256)
+    assert plain.kv == 2 * 256 * CELL
+
+
+@pytest.mark.parametrize("pattern, swa_layers", [(3, 4), ([True, False, True, True, True, False], 4)])
+def test_the_headers_sliding_window_pattern_wins(pattern, swa_layers):
+    need = need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                                attention__sliding_window_pattern=pattern), 4096)
+    by_kind = {cache.kind: cache for cache in need.caches}
+    assert (by_kind["swa"].layers if "swa" in by_kind else 0) == swa_layers
+    assert by_kind["kv"].layers == 6 - swa_layers
+    with pytest.raises(KVError, match=exact("gemma3.attention.sliding_window_pattern has 2 entries for 6 layers")):
+        need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                             attention__sliding_window_pattern=[True, False]), 4096)
+
+
+def test_qwen3next_layer_layout_comes_from_the_header():
+    def kinds(**keys):
+        need = need_of_header(small("qwen3next", 4, **keys), 256)
+        return {cache.kind: cache.layers for cache in need.caches if cache.kind == "kv"}
+
+    assert kinds() == {"kv": 1}  # every 4th layer, the default
+    assert kinds(full_attention_interval=2) == {"kv": 2}
+    assert kinds(attention__recurrent_layers=[True, False, False, True]) == {"kv": 2}
+    with pytest.raises(KVError, match=exact("qwen3next.full_attention_interval is a list (llama.cpp reads one "
+                                            "number)")):
+        kinds(full_attention_interval=[0, 1, 0, 1])
+    assert need_of_header(small("qwen35", 4), 256).caches[0].layers == 1  # Qwen3.5: the same hybrid
+
+
+def test_gemma4_window_layers_have_their_own_head_size_and_the_tied_embedding_is_loaded_twice():
+    embd = TensorInfo("token_embd.weight", (64, 100), 0, 0)
+    meta = small("gemma4", 3, attention__sliding_window=64, attention__sliding_window_pattern=[True, True, False],
+                 attention__head_count_kv=1, attention__key_length=64, attention__value_length=64,
+                 attention__key_length_swa=32, attention__value_length_swa=32).metadata
+    need = need_of_header(GGUFHeader(3, meta, (embd,), 0), 4096)
+    by_kind = {cache.kind: cache for cache in need.caches}
+    assert by_kind["kv"].k_bytes == 1 * 64 * 2 * 4096 and by_kind["swa"].k_bytes == 2 * 32 * 2 * 768
+    assert need.weights == 2 * 64 * 100 * 4
+
+
+def test_mtp_blocks_are_not_loaded():
+    meta = small("glm4moe", 3, nextn_predict_layers=1).metadata
+    tensors = tuple(TensorInfo(f"blk.{il}.ffn_up.weight", (64, 64), 0, 0) for il in range(3))
+    need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
+    assert need.weights == 2 * 64 * 64 * 4 and need.layer_bytes[2] == 0
+    assert "1 MTP block(s) not loaded" in need.notes
+
+
+def test_the_unit_passes_what_the_plan_sizes():
+    flags = kvcache.EngineFlags(parallel=3, batch=1024, ubatch=256, kv_type="q8_0", kv_type_v="q4_0", unified=True,
+                                swa_full=True, flash_attn=False)
+    assert flags.args(4096) == ["-fa", "off", "-c", "4096", "-b", "1024", "-ub", "256", "-np", "3",
+                                "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--kv-unified", "--swa-full"]
+    assert kvcache.EngineFlags().args() == ["-fa", "on", "-b", "2048", "-ub", "512", "-np", "1"]
+    assert flags.sizing() == {"kv_type": "q8_0", "kv_type_v": "q4_0", "parallel": 3, "batch": 1024, "ubatch": 256,
+                              "unified": True, "swa_full": True, "flash_attn": False}
