@@ -38,30 +38,32 @@ RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
 INTERVAL_HYBRID_ARCHS = {"qwen3next", "qwen35", "qwen35moe"}
 # Compared byte for byte with llama-server 0.7.0 in tests/nspawn/test_kvcache_oracle.py (tiny models of each)
 CHECKED_ARCHS = frozenset({
-    "cohere2", "command-r", "deepseek2", "exaone", "exaone4", "falcon-h1", "gemma", "gemma2", "gemma3", "gemma4",
-    "glm4", "glm4moe", "gpt-oss", "granite", "granitehybrid", "granitemoe", "internlm2", "jamba", "lfm2", "llama", "mamba",
-    "mamba2", "mistral3", "nemotron_h", "olmo2", "phi2", "phi3", "qwen2", "qwen2moe", "qwen3", "qwen35",
-    "qwen3moe", "qwen3next", "rwkv7", "smollm3", "stablelm", "starcoder2",
+    "afmoe", "arcee", "bailingmoe2", "cohere2", "command-r", "deepseek2", "ernie4_5", "ernie4_5-moe", "exaone",
+    "exaone4", "falcon-h1", "gemma", "gemma2", "gemma3", "gemma3n", "gemma4", "glm4", "glm4moe", "gpt-oss",
+    "granite", "granitehybrid", "granitemoe", "hunyuan-dense", "internlm2", "jamba", "lfm2", "lfm2moe", "llama",
+    "llama4", "mamba", "mamba2", "mistral3", "nemotron_h", "olmo2", "olmoe", "phi2", "phi3", "qwen2", "qwen2moe",
+    "qwen3", "qwen35", "qwen35moe", "qwen3moe", "qwen3next", "rwkv7", "seed_oss", "smollm3", "stablelm",
+    "starcoder2",
 })
 # Architectures llama.cpp 0.7.0 knows whose memory follows the same rules (plain attention, or a rule above)
 # but that no tiny model here has loaded yet: sized, with a note saying so [U]. Any other is refused by name.
 UNCHECKED_ARCHS = frozenset({
-    "llama4", "deci", "falcon", "grok", "gpt2", "gptj", "gptneox", "baichuan", "starcoder", "refact", "bloom",
-    "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "qwen35moe", "phimoe", "plamo", "plamo2", "codeshell", "orion",
-    "minicpm", "minicpm3", "gemma3n", "olmo", "olmoe", "openelm", "arctic", "deepseek", "chatglm",
-    "bitnet", "jais", "nemotron", "nemotron_h_moe", "rwkv6", "rwkv6qwen2", "arwkv7", "chameleon", "bailingmoe",
-    "bailingmoe2", "dots1", "arcee", "afmoe", "ernie4_5", "ernie4_5-moe", "hunyuan-moe", "hunyuan-dense",
-    "lfm2moe", "smallthinker", "seed_oss", "grovemoe", "apertus", "minimax-m2", "xverse", "mpt", "stablelm",
+    "apertus", "arctic", "arwkv7", "baichuan", "bailingmoe", "bitnet", "bloom", "chameleon", "chatglm", "codeshell",
+    "deci", "deepseek", "dots1", "falcon", "gpt2", "gptj", "gptneox", "grok", "grovemoe", "hunyuan-moe", "jais",
+    "minicpm", "minicpm3", "minimax-m2", "mpt", "nemotron", "nemotron_h_moe", "olmo", "openelm", "orion", "phimoe",
+    "plamo", "plamo2", "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "refact", "rwkv6", "rwkv6qwen2", "smallthinker",
+    "starcoder", "xverse",
 })
 # Per-layer KV head counts that differ between attention layers: llama.cpp's loaders of these take each layer's
 # own count; the others check every layer's K/V tensors against layer 0's (the oracle: llama refuses) [U: list]
 PER_LAYER_KV_ARCHS = {"deci", "openelm"}
-# Tied embeddings: llama.cpp loads token_embd.weight a second time as the output layer (the oracle: gemma4's model
-# buffer is the file's tensors plus token_embd once more, on the CPU backend; the others share it there) [U: GPU]
-COPIED_TIED_EMBEDDING = {"gemma4"}
+# Tied embeddings: llama.cpp loads token_embd.weight a second time as the output layer (the oracle: gemma3n's and
+# gemma4's model buffer is the file's tensors plus token_embd once more, on the CPU backend; the other tied models
+# share it there) [U: on a GPU backend]
+COPIED_TIED_EMBEDDING = {"gemma3n", "gemma4"}
 # hybrid archs whose recurrent layers are the ones with head_count_kv 0 (load_hparams)
 # The last nextn_predict_layers blocks are multi-token-prediction blocks: no KV, and llama.cpp does not load their
-# tensors (the oracle: glm4moe's model buffer is the file's tensors minus those blocks')
+# tensors (the oracle: glm4moe's and bailingmoe2's model buffers are the file's tensors minus those blocks')
 MTP_ARCHS = {"glm4moe", "bailingmoe2"}
 HYBRID_KV0_ARCHS = {"jamba", "plamo2", "granitehybrid", "lfm2", "lfm2moe"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from halofleet.facts.model_header import need_on_host
-from halofleet.models import kvcache
+from halofleet.models import archrules, kvcache
 from halofleet.models.gguf import GGUFHeader, TensorInfo, read_header
 from halofleet.models.kvcache import KVError, need_of_file, need_of_header
 
@@ -631,3 +631,10 @@ def test_the_unit_passes_what_the_plan_sizes():
     assert kvcache.EngineFlags().args() == ["-fa", "on", "-b", "2048", "-ub", "512", "-np", "1"]
     assert flags.sizing() == {"kv_type": "q8_0", "kv_type_v": "q4_0", "parallel": 3, "batch": 1024, "ubatch": 256,
                               "unified": True, "swa_full": True, "flash_attn": False}
+
+
+def test_every_architecture_called_checked_is_in_the_oracle():
+    from halofleet.testing.tinyarch import ARCHS
+
+    assert set(ARCHS) == set(kvcache.CHECKED_ARCHS)
+    assert not kvcache.CHECKED_ARCHS & archrules.UNCHECKED_ARCHS
