@@ -95,16 +95,22 @@ def per_layer(header: GGUFHeader, key: str, layers: int, default: list[int]) -> 
     return [uint(header, key)] * layers
 
 
+def flags(header: GGUFHeader, key: str, value: list, layers: int) -> list[bool]:
+    """A per-layer flag array of the header: exactly one bool (or 0/1) per layer."""
+    if len(value) != layers:
+        raise KVError(f"{header.architecture}.{key} has {len(value)} entries for {layers} layers")
+    if not all(isinstance(flag, bool) or flag in (0, 1) for flag in value):
+        raise KVError(f"{header.architecture}.{key} holds something other than flags")
+    return [bool(flag) for flag in value]
+
+
 def swa_pattern(header: GGUFHeader, layers: int) -> list[bool] | None:
     """The header's attention.sliding_window_pattern: a period n (SWA when il % n < n - 1) or one flag per layer."""
     value = arch_value(header, "attention.sliding_window_pattern")
     if value is None:
         return None
     if isinstance(value, list):
-        if len(value) != layers:
-            raise KVError(f"{header.architecture}.attention.sliding_window_pattern has {len(value)} entries for "
-                          f"{layers} layers")
-        return [bool(flag) for flag in value]
+        return flags(header, "attention.sliding_window_pattern", value, layers)
     period = uint(header, "attention.sliding_window_pattern")
     return [period > 0 and il % period < period - 1 for il in range(layers)]
 
@@ -161,9 +167,7 @@ def recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int],
     if arch in INTERVAL_HYBRID_ARCHS:
         listed = arch_value(header, "attention.recurrent_layers")
         if isinstance(listed, list):
-            if len(listed) != layers:
-                raise KVError(f"{arch}.attention.recurrent_layers has {len(listed)} entries for {layers} layers")
-            recurrent = [bool(flag) for flag in listed]
+            recurrent = flags(header, "attention.recurrent_layers", listed, layers)
         else:
             if isinstance(arch_value(header, "full_attention_interval"), list):
                 raise KVError(f"{arch}.full_attention_interval is a list (llama.cpp reads one number)")

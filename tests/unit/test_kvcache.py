@@ -588,6 +588,10 @@ def test_the_headers_sliding_window_pattern_wins(pattern, swa_layers):
     with pytest.raises(KVError, match=exact("gemma3.attention.sliding_window_pattern has 2 entries for 6 layers")):
         need_of_header(small("gemma3", 6, attention__sliding_window=64,
                              attention__sliding_window_pattern=[True, False]), 4096)
+    with pytest.raises(KVError, match=exact("gemma3.attention.sliding_window_pattern holds something other than "
+                                            "flags")):
+        need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                             attention__sliding_window_pattern=["yes"] * 6), 4096)
 
 
 def test_qwen3next_layer_layout_comes_from_the_header():
