@@ -144,8 +144,9 @@ class EngineFlags:
 
     def args(self, ctx: int | None = None) -> list[str]:
         """
-        llama-server's command-line words for these flags (and ``-c ctx`` when given). Defaults (f16 cache, no --kv-unified with -np given, no
-        --swa-full) are left out, so a unit written before these keys existed stays byte-identical.
+        llama-server's command-line words for these flags (and ``-c ctx`` when given). Defaults (f16 cache, no
+        --kv-unified with -np given, no --swa-full) are left out, so a unit written before these keys existed stays
+        byte-identical.
         """
         args = ["-fa", "on" if self.flash_attn else "off", *(["-c", str(ctx)] if ctx is not None else []),
                 "-b", str(self.batch), "-ub", str(self.ubatch), "-np", str(self.parallel)]
@@ -228,8 +229,9 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_typ
                    shards: tuple[GGUFHeader, ...] = ()) -> Need:
     """
     The :class:`Need` of the model behind ``header`` served with ``-c ctx -np parallel -b batch -ub ubatch``,
-    ``--cache-type-k kv_type --cache-type-v kv_type_v`` (None: kv_type) (llama-server's flags; ``unified``: ``--kv-unified``, ``swa_full``:
-    ``--swa-full``, ``flash_attn``: ``-fa on``). ``shards``: the other files' headers of a split GGUF.
+    ``--cache-type-k kv_type --cache-type-v kv_type_v`` (None: kv_type) (llama-server's flags; ``unified``:
+    ``--kv-unified``, ``swa_full``: ``--swa-full``, ``flash_attn``: ``-fa on``; :meth:`EngineFlags.sizing` gives
+    them as the unit passes them). ``shards``: the other files' headers of a split GGUF.
     Raises :class:`KVError` when the header cannot be sized.
     """
     arch = header.architecture

@@ -30,8 +30,9 @@ MIB = 1024 * 1024
 # llama_kv_cache (llama-kv-cache.cpp) and llama_memory_recurrent (llama-memory-recurrent.cpp) size lines
 KV_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers, +(\d+)/(\d+) seqs\), "
                      r"K \((\w+)\): +([\d.]+) MiB, V \((\w+)\): +([\d.]+) MiB")
-RS_LINE = re.compile(r"llama_memory_recurrent: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers, +(\d+) seqs[^)]*\), "
-                     r"R \(f32\): +([\d.]+) MiB, S \(f32\): +([\d.]+) MiB(?:, P \(f32\): +([\d.]+) MiB)?")
+RS_LINE = re.compile(r"llama_memory_recurrent: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers, "
+                     r"+(\d+) seqs[^)]*\), R \(f32\): +([\d.]+) MiB, S \(f32\): +([\d.]+) MiB"
+                     r"(?:, P \(f32\): +([\d.]+) MiB)?")
 MODEL_LINE = re.compile(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB")
 # The host data of each case, cycled over the architectures: context, slots, cache types and the memory flags.
 VARIANTS = [
