@@ -41,9 +41,9 @@ CHECKED_ARCHS = frozenset({
     "afmoe", "arcee", "bailingmoe2", "cohere2", "command-r", "deepseek2", "ernie4_5", "ernie4_5-moe", "exaone",
     "exaone4", "falcon-h1", "gemma", "gemma2", "gemma3", "gemma3n", "gemma4", "glm4", "glm4moe", "gpt-oss",
     "granite", "granitehybrid", "granitemoe", "hunyuan-dense", "internlm2", "jamba", "lfm2", "lfm2moe", "llama",
-    "llama4", "mamba", "mamba2", "mistral3", "nemotron_h", "olmo2", "olmoe", "phi2", "phi3", "qwen2", "qwen2moe",
-    "qwen3", "qwen35", "qwen35moe", "qwen3moe", "qwen3next", "rwkv7", "seed_oss", "smollm3", "stablelm",
-    "starcoder2",
+    "llama4", "mamba", "mamba2", "mistral3", "nemotron_h", "olmo2", "olmoe", "phi2", "phi3", "plamo2", "qwen2",
+    "qwen2moe", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "qwen3next", "rwkv6", "rwkv7", "seed_oss", "smollm3",
+    "stablelm", "starcoder2",
 })
 # Architectures llama.cpp 0.7.0 knows whose memory follows the same rules (plain attention, or a rule above)
 # but that no tiny model here has loaded yet: sized, with a note saying so [U]. Any other is refused by name.
@@ -51,8 +51,8 @@ UNCHECKED_ARCHS = frozenset({
     "apertus", "arctic", "arwkv7", "baichuan", "bailingmoe", "bitnet", "bloom", "chameleon", "chatglm", "codeshell",
     "deci", "deepseek", "dots1", "falcon", "gpt2", "gptj", "gptneox", "grok", "grovemoe", "hunyuan-moe", "jais",
     "minicpm", "minicpm3", "minimax-m2", "mpt", "nemotron", "nemotron_h_moe", "olmo", "openelm", "orion", "phimoe",
-    "plamo", "plamo2", "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "refact", "rwkv6", "rwkv6qwen2", "smallthinker",
-    "starcoder", "xverse",
+    "plamo", "qwen", "qwen2vl", "qwen3vl", "qwen3vlmoe", "refact", "rwkv6qwen2", "smallthinker", "starcoder",
+    "xverse",
 })
 # Per-layer KV head counts that differ between attention layers: llama.cpp's loaders of these take each layer's
 # own count; the others check every layer's K/V tensors against layer 0's (the oracle: llama refuses) [U: list]

@@ -106,8 +106,8 @@ def predicted(need) -> dict:
 
 # Architectures whose memory has more than one part (sliding window, recurrent state, MLA, MTP): every variant
 ALL_VARIANTS = {"deepseek2", "falcon-h1", "gemma2", "gemma3", "gemma3n", "gemma4", "glm4moe", "gpt-oss",
-                "granitehybrid", "jamba", "lfm2", "lfm2moe", "mamba2", "nemotron_h", "qwen35", "qwen35moe",
-                "qwen3next", "rwkv7"}
+                "granitehybrid", "jamba", "lfm2", "lfm2moe", "mamba2", "nemotron_h", "plamo2", "qwen35", "qwen35moe",
+                "qwen3next", "rwkv6", "rwkv7"}
 
 
 def cases() -> list[tuple[str, str, str, dict]]:
@@ -143,7 +143,7 @@ def runner_script(commands: dict[str, list[str]]) -> str:
     for name, args in commands.items():
         log = f"{MODEL_DIR}/{name}.log"
         lines += [f"env {env} llama-server {shlex.join(args)} >{log} 2>&1 & pid=$!",
-                  f"for i in $(seq 1200); do grep -q 'listening on http' {log} && break; "
+                  f"for i in $(seq 1200); do grep -q 'listening on http' {log} 2>/dev/null && break; "
                   "kill -0 $pid 2>/dev/null || break; sleep 0.1; done",
                   "kill $pid 2>/dev/null; wait $pid 2>/dev/null"]
     return "\n".join(lines + ["true  # each case's log is the result, not the last kill's status"]) + "\n"
