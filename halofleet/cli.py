@@ -140,7 +140,14 @@ class TensorSplit(click.ParamType):
 @click.option("--ctx", type=click.IntRange(*sizing.CTX_RANGE), default=None,
               help="Context for the memory table where PATH@CTX does not say (default: halo_ctx).")
 @click.option("--kv-type", type=click.Choice(sizing.KV_CHOICES), default=None,
-              help="KV cache type for the memory table (default: halo_llama_kv_type).")
+              help="KV cache type, K and V (halo_llama_kv_type).")
+@click.option("--kv-type-v", type=click.Choice(sizing.KV_CHOICES), default=None,
+              help="V cache type when it differs from K (halo_llama_kv_type_v).")
+@click.option("--kv-unified/--no-kv-unified", default=None, help="One KV buffer for all slots (halo_llama_kv_unified).")
+@click.option("--swa-full/--no-swa-full", default=None, help="Full-size sliding-window cache (halo_llama_swa_full).")
+@click.option("--flash-attn", type=click.Choice(["on", "off"]), default=None, help="-fa (halo_llama_flash_attn).")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None, help="Slots, -np (halo_llama_parallel).")
+@click.option("--ubatch", type=click.IntRange(32, 16384), default=None, help="-ub (halo_llama_ubatch).")
 @click.option("--models-max", type=click.IntRange(0, 1024), default=sizing.DEFAULT_MODELS_MAX, show_default=True,
               help="Models loaded at once (llama-server --models-max; 0 = no limit): the largest are counted.")
 @click.option("--rpc-worker-ram-gib", "worker_ram", multiple=True, type=click.IntRange(1, 4096),
@@ -150,11 +157,12 @@ class TensorSplit(click.ParamType):
 @click.option("--data", "data_items", multiple=True, metavar="halo_KEY=VALUE", help="Any other host data key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str, no_gttsize: bool, serve: str,
-         models: tuple[str, ...], ctx: int | None, kv_type: str | None, models_max: int,
-         worker_ram: tuple[int, ...], tensor_split: list[float] | None, data_items: tuple[str, ...],
-         as_json: bool) -> None:
+         models: tuple[str, ...], ctx: int | None, kv_type: str | None, kv_type_v: str | None,
+         kv_unified: bool | None, swa_full: bool | None, flash_attn: str | None, parallel: int | None,
+         ubatch: int | None, models_max: int, worker_ram: tuple[int, ...], tensor_split: list[float] | None,
+         data_items: tuple[str, ...], as_json: bool) -> None:
     """Print the kernel params, modprobe file (and engine unit, with --serve; the memory table, with --model) for a
-    box with RAM_GIB."""
+    box with RAM_GIB. The engine flags are host data here, so the table sizes what the unit passes."""
     from .box.plan import build_plan
     from .operations.halo_kernel import render_modprobe
 
@@ -165,6 +173,12 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
         if value is not None:
             data[key] = value
     data.update(_data_items(data_items))
+    for key, value in (("halo_llama_kv_type", kv_type), ("halo_llama_kv_type_v", kv_type_v),
+                       ("halo_llama_kv_unified", kv_unified), ("halo_llama_swa_full", swa_full),
+                       ("halo_llama_flash_attn", flash_attn), ("halo_llama_parallel", parallel),
+                       ("halo_llama_ubatch", ubatch)):
+        if value is not None:
+            data[key] = value
     directory_model = data.get("halo_serve") == "vllm" and not str(data.get("halo_model") or "").endswith(".gguf")
     try:
         host_plan = build_plan("plan", data, synthetic_probe(ram_gib, model_gguf=not directory_model))
@@ -173,7 +187,7 @@ def plan(ram_gib: int, reserve_gib: int | None, gtt_gib: int | None, iommu: str,
     gtt, engine = host_plan.gtt, host_plan.serve
     modprobe = render_modprobe(host_plan.modprobe)
     try:
-        memory = sizing.size(host_plan, models, ctx=ctx, kv_type=kv_type, models_max=models_max,
+        memory = sizing.size(host_plan, models, ctx=ctx, models_max=models_max,
                             worker_ram=worker_ram, tensor_split=tensor_split, served=serve != "none")
     except ValueError as error:  # KVError (unreadable or unsized model), bad --tensor-split, a worker's RAM
         raise BadInput(str(error)) from None

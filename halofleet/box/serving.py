@@ -17,6 +17,7 @@ from ..contract.localfiles import LocalFileRefused
 from ..contract.templating import render, sha256_text
 from ..fleet.rpc import head_args
 from ..models.files import ModelsPlan, local_sha256, plan_models
+from ..models.kvcache import EngineFlags
 
 CONTAINER_MODEL_DIR = "/models"
 CONTAINER_CACHE_DIR = "/cache"
@@ -239,11 +240,9 @@ def _llama_args(config: HaloConfig, model_path: str | None, models_max: int = 0,
     # An RPC head: its workers' devices take layers too (-ngl 999 spreads over local and remote devices).
     model = ["--models-preset", paths.MODELS_PRESET, "--models-max", str(models_max)] if model_path is None \
         else ["--model", model_path]
-    context = [] if model_path is None else ["-c", str(config.ctx)]
-    args = [*model, "--host", config.bind, "--port", str(config.port), "-ngl", "999", "-fa", "on", *context,
-            "-b", str(config.llama_batch), "-ub", str(config.llama_ubatch), "-np", str(config.llama_parallel)]
-    if config.llama_kv_type != "f16":
-        args += ["--cache-type-k", config.llama_kv_type, "--cache-type-v", config.llama_kv_type]
+    # The flags that size memory come from EngineFlags, which the memory plan sizes with too.
+    args = [*model, "--host", config.bind, "--port", str(config.port), "-ngl", "999",
+            *EngineFlags.of(config).args(None if model_path is None else config.ctx)]
     if config.model_alias:
         args += ["--alias", config.model_alias]
     if config.metrics:

@@ -267,6 +267,11 @@ def _check_batch(host: str, values: dict[str, Any]) -> None:
     if values["halo_llama_ubatch"] > values["halo_llama_batch"]:
         raise ConfigError(host, "halo_llama_ubatch", values["halo_llama_ubatch"],
                           f"must not exceed halo_llama_batch ({values['halo_llama_batch']})")
+    v_type = values.get("halo_llama_kv_type_v") or values.get("halo_llama_kv_type", "f16")
+    if values.get("halo_llama_flash_attn") == "off" and v_type not in ("f32", "f16", "bf16"):
+        # llama.cpp refuses to create the context (the kvcache oracle's "quantized-v-without-fa" case)
+        raise ConfigError(host, "halo_llama_flash_attn", "off",
+                          f"a {v_type} V cache needs flash attention: set halo_llama_flash_attn on, or an f16 V type")
 
 
 def _check_exposure(host: str, values: dict[str, Any]) -> None:

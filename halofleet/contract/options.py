@@ -8,6 +8,8 @@ from __future__ import annotations
 from . import policy, validators
 from .option_types import Option
 
+# -ctk/-ctv values llama-server 0.7.0 accepts (its --help "allowed values")
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 VLLM_RAY_NOT_BUILT = (
     "not built yet: vLLM across boxes (Ray, --tensor-parallel-size) is designed in README 'vLLM across boxes' but "
     "not built, as nothing here can run vLLM to prove it; split a model across boxes with llama.cpp RPC "
@@ -169,7 +171,21 @@ OPTIONS: dict[str, Option] = {
     "halo_llama_ubatch": Option("int", 512, "llama-server -ub (physical batch, <= -b).", minimum=32, maximum=16384),
     "halo_llama_parallel": Option("int", 1, "llama-server -np (slots; 1 for big models).", minimum=1, maximum=64),
     "halo_llama_kv_type": Option(
-        "choice", "f16", "KV cache type for llama-server (q8_0 halves KV memory).", choices=("f16", "q8_0")
+        "choice", "f16", "llama-server --cache-type-k and --cache-type-v: the KV cache type (q8_0 halves KV memory; "
+        "a quantized V needs halo_llama_flash_attn on).", choices=KV_CACHE_TYPES,
+    ),
+    "halo_llama_kv_type_v": Option(
+        "choice", None, "llama-server --cache-type-v when V differs from K (null: halo_llama_kv_type).",
+        choices=KV_CACHE_TYPES, nullable=True,
+    ),
+    "halo_llama_kv_unified": Option(
+        "bool", False, "llama-server --kv-unified: one KV buffer shared by all slots (otherwise ctx / slots each).",
+    ),
+    "halo_llama_swa_full": Option(
+        "bool", False, "llama-server --swa-full: full-size cache for sliding-window layers (more memory).",
+    ),
+    "halo_llama_flash_attn": Option(
+        "choice", "on", "llama-server -fa (off: more compute memory, no quantized V cache).", choices=("on", "off"),
     ),
     "halo_llama_args": Option(
         "args", [], "Extra llama-server arguments, appended after halofleet's (not --host, --port, --api-key*).",

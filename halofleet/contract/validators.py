@@ -199,7 +199,17 @@ def check_apt_url(value: str) -> str | None:
 RESERVED_ARGS = {
     "halo_llama_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key",
                         "--api-key-file": "halo_api_key", "--rpc": "halo_rpc_workers",
-                        "--tensor-split": "halo_tensor_split", "-ts": "halo_tensor_split"},
+                        "--tensor-split": "halo_tensor_split", "-ts": "halo_tensor_split",
+                        # what changes the memory plan has its own key: the plan sizes exactly what the unit passes
+                        "-c": "halo_ctx", "--ctx-size": "halo_ctx", "-np": "halo_llama_parallel",
+                        "--parallel": "halo_llama_parallel", "-b": "halo_llama_batch",
+                        "--batch-size": "halo_llama_batch", "-ub": "halo_llama_ubatch",
+                        "--ubatch-size": "halo_llama_ubatch", "-ctk": "halo_llama_kv_type",
+                        "--cache-type-k": "halo_llama_kv_type", "-ctv": "halo_llama_kv_type_v",
+                        "--cache-type-v": "halo_llama_kv_type_v", "-kvu": "halo_llama_kv_unified",
+                        "--kv-unified": "halo_llama_kv_unified", "-no-kvu": "halo_llama_kv_unified",
+                        "--no-kv-unified": "halo_llama_kv_unified", "--swa-full": "halo_llama_swa_full",
+                        "-fa": "halo_llama_flash_attn", "--flash-attn": "halo_llama_flash_attn"},
     "halo_vllm_args": {"--host": "halo_bind", "--port": "halo_port", "--api-key": "halo_api_key"},
 }
 # vLLM parses with argparse, which accepts any unambiguous prefix of a long option (--ho for --host).

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..contract.config import HaloConfig, HostRefused
 from . import http as bounded
 from .budget import OverBudget, check_memory, check_split, format_split, format_table
-from .kvcache import KVError, Need, need_from_reader, need_of_file
+from .kvcache import EngineFlags, KVError, Need, need_from_reader, need_of_file
 from .specs import ModelSpec
 
 GIB = 1 << 30
@@ -50,8 +50,9 @@ def http_reader(token: str | None = None, token_origin: str | None = None,
 
 
 def _engine_options(config: HaloConfig) -> dict[str, Any]:
-    """The llama-server flags the unit passes that size the KV cache (serving._llama_args)."""
-    return {"parallel": config.llama_parallel, "ubatch": config.llama_ubatch, "batch": config.llama_batch}
+    """The llama-server flags the unit passes that size memory (EngineFlags, which serving._llama_args renders);
+    the K cache type goes as need_of_*'s own argument."""
+    return {key: value for key, value in EngineFlags.of(config).sizing().items() if key != "kv_type"}
 
 
 def _spec_need(config: HaloConfig, spec: ModelSpec, on_host: dict[str, Any], host_reader: Reader,

@@ -1,10 +1,11 @@
 """
 What a GGUF model needs in memory when llama-server loads it: the weights as the file holds them plus the KV cache
 (and the recurrent state of Mamba/RWKV-style layers) at a context length, from the header alone. Pure functions over
-:class:`halofleet.models.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_from_reader` (on a host: :func:`halofleet.facts.model_header.need_on_host`) read the header first.
+:class:`halofleet.models.gguf.GGUFHeader`; :func:`need_of_file` and :func:`need_from_reader` (on a host:
+:func:`halofleet.facts.model_header.need_on_host`) read the header first.
 
 How llama.cpp sizes its memory (llama.cpp ``src/``, read at the upstream commit vendored by ollama, ec98e2002,
-and checked against Debian forky's llama-server 0.7.0 in tests/nspawn):
+and checked against Debian forky's llama-server 0.7.0 in tests/nspawn, byte for byte in the oracle below):
 
 - ``llama-context.cpp``: ``n_ctx`` is padded up to a multiple of 256. With ``-np N`` slots and no ``--kv-unified``
   (llama-server's default when ``-np`` is given), each slot gets ``pad(n_ctx / N, 256)`` cells and the cache holds
@@ -17,7 +18,26 @@ and checked against Debian forky's llama-server 0.7.0 in tests/nspawn):
   ``head_count`` and may be a per-layer array.
 - ``llama-kv-cache-iswa.cpp``: sliding-window layers get their own cache of
   ``pad(min(cells, window * (unified ? slots : 1) + ubatch), 256)`` cells (``--swa-full``: the full size).
-- ``llama-memory-recurrent.cpp``: recurrent layers keep F32 states, ``n_embd_r + n_embd_s`` floats per slot.
+- ``llama-memory-recurrent.cpp``: recurrent layers keep F32 states, ``n_embd_r + n_embd_s`` floats per slot
+  (one cell per slot); its log line counts every layer, recurrent or not.
+- ``llama-memory-hybrid.cpp``: a hybrid's attention layers get the same cache as any model's (per-slot streams
+  without ``--kv-unified``), its recurrent layers the recurrent memory above.
+
+Established by the oracle (tests/nspawn/test_kvcache_oracle.py, llama-server 0.7.0 build 11669; the source of that
+build was not available to read here [U: the names of the llama.cpp functions above are from older sources]):
+
+- MLA (``attention.kv_lora_rank`` with ``attention.key_length_mla``): one K row of ``key_length_mla`` per layer
+  and token, no V cache.
+- ``attention.sliding_window_pattern`` in the header (a period n: SWA when ``il % n < n - 1``; or one flag per
+  layer, true = SWA) wins over the per-architecture pattern (:mod:`.archrules`).
+- Qwen3-Next / Qwen3.5: attention every ``full_attention_interval`` (a number; default 4) layers, or where
+  ``attention.recurrent_layers`` says false; Gemma 4: SWA layers use ``key/value_length_swa``, and its tied
+  token embedding is loaded a second time as the output; the last ``nextn_predict_layers`` blocks of GLM-4.5
+  style models (multi-token prediction) hold no KV and their tensors are not loaded.
+- Per-layer ``head_count_kv`` that differs between attention layers: llama refuses the file (llama arch); only
+  :data:`.archrules.PER_LAYER_KV_ARCHS` are sized per layer. An architecture in neither
+  :data:`.archrules.CHECKED_ARCHS` nor ``UNCHECKED_ARCHS`` is refused ("not sized: ARCH").
+- A quantized V cache with ``-fa off`` is refused by llama.cpp, whatever the architecture.
 
 Not counted: compute buffers, the output buffer and llama-server's prompt cache (host RAM) [U: their size depends
 on the backend and batch; leave headroom].
@@ -31,42 +51,56 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..contract import localfiles
-from .gguf import GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
+from ..contract.options import KV_CACHE_TYPES
+from .archrules import (
+    CHECKED_ARCHS,
+    COPIED_TIED_EMBEDDING,
+    MTP_ARCHS,
+    PER_LAYER_KV_ARCHS,
+    UNCHECKED_ARCHS,
+    KVError,
+    per_layer,
+    recurrent_layers,
+    state_floats,
+    swa_layers,
+    uint,
+)
+from .gguf import FIRST_READ, GGML_TYPES, GGUFError, GGUFHeader, read_header_in_chunks
 
 GIB = 1 << 30
 CELL_PAD = 256  # llama_context pads n_ctx and n_ctx_seq to 256; llama_kv_cache_iswa pads the SWA cache to 256
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama-hparams.h): a header claiming more is refused, never looped over
 STATE_BYTES = 4  # recurrent states are GGML_TYPE_F32 (llama_model::create_memory)
+SHARD_FIRST_READ = 64 << 10  # a split GGUF's later files: split.* keys and their tensor infos [U: typical size]
 
-# -ctk/-ctv values llama-server accepts (common/arg.cpp kv_cache_types) -> ggml type id (gguf.GGML_TYPES)
+# -ctk/-ctv values llama-server accepts (contract.options.KV_CACHE_TYPES) -> ggml type id (gguf.GGML_TYPES)
 KV_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20,
                             "q5_0": 6, "q5_1": 7}
+assert set(KV_TYPES) == set(KV_CACHE_TYPES)
 
-# Sliding-window layers, per architecture, as llama_model::load_hparams sets them (hard-coded there, not in the
-# header): (pattern, dense_first, window). With pattern n a layer il is SWA when il % n < n - 1 (dense_first: when
-# il % n != 0) -- llama_hparams::set_swa_pattern. window: "header" (the header's sliding_window, required),
-# "positive" (SWA only when the header's sliding_window is > 0), an int (the default, the header's value wins), or
-# ("positive", n) (SWA only when the header's is > 0, and then n whatever it says).
-SWA_ARCHS: dict[str, tuple[int, bool, Any]] = {
-    "gemma2": (2, False, 4096),
-    "gemma3": (6, False, "positive"),
-    "gemma3n": (5, False, "header"),
-    "cohere2": (4, False, "header"),
-    "olmo2": (4, False, "positive"),
-    "gpt-oss": (2, False, "header"),
-    "afmoe": (4, False, "positive"),
-    "smallthinker": (4, True, ("positive", 4096)),
-}
-LLAMA4_CHUNK = 8192  # llama4: chunked attention of 8192 on 3 of 4 layers unless sliding_window is 0
-KV_FROM_START = {"gemma3n": 20}  # only the first 20 layers hold KV; later ones reuse them
-RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
-# hybrid archs whose recurrent layers are the ones with head_count_kv 0 (load_hparams)
-HYBRID_KV0_ARCHS = {"jamba", "plamo2", "granitehybrid", "lfm2", "lfm2moe"}
 SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
-class KVError(ValueError):
-    """The header does not say enough (or says something llama.cpp would refuse) to size the model."""
+@dataclass(frozen=True)
+class Cache:
+    """
+    One memory llama.cpp allocates beside the weights, as its log line counts it: ``kind`` "kv" (attention),
+    "swa" (the sliding-window layers' own KV cache) or "recurrent" (``k_bytes``: R states, ``v_bytes``: S
+    states); ``cells`` per stream, ``streams`` (1 unless each slot has its own), ``layers`` it holds (recurrent:
+    every layer, as llama.cpp counts them, though it allocates only the recurrent ones).
+    """
+    kind: str
+    cells: int
+    layers: int
+    streams: int
+    type_k: str
+    type_v: str
+    k_bytes: int
+    v_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.k_bytes + self.v_bytes
 
 
 @dataclass(frozen=True)
@@ -90,10 +124,53 @@ class Need:
     output_bytes: int = 0
     input_bytes: int = 0
     notes: tuple[str, ...] = ()
+    caches: tuple[Cache, ...] = ()
 
     @property
     def total(self) -> int:
         return self.weights + self.kv
+
+
+@dataclass(frozen=True)
+class EngineFlags:
+    """
+    The llama-server flags that change what it allocates, from host data: the unit renders them
+    (:meth:`args`, box/serving) and the plan sizes with the same values (:meth:`sizing`), so the two cannot drift.
+    """
+    parallel: int = 1
+    batch: int = 2048
+    ubatch: int = 512
+    kv_type: str = "f16"
+    kv_type_v: str = "f16"
+    unified: bool = False
+    swa_full: bool = False
+    flash_attn: bool = True
+
+    @classmethod
+    def of(cls, config: Any) -> "EngineFlags":
+        """The flags of a :class:`halofleet.contract.config.HaloConfig`."""
+        return cls(parallel=config.llama_parallel, batch=config.llama_batch, ubatch=config.llama_ubatch,
+                   kv_type=config.llama_kv_type, kv_type_v=config.llama_kv_type_v or config.llama_kv_type,
+                   unified=config.llama_kv_unified, swa_full=config.llama_swa_full,
+                   flash_attn=config.llama_flash_attn == "on")
+
+    def args(self, ctx: int | None = None) -> list[str]:
+        """
+        llama-server's command-line words for these flags (and ``-c ctx`` when given). Defaults (f16 cache, no
+        --kv-unified with -np given, no --swa-full) are left out, so a unit written before these keys existed stays
+        byte-identical.
+        """
+        args = ["-fa", "on" if self.flash_attn else "off", *(["-c", str(ctx)] if ctx is not None else []),
+                "-b", str(self.batch), "-ub", str(self.ubatch), "-np", str(self.parallel)]
+        if (self.kv_type, self.kv_type_v) != ("f16", "f16"):
+            args += ["--cache-type-k", self.kv_type, "--cache-type-v", self.kv_type_v]
+        return args + (["--kv-unified"] if self.unified else []) + (["--swa-full"] if self.swa_full else [])
+
+    def sizing(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`need_of_header` (and the functions that call it)."""
+        return {"kv_type": self.kv_type, "kv_type_v": self.kv_type_v, "parallel": self.parallel,
+                "batch": self.batch, "ubatch": self.ubatch, "unified": self.unified, "swa_full": self.swa_full,
+                "flash_attn": self.flash_attn}
 
 
 def gib(value: int) -> float:
@@ -124,97 +201,17 @@ def cache_cells(ctx: int, parallel: int = 1, unified: bool = False) -> tuple[int
     return pad(n_ctx // parallel), parallel
 
 
-def _arch_value(header: GGUFHeader, key: str) -> Any:
-    return header.metadata.get(f"{header.architecture}.{key}")
-
-
-def _uint(header: GGUFHeader, key: str, default: int | None = None) -> int | None:
-    value = _arch_value(header, key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KVError(f"{header.architecture}.{key} is {value!r}, not a non-negative integer")
-    return value
-
-
-def _per_layer(header: GGUFHeader, key: str, layers: int, default: list[int]) -> list[int]:
-    """``{arch}.key`` as one value per layer: a scalar for all, or an array of exactly ``layers`` values."""
-    value = _arch_value(header, key)
-    if value is None:
-        return default
-    if isinstance(value, list):
-        if len(value) != layers or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                           for v in value):
-            raise KVError(f"{header.architecture}.{key} has {len(value)} entries for {layers} layers, or one that "
-                          f"is not a count")
-        return list(value)
-    return [_uint(header, key)] * layers
-
-
-def _swa_layers(header: GGUFHeader, layers: int) -> tuple[list[bool], int]:
-    """Which layers use the sliding-window cache, and the window (0: none)."""
-    arch = header.architecture
-    window = _uint(header, "attention.sliding_window")
-    if arch == "llama4":
-        if window == 0:
-            return [False] * layers, 0
-        return [il % 4 < 3 for il in range(layers)], LLAMA4_CHUNK
-    if arch == "exaone4":  # only the 64-layer (32B) model gets SWA by default; a header window overrides
-        if layers != 64:
-            return [False] * layers, 0
-        return [il % 4 < 3 for il in range(layers)], window if window is not None else 4096
-    if arch not in SWA_ARCHS:
-        return [False] * layers, 0
-    pattern, dense_first, rule = SWA_ARCHS[arch]
-    if rule == "header" and window is None:
-        raise KVError(f"{arch}.attention.sliding_window is missing")
-    if isinstance(rule, int):
-        window = rule if window is None else window
-    elif rule != "header":
-        if not window:  # "positive" rules: no window in the header, no SWA
-            return [False] * layers, 0
-        window = window if rule == "positive" else rule[1]
-    if dense_first:
-        return [il % pattern != 0 for il in range(layers)], window
-    return [il % pattern < pattern - 1 for il in range(layers)], window
-
-
-def _recurrent_layers(header: GGUFHeader, layers: int, kv_heads: list[int], ff: list[int]) -> tuple[list[bool],
-                                                                                                    list[bool]]:
-    """(has attention KV, has recurrent state) per layer (llm_arch_is_recurrent / is_hybrid and their filters)."""
-    arch = header.architecture
-    if arch in RECURRENT_ARCHS:
-        return [False] * layers, [True] * layers
-    if arch in HYBRID_KV0_ARCHS:
-        return [h != 0 for h in kv_heads], [h == 0 for h in kv_heads]
-    if arch in ("nemotron_h", "nemotron_h_moe"):  # MLP layers (n_ff != 0) hold neither
-        recurrent = [h == 0 and f == 0 for h, f in zip(kv_heads, ff)]
-        return [not r and f == 0 for r, f in zip(recurrent, ff)], recurrent
-    if arch == "qwen3next":  # every 4th layer is full attention [U: hard-coded in llama.cpp, not in the header]
-        return [(il + 1) % 4 == 0 for il in range(layers)], [(il + 1) % 4 != 0 for il in range(layers)]
-    if arch == "falcon-h1":  # every layer has both
-        return [True] * layers, [True] * layers
-    start = KV_FROM_START.get(arch)
-    if start is None and arch in ("glm4moe", "bailingmoe2"):  # MTP (nextn) layers have no KV
-        start = layers - _uint(header, "nextn_predict_layers", 0)
-    return [start is None or il < start for il in range(layers)], [False] * layers
-
-
-def _state_floats(header: GGUFHeader, embd: int) -> int:
-    """n_embd_r + n_embd_s of a recurrent layer (llama_hparams), in floats per slot."""
-    wkv = _uint(header, "wkv.head_size", 0)
-    if wkv:
-        return _uint(header, "token_shift_count", 2) * embd + embd * wkv
-    conv = _uint(header, "shortconv.l_cache", 0)
-    d_conv, d_inner, d_state, groups = (_uint(header, f"ssm.{key}", 0)
-                                        for key in ("conv_kernel", "inner_size", "state_size", "group_count"))
-    r = embd * (conv - 1) if conv else max(d_conv - 1, 0) * (d_inner + 2 * groups * d_state)
-    return r + d_state * d_inner
-
-
 def _layer_of(name: str) -> int | None:
     parts = name.split(".", 2)
     return int(parts[1]) if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() else None
+
+
+def _has_tensor(headers: list[GGUFHeader], name: str) -> bool:
+    return any(tensor.name == name for header in headers for tensor in header.tensors)
+
+
+def _tensor_bytes(headers: list[GGUFHeader], name: str) -> int:
+    return sum(tensor.nbytes() or 0 for header in headers for tensor in header.tensors if tensor.name == name)
 
 
 def weights_by_layer(headers: list[GGUFHeader], layers: int) -> tuple[list[int], int, int]:
@@ -238,20 +235,22 @@ def weights_by_layer(headers: list[GGUFHeader], layers: int) -> tuple[list[int],
     return per_layer, output, other
 
 
-def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parallel: int = 1, ubatch: int = 512,
-                   batch: int = 2048, unified: bool = False, swa_full: bool = False, flash_attn: bool = True,
-                   name: str = "", shards: tuple[GGUFHeader, ...] = ()) -> Need:
+def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, kv_type_v: str | None = None,
+                   parallel: int = 1, ubatch: int = 512, batch: int = 2048, unified: bool = False,
+                   swa_full: bool = False, flash_attn: bool = True, name: str = "",
+                   shards: tuple[GGUFHeader, ...] = ()) -> Need:
     """
     The :class:`Need` of the model behind ``header`` served with ``-c ctx -np parallel -b batch -ub ubatch``,
-    ``--cache-type-k/v kv_type`` (llama-server's flags; ``unified``: ``--kv-unified``, ``swa_full``:
-    ``--swa-full``, ``flash_attn``: ``-fa on``). ``shards``: the other files' headers of a split GGUF.
+    ``--cache-type-k kv_type --cache-type-v kv_type_v`` (None: kv_type) (llama-server's flags; ``unified``:
+    ``--kv-unified``, ``swa_full``: ``--swa-full``, ``flash_attn``: ``-fa on``; :meth:`EngineFlags.sizing` gives
+    them as the unit passes them). ``shards``: the other files' headers of a split GGUF.
     Raises :class:`KVError` when the header cannot be sized.
     """
     arch = header.architecture
     if not arch:
         raise KVError("the header has no general.architecture")
-    layers = _uint(header, "block_count")
-    embd = _uint(header, "embedding_length")
+    layers = uint(header, "block_count")
+    embd = uint(header, "embedding_length")
     if not layers or embd is None:
         raise KVError(f"{arch}.block_count and {arch}.embedding_length are needed")
     if layers > MAX_LAYERS:
@@ -259,52 +258,97 @@ def need_of_header(header: GGUFHeader, ctx: int, kv_type: str = "f16", *, parall
     split = header.metadata.get("split.count")
     if isinstance(split, int) and split > 1 and len(shards) != split - 1:
         raise KVError(f"split GGUF of {split} files: {len(shards) + 1} headers given")
-    heads = _per_layer(header, "attention.head_count", layers, [0] * layers)
-    kv_heads = _per_layer(header, "attention.head_count_kv", layers, heads)
-    ff = _per_layer(header, "feed_forward_length", layers, [0] * layers)
+    if arch not in CHECKED_ARCHS and arch not in UNCHECKED_ARCHS:
+        raise KVError(f"not sized: {arch} (an architecture halofleet has no memory rules for)")
+    heads = per_layer(header, "attention.head_count", layers, [0] * layers)
+    kv_heads = per_layer(header, "attention.head_count_kv", layers, heads)
+    if len({h for h in kv_heads if h}) > 1 and arch not in PER_LAYER_KV_ARCHS:
+        raise KVError(f"{arch}.attention.head_count_kv differs between layers ({sorted(set(kv_heads))}): "
+                      f"llama.cpp loads {arch} with layer 0's count in every layer and refuses the file")
+    ff = per_layer(header, "feed_forward_length", layers, [0] * layers)
     # load_hparams: head dims only when layer 0 has heads (n_head() is layer 0's), else 0 whatever the keys say
     key = value = 0
     if heads[0]:
-        key = _uint(header, "attention.key_length", embd // heads[0])
-        value = _uint(header, "attention.value_length", embd // heads[0])
-    attention, recurrent = _recurrent_layers(header, layers, kv_heads, ff)
-    swa, window = _swa_layers(header, layers)
+        key = uint(header, "attention.key_length", embd // heads[0])
+        value = uint(header, "attention.value_length", embd // heads[0])
+    attention, recurrent = recurrent_layers(header, layers, kv_heads, ff)
+    swa, window = swa_layers(header, layers)
+    kv_type_v = kv_type_v or kv_type
+    if not flash_attn and KV_TYPES[kv_type_v] not in (0, 1, 30):
+        raise KVError(f"a {kv_type_v} V cache needs flash attention (llama.cpp refuses it with -fa off)")
+    mla = uint(header, "attention.kv_lora_rank", 0) and uint(header, "attention.key_length_mla") is not None
+    if mla and kv_type_v != kv_type:  # the oracle: "model does not support different K and V cache types"
+        raise KVError(f"{arch} keeps MLA's V inside its K cache: K and V cache types must be the same")
+    if mla:  # MLA: the cache holds the compressed latent + rope part as K and no V (llama_model::create_memory)
+        key, value = uint(header, "attention.key_length_mla"), 0
+        kv_heads = [1 if a else 0 for a in attention]
     kv_row = [(key * h, value * h) for h in kv_heads]
+    if arch == "gemma4":  # sliding-window layers have their own head sizes (attention.key/value_length_swa)
+        key_swa = uint(header, "attention.key_length_swa", key)
+        value_swa = uint(header, "attention.value_length_swa", value)
+        kv_row = [(key_swa * h, value_swa * h) if s else row for h, s, row in zip(kv_heads, swa, kv_row)]
     if not flash_attn and len({v for (_, v), a in zip(kv_row, attention) if a}) > 1:
         widest = max(v for (_, v), a in zip(kv_row, attention) if a)
         kv_row = [(k, widest) for k, _ in kv_row]  # [TAG_V_CACHE_VARIABLE]: V padded without flash attention
-    for width in {key, value} if any(attention) else ():
-        if width:
-            kv_row_bytes(kv_type, width)  # llama_init_from_model refuses a KV type that does not divide a head
+    heads_k, heads_v = {key}, {value}
+    if arch == "gemma4":
+        heads_k.add(key_swa)
+        heads_v.add(value_swa)
+    for widths, cache_type in ((heads_k, kv_type), (heads_v, kv_type_v)) if any(attention) else ():
+        for width in widths - {0}:  # llama_init_from_model refuses a cache type whose blocks do not fit a head
+            kv_row_bytes(cache_type, width)
     cells, streams = cache_cells(ctx, parallel, unified)
-    hybrid = any(recurrent) and any(attention)
-    if hybrid:  # llama_memory_hybrid sizes its attention cache with n_ctx, not n_ctx_seq [U: upstream quirk]
-        cells = pad(ctx) if unified or parallel == 1 else cells * parallel
     ub = min(batch, ubatch)  # n_ubatch <= n_batch; capping by ctx too changes nothing once padded to 256
-    swa_cells = cells if swa_full or hybrid else pad(min(cells, window * (parallel if unified else 1) + ub))
-    state = _state_floats(header, embd) * STATE_BYTES * parallel
+    swa_cells = cells if swa_full else pad(min(cells, window * (parallel if unified else 1) + ub))
     weights, output, other = weights_by_layer([header, *shards], layers)
-    layer_bytes, kv_total = [], 0
+    mtp = uint(header, "nextn_predict_layers", 0) if arch in MTP_ARCHS else 0
+    for il in range(max(layers - mtp, 0), layers):
+        weights[il] = 0  # an MTP block's tensors stay in the file
+    if arch in COPIED_TIED_EMBEDDING and not _has_tensor([header, *shards], "output.weight"):
+        output += _tensor_bytes([header, *shards], "token_embd.weight")  # a copy of it is the output layer
+    state_r, state_s = state_floats(header, embd)
+    caches = []
+    for kind, members, rows in (("kv", [a and not w for a, w in zip(attention, swa)], cells),
+                                ("swa", [a and w for a, w in zip(attention, swa)], swa_cells)):
+        if any(members):
+            k_bytes = sum(kv_row_bytes(kv_type, kv_row[il][0]) for il in range(layers) if members[il])
+            v_bytes = sum(kv_row_bytes(kv_type_v, kv_row[il][1]) for il in range(layers) if members[il])
+            caches.append(Cache(kind, rows, sum(members), streams, kv_type, kv_type_v, k_bytes * rows * streams,
+                                v_bytes * rows * streams))
+    if any(recurrent):
+        slots = max(1, parallel)
+        caches.append(Cache("recurrent", slots, layers, 1, "f32", "f32",
+                            state_r * STATE_BYTES * slots * sum(recurrent),
+                            state_s * STATE_BYTES * slots * sum(recurrent)))
+    layer_bytes = []
     for il in range(layers):
-        k_width, v_width = kv_row[il]
-        rows = (swa_cells if swa[il] and not hybrid else cells) * streams
-        size = (kv_row_bytes(kv_type, k_width) + kv_row_bytes(kv_type, v_width)) * rows if attention[il] else 0
+        rows = (swa_cells if swa[il] else cells) * streams
+        size = (kv_row_bytes(kv_type, kv_row[il][0]) + kv_row_bytes(kv_type_v, kv_row[il][1])) * rows \
+            if attention[il] else 0
         if recurrent[il]:
-            size += state
-        kv_total += size
+            size += (state_r + state_s) * STATE_BYTES * max(1, parallel)
         layer_bytes.append(weights[il] + size)
     notes = []
     if any(swa):
-        notes.append(f"{sum(swa)} of {layers} layers use a sliding window of {window}")
+        notes.append(f"{sum(s and a for s, a in zip(swa, attention))} of {layers} layers use a sliding window of "
+                     f"{window}")
     if any(recurrent):
         notes.append(f"{sum(recurrent)} recurrent layers")
-    if _uint(header, "attention.sliding_window") and not any(swa) and not hybrid:
+    if mla:
+        notes.append("MLA: compressed K cache, no V cache")
+    if mtp:
+        notes.append(f"{min(mtp, layers)} MTP block(s) not loaded")
+    if uint(header, "attention.sliding_window") and not any(swa):
         notes.append(f"sliding_window in the header, but {arch} is sized as full attention here [U]")
+    if arch not in CHECKED_ARCHS:
+        notes.append(f"{arch}: sized by the rules of llama.cpp's source, not checked against llama-server [U]")
+    by_kind = {cache.kind: cache for cache in caches}
     return Need(name=name, ctx=ctx, kv_type=kv_type, parallel=parallel, weights=sum(weights) + output + other,
-                kv=kv_total, cells=cells * streams if any(attention) else 0,
-                swa_cells=swa_cells * streams if any(s and a for s, a in zip(swa, attention)) and not hybrid else 0,
+                kv=sum(cache.total for cache in caches),
+                cells=by_kind["kv"].cells * streams if "kv" in by_kind else 0,
+                swa_cells=by_kind["swa"].cells * streams if "swa" in by_kind else 0,
                 architecture=arch, layer_bytes=tuple(layer_bytes), output_bytes=output, input_bytes=other,
-                notes=tuple(notes))
+                notes=tuple(notes), caches=tuple(caches))
 
 
 def shard_paths(path: str) -> list[str]:
@@ -318,9 +362,14 @@ def shard_paths(path: str) -> list[str]:
 
 def need_from_reader(reader: Callable[[str], Callable[[int, int], bytes | None]], path: str, ctx: int,
                      kv_type: str, **options: Any) -> Need:
-    """The need of the (split) GGUF at ``path``, each shard's header read through ``reader(shard)(offset, length)``."""
+    """
+    The need of the (split) GGUF at ``path``, each shard's header read through ``reader(shard)(offset, length)``.
+    Only the first file carries the vocabulary; the others start with a small read (doubled while short), so a
+    60-file model costs a few MiB of range requests, not 4 MiB a file (benchmarks/plan_http.py).
+    """
     try:
-        headers = [read_header_in_chunks(reader(shard)) for shard in shard_paths(path)]
+        headers = [read_header_in_chunks(reader(shard), first=FIRST_READ if index == 0 else SHARD_FIRST_READ)
+                   for index, shard in enumerate(shard_paths(path))]
     except GGUFError as error:
         raise KVError(f"{path}: {error}") from None
     options.setdefault("name", Path(path).name)

@@ -23,7 +23,7 @@ from ..models.budget import (  # noqa: F401 (DEFAULT_MODELS_MAX: the CLI's defau
     split_json,
     table_rows,
 )
-from ..models.kvcache import GIB, Need, need_of_file
+from ..models.kvcache import GIB, EngineFlags, Need, need_of_file
 
 CTX_RANGE = (OPTIONS["halo_ctx"].minimum, OPTIONS["halo_ctx"].maximum)
 KV_CHOICES = tuple(OPTIONS["halo_llama_kv_type"].choices)
@@ -79,8 +79,13 @@ class Sizing:
 
     def lines(self) -> list[str]:
         ctx = sorted(set(self.sources.values()))
-        head = (f"memory (KV {self.settings['kv_type']}, -np {self.settings['parallel']}, ctx from "
-                f"{', '.join(ctx)}):")
+        flags = self.settings
+        kv = flags["kv_type"] if flags["kv_type_v"] == flags["kv_type"] else \
+            f"K {flags['kv_type']} V {flags['kv_type_v']}"
+        extra = "".join(f", {flag}" for flag, on in (("--kv-unified", flags["unified"]),
+                                                     ("--swa-full", flags["swa_full"]),
+                                                     ("-fa off", not flags["flash_attn"])) if on)
+        head = f"memory (KV {kv}, -np {flags['parallel']}{extra}, ctx from {', '.join(ctx)}):"
         if self.split is not None:
             return [head] + format_table(self.table)[:-1] + format_split(self.split)
         return [head] + format_table(self.table)
@@ -97,9 +102,8 @@ class Sizing:
         return result
 
 
-def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: str | None, models_max: int,
-         worker_ram: tuple[int, ...] = (), tensor_split: str | list[float] | None = None,
-         served: bool = False) -> Sizing | None:
+def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, models_max: int,
+         worker_ram: tuple[int, ...] = (), tensor_split: str | list[float] | None = None, served: bool = False) -> Sizing | None:
     """
     The memory table for ``models`` (``--model`` values) on the box of ``host_plan``; None when there is none to
     make (no --model, or only --serve's model and it is not a local file). Raises ValueError (KVError included)
@@ -111,10 +115,9 @@ def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: s
             raise ValueError("--rpc-worker-ram-gib and --tensor-split need a local GGUF --model to split")
         return None
     config = host_plan.config
-    kv = kv_type or config.llama_kv_type
+    flags = EngineFlags.of(config)  # what the unit passes (box.serving renders the same flags)
     default_ctx, default_source = (ctx, "--ctx") if ctx is not None else (config.ctx, "halo_ctx")
-    settings = {"kv_type": kv, "parallel": config.llama_parallel, "ubatch": config.llama_ubatch,
-                "batch": config.llama_batch}
+    settings = flags.sizing()
     needs: list[tuple[Need, bool]] = []
     sources: dict[str, str] = {}
     for spec in models:
@@ -122,8 +125,7 @@ def size(host_plan: Any, models: tuple[str, ...], *, ctx: int | None, kv_type: s
         name = os.path.basename(path) or path
         if name in sources:
             name = path
-        need = need_of_file(path, model_ctx, kv, parallel=config.llama_parallel, ubatch=config.llama_ubatch,
-                            batch=config.llama_batch, name=name)
+        need = need_of_file(path, model_ctx, name=name, **settings)
         needs.append((need, False))
         sources[name] = source
     budget = host_plan.gtt.gtt_gib * GIB

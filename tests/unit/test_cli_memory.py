@@ -225,3 +225,18 @@ def test_plan_model_reads_regular_files_only(tmp_path, kind):
     result = plan("--ram-gib", "64", "--model", str(path))
     assert result.exit_code == 2, result.output
     assert result.stderr == f"halofleet: {path}: {reason}\n"
+
+
+def test_memory_flags_are_options_and_the_unit_passes_what_the_table_sizes(llama):
+    result = plan("--ram-gib", "128", "--model", llama, "--serve", "llama-server", "--kv-type", "q8_0",
+                  "--kv-type-v", "q4_0", "--kv-unified", "--parallel", "2", "--ubatch", "256", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    memory = out["memory"]
+    assert (memory["kv_type"], memory["kv_type_v"], memory["unified"], memory["parallel"], memory["ubatch"]) == \
+        ("q8_0", "q4_0", True, 2, 256)
+    assert "-ub 256 -np 2 --cache-type-k q8_0 --cache-type-v q4_0 --kv-unified" in out["serve"]["unit"]
+    # 8192 cells in one unified stream: K rows of 1024 in q8_0 (1088 bytes), V in q4_0 (576 bytes), 32 layers
+    assert memory["rows"][0]["kv_gib"] == round(8192 * 32 * (1088 + 576) / GIB, 2)
+    text = plan("--ram-gib", "128", "--model", llama, "--kv-type-v", "q4_0", "--flash-attn", "off")
+    assert text.exit_code != 0 and "a q4_0 V cache needs flash attention" in text.output

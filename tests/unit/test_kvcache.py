@@ -7,11 +7,12 @@ docstring), never from the code under test.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from halofleet.facts.model_header import need_on_host
-from halofleet.models import kvcache
+from halofleet.models import archrules, kvcache
 from halofleet.models.gguf import GGUFHeader, TensorInfo, read_header
 from halofleet.models.kvcache import KVError, need_of_file, need_of_header
 
@@ -193,20 +194,40 @@ def test_headers_that_cannot_be_sized_are_refused(metadata, message):
 
 def test_per_layer_kv_heads_array(headers):
 
-    meta = {"general.architecture": "llama", "llama.block_count": 3, "llama.embedding_length": 64,
-            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2, 0]}
+    meta = {"general.architecture": "deci", "deci.block_count": 3, "deci.embedding_length": 64,
+            "deci.attention.head_count": 4, "deci.attention.head_count_kv": [4, 2, 0]}
     # layer widths 4 x 16, 2 x 16, 0 (no KV values) -> (64 + 32 + 0) x (K, V) x 2 bytes x 256 cells
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (64 + 32) * 2 * 2 * 256
 
 
 def test_variable_v_width_is_padded_without_flash_attention():
 
-    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-            "llama.attention.head_count": 4, "llama.attention.head_count_kv": [4, 2]}
+    meta = {"general.architecture": "deci", "deci.block_count": 2, "deci.embedding_length": 64,
+            "deci.attention.head_count": 4, "deci.attention.head_count_kv": [4, 2]}
     with_fa = need_of_header(GGUFHeader(3, meta, (), 0), 256)
     without = need_of_header(GGUFHeader(3, meta, (), 0), 256, flash_attn=False)
     assert with_fa.kv == (64 + 64 + 32 + 32) * 2 * 256
     assert without.kv == (64 + 64 + 32 + 64) * 2 * 256  # V of layer 1 padded to 64
+
+
+def test_kv_heads_that_differ_between_layers_are_refused_where_llama_cpp_refuses_them():
+    # the oracle: a llama file with head_count_kv [1, 2] (and K/V tensors to match) does not load
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": 2, "llama.attention.head_count_kv": [1, 2]}
+    with pytest.raises(KVError, match=exact("llama.attention.head_count_kv differs between layers ([1, 2]): "
+                                            "llama.cpp loads llama with layer 0's count in every layer and "
+                                            "refuses the file")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
+    meta["llama.attention.head_count_kv"] = [1, 1]
+    assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 2 * 32 * 2 * 2 * 256
+
+
+def test_an_architecture_without_rules_is_refused_by_name():
+    meta = {"general.architecture": "kimi-linear", "kimi-linear.block_count": 2,
+            "kimi-linear.embedding_length": 64, "kimi-linear.attention.head_count": 2}
+    with pytest.raises(KVError, match=exact("not sized: kimi-linear (an architecture halofleet has no memory "
+                                            "rules for)")):
+        need_of_header(GGUFHeader(3, meta, (), 0), 256)
 
 
 def test_glm4moe_nextn_layers_hold_no_kv():
@@ -233,11 +254,11 @@ def test_unreadable_and_non_gguf_files_are_refused(tmp_path):
 def test_head_dims_come_from_layer_0s_head_count():
 
     # llama_model::load_hparams: n_embd_head_k = embedding_length / n_head(0), and 0 when layer 0 has no heads
-    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-            "llama.attention.head_count": [4, 2]}
+    meta = {"general.architecture": "deci", "deci.block_count": 2, "deci.embedding_length": 64,
+            "deci.attention.head_count": [4, 2]}
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == (4 * 16 + 2 * 16) * 2 * 2 * 256
-    meta["llama.attention.head_count"] = [0, 4]
-    meta["llama.attention.key_length"] = 16
+    meta["deci.attention.head_count"] = [0, 4]
+    meta["deci.attention.key_length"] = 16
     assert need_of_header(GGUFHeader(3, meta, (), 0), 256).kv == 0
 
 
@@ -351,9 +372,9 @@ SSM_LAYER = ((4 - 1) * (64 + 2 * 1 * 16) + 16 * 64) * 4
      3 * 2 * (1 * 64 + 64 * 16) * 4),
     # LFM2: layer 0 (no KV heads) is a short convolution of l_cache 3: 64 x (3 - 1) floats; layer 1 attention
     ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 1, 64 * 2 * 4 + 256 * CELL),
-    # hybrids size their attention cache with n_ctx for every stream [U]: -np 2 -> 2 x 512 cells
+    # hybrids size their attention cache as any other: -np 2 -> 2 streams of pad(256 / 2) = 256 cells
     ("lfm2", 2, {"attention__head_count_kv": [0, 4], "shortconv__l_cache": 3}, 256, 2,
-     2 * 64 * 2 * 4 + 2 * 512 * CELL),
+     2 * 64 * 2 * 4 + 2 * 256 * CELL),
     # Nemotron-H: SSM layers have no KV heads and no FFN, attention layers no FFN, MLP layers neither
     ("nemotron_h", 3, {"attention__head_count_kv": [0, 4, 0], "feed_forward_length": [0, 0, 128], **SSM}, 256, 1,
      SSM_LAYER + 256 * CELL),
@@ -517,3 +538,107 @@ def test_only_block_tensors_count_as_blocks():
                TensorInfo("blk.0.x.weight", (64,), 0, 0))
     need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
     assert need.layer_bytes == (64 * 4, 0) and need.input_bytes == 64 * 64 * 2 + 64 * 4
+
+
+def test_later_shards_of_a_split_model_are_read_in_small_chunks(tmp_path):
+    from halofleet.testing.tinymodel import write_tiny_llama
+
+    first = write_tiny_llama(tmp_path / "split.gguf", split_max_tensors=5)
+    asked: dict[str, list[int]] = {}
+
+    def reader(path: str):
+        def read(offset: int, length: int) -> bytes | None:
+            asked.setdefault(Path(path).name, []).append(length)
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        return read
+
+    need = kvcache.need_from_reader(reader, str(first), 512, "f16")
+    assert need.weights == need_of_file(str(first), 512).weights
+    names = sorted(asked)
+    assert len(names) == 5 and asked[names[0]] == [kvcache.FIRST_READ]
+    assert all(asked[name] == [kvcache.SHARD_FIRST_READ] for name in names[1:])
+
+
+# -- rules found with the oracle (tests/nspawn/test_kvcache_oracle.py); each figure is llama.cpp's arithmetic --
+
+def test_mla_keeps_one_k_row_of_key_length_mla_and_no_v():
+    header = small("deepseek2", 2, attention__kv_lora_rank=32, attention__key_length_mla=48,
+                   attention__value_length_mla=32, attention__head_count_kv=4)
+    need = need_of_header(header, 256)
+    (cache,) = need.caches
+    assert (cache.layers, cache.k_bytes, cache.v_bytes) == (2, 2 * 48 * 2 * 256, 0)
+    assert "MLA: compressed K cache, no V cache" in need.notes
+    with pytest.raises(KVError, match=exact("deepseek2 keeps MLA's V inside its K cache: K and V cache types must "
+                                            "be the same")):
+        need_of_header(header, 256, "bf16", kv_type_v="f16")
+    # without the MLA keys (older files) K and V are ordinary per-head rows
+    plain = need_of_header(small("deepseek2", 2, attention__kv_lora_rank=32), 256)
+    assert plain.kv == 2 * 256 * CELL
+
+
+@pytest.mark.parametrize("pattern, swa_layers", [(3, 4), ([True, False, True, True, True, False], 4)])
+def test_the_headers_sliding_window_pattern_wins(pattern, swa_layers):
+    need = need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                                attention__sliding_window_pattern=pattern), 4096)
+    by_kind = {cache.kind: cache for cache in need.caches}
+    assert (by_kind["swa"].layers if "swa" in by_kind else 0) == swa_layers
+    assert by_kind["kv"].layers == 6 - swa_layers
+    with pytest.raises(KVError, match=exact("gemma3.attention.sliding_window_pattern has 2 entries for 6 layers")):
+        need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                             attention__sliding_window_pattern=[True, False]), 4096)
+    with pytest.raises(KVError, match=exact("gemma3.attention.sliding_window_pattern holds something other than "
+                                            "flags")):
+        need_of_header(small("gemma3", 6, attention__sliding_window=64,
+                             attention__sliding_window_pattern=["yes"] * 6), 4096)
+
+
+def test_qwen3next_layer_layout_comes_from_the_header():
+    def kinds(**keys):
+        need = need_of_header(small("qwen3next", 4, **keys), 256)
+        return {cache.kind: cache.layers for cache in need.caches if cache.kind == "kv"}
+
+    assert kinds() == {"kv": 1}  # every 4th layer, the default
+    assert kinds(full_attention_interval=2) == {"kv": 2}
+    assert kinds(attention__recurrent_layers=[True, False, False, True]) == {"kv": 2}
+    with pytest.raises(KVError, match=exact("qwen3next.full_attention_interval is a list (llama.cpp reads one "
+                                            "number)")):
+        kinds(full_attention_interval=[0, 1, 0, 1])
+    assert need_of_header(small("qwen35", 4), 256).caches[0].layers == 1  # Qwen3.5: the same hybrid
+
+
+def test_gemma4_window_layers_have_their_own_head_size_and_the_tied_embedding_is_loaded_twice():
+    embd = TensorInfo("token_embd.weight", (64, 100), 0, 0)
+    meta = small("gemma4", 3, attention__sliding_window=64, attention__sliding_window_pattern=[True, True, False],
+                 attention__head_count_kv=1, attention__key_length=64, attention__value_length=64,
+                 attention__key_length_swa=32, attention__value_length_swa=32).metadata
+    need = need_of_header(GGUFHeader(3, meta, (embd,), 0), 4096)
+    by_kind = {cache.kind: cache for cache in need.caches}
+    assert by_kind["kv"].k_bytes == 1 * 64 * 2 * 4096 and by_kind["swa"].k_bytes == 2 * 32 * 2 * 768
+    assert need.weights == 2 * 64 * 100 * 4
+
+
+def test_mtp_blocks_are_not_loaded():
+    meta = small("glm4moe", 3, nextn_predict_layers=1).metadata
+    tensors = tuple(TensorInfo(f"blk.{il}.ffn_up.weight", (64, 64), 0, 0) for il in range(3))
+    need = need_of_header(GGUFHeader(3, meta, tensors, 0), 256)
+    assert need.weights == 2 * 64 * 64 * 4 and need.layer_bytes[2] == 0
+    assert "1 MTP block(s) not loaded" in need.notes
+
+
+def test_the_unit_passes_what_the_plan_sizes():
+    flags = kvcache.EngineFlags(parallel=3, batch=1024, ubatch=256, kv_type="q8_0", kv_type_v="q4_0", unified=True,
+                                swa_full=True, flash_attn=False)
+    assert flags.args(4096) == ["-fa", "off", "-c", "4096", "-b", "1024", "-ub", "256", "-np", "3",
+                                "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--kv-unified", "--swa-full"]
+    assert kvcache.EngineFlags().args() == ["-fa", "on", "-b", "2048", "-ub", "512", "-np", "1"]
+    assert flags.sizing() == {"kv_type": "q8_0", "kv_type_v": "q4_0", "parallel": 3, "batch": 1024, "ubatch": 256,
+                              "unified": True, "swa_full": True, "flash_attn": False}
+
+
+def test_every_architecture_called_checked_is_in_the_oracle():
+    from halofleet.testing.tinyarch import ARCHS
+
+    assert set(ARCHS) == set(kvcache.CHECKED_ARCHS)
+    assert not kvcache.CHECKED_ARCHS & archrules.UNCHECKED_ARCHS

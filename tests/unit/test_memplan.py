@@ -51,16 +51,16 @@ def test_parse_tensor_split():
 
 def test_size_makes_a_table_only_for_local_models(tmp_path):
     host_plan = build_plan("plan", {"halo_allow_non_strix_halo": True, "halo_serve": "none"}, synthetic_probe(128))
-    assert memplan.size(host_plan, (), ctx=None, kv_type=None, models_max=4) is None
+    assert memplan.size(host_plan, (), ctx=None, models_max=4) is None
     # the served model is on the host, not here: no table (served), a refusal (not served)
-    assert memplan.size(host_plan, ("/srv/m.gguf",), ctx=None, kv_type=None, models_max=4, served=True) is None
-    assert memplan.size(host_plan, ("/srv/m.gguf@512",), ctx=None, kv_type=None, models_max=4, served=True) is None
+    assert memplan.size(host_plan, ("/srv/m.gguf",), ctx=None, models_max=4, served=True) is None
+    assert memplan.size(host_plan, ("/srv/m.gguf@512",), ctx=None, models_max=4, served=True) is None
     with pytest.raises(KVError, match=exact("/srv/m.gguf: model file not readable")):
-        memplan.size(host_plan, ("/srv/m.gguf",), ctx=None, kv_type=None, models_max=4)
+        memplan.size(host_plan, ("/srv/m.gguf",), ctx=None, models_max=4)
     from halofleet.testing.tinymodel import write_tiny_llama
 
     tiny = write_tiny_llama(tmp_path / "tiny.gguf")
-    sizing = memplan.size(host_plan, (f"{tiny}@512",), ctx=None, kv_type=None, models_max=4, served=True)
+    sizing = memplan.size(host_plan, (f"{tiny}@512",), ctx=None, models_max=4, served=True)
     assert sizing is not None and sizing.sources == {"tiny.gguf": f"{tiny}@512"} and sizing.split is None
     assert sizing.table.budget == 120 << 30 and sizing.refusal() == ""
     assert sizing.lines()[0] == f"memory (KV f16, -np 1, ctx from {tiny}@512):"

@@ -59,6 +59,15 @@ def test_kv_cache_q8_0_sets_both_cache_types_and_f16_sets_none():
     assert "--cache-type" not in plan_for({"halo_llama_kv_type": "f16"}).unit
 
 
+def test_memory_flags_reach_the_unit_as_the_plan_sizes_them():
+    unit = line(plan_for({"halo_llama_kv_type_v": "q4_0", "halo_llama_kv_unified": True,
+                          "halo_llama_swa_full": True}).unit, "ExecStart=")
+    assert unit.endswith("-fa on -c 8192 -b 2048 -ub 512 -np 1 --cache-type-k f16 --cache-type-v q4_0 --kv-unified "
+                         "--swa-full")
+    off = line(plan_for({"halo_llama_flash_attn": "off"}).unit, "ExecStart=")
+    assert " -fa off " in off and " -fa on " not in off
+
+
 def test_distro_packages_per_backend():
     assert plan_for().packages == ["curl", "llama.cpp-tools"]
     assert plan_for({"halo_llama_backend": "vulkan"}).packages == ["curl", "llama.cpp-tools", "libggml0-backend-vulkan"]
