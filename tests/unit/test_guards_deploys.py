@@ -95,8 +95,9 @@ def statuses(result) -> dict[str, str]:
 
 
 def test_diff_exits_1_when_a_host_is_refused_and_0_when_every_host_only_has_changes(tmp_path):
+    # Refused by what the host says (ROCm 7.0.1 found installed): `halofleet check` cannot know it, the review can.
     refused = write_inventory(tmp_path, {"fresh": (GOOD, probe_output()),
-                                         "broken": ({**GOOD, "halo_rocm_version": "7.0.1"}, probe_output())})
+                                         "broken": (GOOD, probe_output(rocm_core="7.0.1.70001-42~24.04"))})
     result = invoke("diff", refused, "--deploy", "halofleet.stages.kernel", "--json")
     assert result.exit_code == 1, result.output
     assert statuses(result) == {"@fake/fresh": "changes", "@fake/broken": "refused"}
@@ -106,6 +107,11 @@ def test_diff_exits_1_when_a_host_is_refused_and_0_when_every_host_only_has_chan
     result = invoke("diff", fresh, "--deploy", "halofleet.stages.kernel", "--json")
     assert result.exit_code == 0, result.output
     assert statuses(result) == {"@fake/fresh": "changes"}
+    # Refused by its data: `halofleet check` stops the review before any host is contacted, exit 2, naming it.
+    (tmp_path / "bad").mkdir()
+    bad = write_inventory(tmp_path / "bad", {"broken": ({**GOOD, "halo_rocm_version": "7.0.1"}, probe_output())})
+    result = invoke("diff", bad, "--deploy", "halofleet.stages.kernel", "--json")
+    assert result.exit_code == 2 and "@fake/broken" in result.output and "7.0.1" in result.output, result.output
 
 
 def test_diff_exits_1_for_a_host_refused_by_its_probe_too(tmp_path):

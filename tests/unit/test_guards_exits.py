@@ -23,6 +23,13 @@ def invoke(*args: str):
     return CliRunner().invoke(cli.main, list(args))
 
 
+@pytest.fixture(autouse=True)
+def checked_inventories(monkeypatch):
+    """`halofleet check` runs first in these commands (its own exit codes: test_check.py); here every inventory
+    passes it, so what is tested is what the command does with the rows it collects."""
+    monkeypatch.setattr(cli, "require_valid", lambda *args, **kwargs: None)
+
+
 def rows(*statuses: str) -> list[dict[str, str]]:
     return [{**{column: "-" for column in verify.COLUMNS}, "host": f"h{index}", "status": status, "bench": "-"}
             for index, status in enumerate(statuses)]
@@ -38,7 +45,7 @@ def rows(*statuses: str) -> list[dict[str, str]]:
 ])
 @pytest.mark.parametrize("command", ["verify", "verify --json", "report", "report --md {tmp}/r.md"])
 def test_verify_and_report_exit_1_unless_every_host_is_ok(monkeypatch, tmp_path, statuses, code, command):
-    monkeypatch.setattr(verify, "collect", lambda inventory: rows(*statuses))
+    monkeypatch.setattr(verify, "collect", lambda *args, **kwargs: rows(*statuses))
     args = command.format(tmp=tmp_path).split()
     result = invoke(args[0], "inventory.py", *args[1:])
     assert result.exit_code == code, result.output
@@ -51,15 +58,17 @@ def test_bench_exits_1_when_pyinfra_failed_or_a_host_has_no_figures(monkeypatch,
                                                                      code):
     inventory = write_inventory(tmp_path, {"a": (GOOD, probe_output()), "b": (GOOD, probe_output())})
     monkeypatch.setattr(cli, "_run_pyinfra", lambda *args, **kwargs: returncode)
-    monkeypatch.setattr(verify, "collect", lambda path: [{**row, "bench": cell}
+    monkeypatch.setattr(verify, "collect", lambda *args, **kwargs: [{**row, "bench": cell}
                                                          for row, cell in zip(rows("ok", "ok"), bench_cells)])
     result = invoke("bench", inventory)
     assert result.exit_code == code, result.output
 
 
 def test_bad_input_is_2_and_an_internal_error_is_1(monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real check: a missing inventory is bad input
     assert invoke("verify", str(tmp_path / "missing.py")).exit_code == 2
-    monkeypatch.setattr(verify, "collect", lambda path: 1 / 0)
+    monkeypatch.setattr(cli, "require_valid", lambda *args, **kwargs: None)
+    monkeypatch.setattr(verify, "collect", lambda *args, **kwargs: 1 / 0)
     result = invoke("verify", "inventory.py")
     assert result.exit_code == 1 and "ZeroDivisionError" in result.stderr
 
@@ -70,6 +79,6 @@ def test_diff_exit_code_for_every_review_status(monkeypatch, found, code):
     from halofleet.views import review
     from halofleet.views.changes import HostReview
 
-    monkeypatch.setattr(review, "review", lambda inventory, deploy: [
+    monkeypatch.setattr(review, "review", lambda inventory, deploy, *rest, **kwargs: [
         HostReview(f"h{index}", status, reason="why") for index, status in enumerate(found)])
     assert invoke("diff", "inventory.py").exit_code == code
