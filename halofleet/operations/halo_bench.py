@@ -14,7 +14,7 @@ from pyinfra.api.util import print_host_combined_output
 
 from ..contract import paths, policy
 from ..fleet.gateway import Slot, drain_script, ready_script
-from .halo_serve import ROLLOUT_ATTR, _on_gateway
+from .halo_rollout import ROLLOUT_ATTR, on_gateway
 
 
 def bench_script(model: str, user: str, repetitions: int, bytes_per_token: int | None = None,
@@ -91,7 +91,7 @@ def _bench_in_turn(state, host, command: StringCommand, connector: dict, gateway
         logger.error(f"{host.print_prefix}halofleet: not benchmarked: stopped because {halted}")
         return False
     for slot in gateways:
-        if not _on_gateway(state, host, slot, drain_script(slot), connector):
+        if not on_gateway(state, host, slot, drain_script(slot), connector):
             return False  # not drained: the engine was never stopped
     ok, output = host.run_shell_command(command, print_output=state.print_output, print_input=state.print_input,
                                         **connector)
@@ -99,7 +99,7 @@ def _bench_in_turn(state, host, command: StringCommand, connector: dict, gateway
         print_host_combined_output(host, output)
     serving = host.run_shell_command(StringCommand("systemctl", "is-active", "--quiet", paths.SERVE_SERVICE),
                                      **connector)[0]
-    back = serving and all(_on_gateway(state, host, slot, ready_script(slot), connector) for slot in gateways)
+    back = serving and all(on_gateway(state, host, slot, ready_script(slot), connector) for slot in gateways)
     if not back:  # a host left drained stays out of rotation: safe, and the later batches keep serving
         setattr(state, ROLLOUT_ATTR, getattr(state, ROLLOUT_ATTR, None)
                 or f"{host.name} was not serving again after its benchmark")
