@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .tinyarch_specs import ARCHS, BASE, Arch
-from .tinymodel import _add_vocabulary
+from .tinymodel import _add_vocabulary, finish
 
 __all__ = ["ARCHS", "BASE", "Arch", "tensor_shapes", "write_tiny_arch"]
 
@@ -67,10 +67,4 @@ def write_tiny_arch(path: Path, arch: str, hparams: dict[str, Any] | None = None
     _add_vocabulary(writer)
     for tensor, shape in {**tensor_shapes(spec, layout, header["block_count"]), **(shapes or {})}.items():
         writer.add_tensor(tensor, (rng.standard_normal(tuple(reversed(shape))) * 0.02).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    if split_max_tensors:
-        return sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))[0]
-    return path
+    return finish(writer, path, split_max_tensors)

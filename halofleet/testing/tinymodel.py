@@ -49,6 +49,17 @@ def _add_vocabulary(writer) -> None:
     writer.add_add_bos_token(True)
 
 
+def finish(writer, path: Path, split_max_tensors: int = 0) -> Path:
+    """Write and close ``writer``'s file(s); the path llama-server is given (a split set's first shard)."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if split_max_tensors:
+        return sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))[0]
+    return path
+
+
 def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n_head: int = N_HEAD) -> Path:
     """
     Write the model to ``path`` (about 0.5 MB) and return it. ``split_max_tensors``: write a split set instead
@@ -89,13 +100,7 @@ def write_tiny_llama(path: Path, seed: int = 1151, split_max_tensors: int = 0, n
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     writer.add_tensor("output.weight", weights(n_vocab, N_EMBD))
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    if split_max_tensors:
-        return sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))[0]
-    return path
+    return finish(writer, path, split_max_tensors)
 
 
 def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
@@ -137,11 +142,7 @@ def write_tiny_gemma2(path: Path, seed: int = 1151, window: int = 64) -> Path:
         writer.add_tensor(prefix + "ffn_up.weight", weights(N_FF, N_EMBD))
         writer.add_tensor(prefix + "ffn_down.weight", weights(N_EMBD, N_FF))
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return finish(writer, path)
 
 
 def flip_weights(source: Path, target: Path, tensor: str = "output.weight", count: int = 4) -> Path:

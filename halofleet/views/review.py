@@ -13,8 +13,11 @@ import os
 from .changes import HostReview, _Capture, _redact, host_changes, host_warnings, inventory_secrets  # noqa: F401
 
 
-def check_deploy(deploy: str) -> None:
-    """A deploy that cannot be loaded is bad usage, found before any host is contacted (BadInput)."""
+def check_deploy(deploy: str):
+    """
+    The deploy to prepare: a file's path (``deploys/full.py``) or a packaged function (``halofleet.stages.full``).
+    One that cannot be loaded is bad usage (BadInput), found before any host is contacted.
+    """
     from pyinfra_cli.util import try_import_module_attribute
 
     from .inventory import BadInput
@@ -22,33 +25,25 @@ def check_deploy(deploy: str) -> None:
     if deploy.endswith(".py"):
         if not os.path.isfile(deploy):
             raise BadInput(f"no deploy file {deploy!r}")
-        return
+        return deploy
     try:
         function = try_import_module_attribute(deploy, raise_for_none=False)
     except Exception:  # noqa: BLE001 - pyinfra's CLI error for an unknown module
         function = None
     if not callable(function):
         raise BadInput(f"no deploy {deploy!r}: give a deploy file (.py) or a function like halofleet.stages.full")
+    return function
 
 
 def load_deploy(state, deploy: str) -> None:
     """Prepare a deploy given as a file (``deploys/full.py``) or a packaged function (``halofleet.stages.full``)."""
-    from pyinfra_cli.util import load_deploy_file, load_func, try_import_module_attribute
+    from pyinfra_cli.util import load_deploy_file, load_func
 
-    from .inventory import BadInput
-
-    if deploy.endswith(".py"):
-        if not os.path.isfile(deploy):
-            raise BadInput(f"no deploy file {deploy!r}")
-        load_deploy_file(state, deploy)
-        return
-    try:
-        function = try_import_module_attribute(deploy, raise_for_none=False)
-    except Exception:  # noqa: BLE001 - pyinfra's CLI error for an unknown module
-        function = None
-    if not callable(function):
-        raise BadInput(f"no deploy {deploy!r}: give a deploy file (.py) or a function like halofleet.stages.full")
-    load_func(state, function)
+    found = check_deploy(deploy)
+    if callable(found):
+        load_func(state, found)
+    else:
+        load_deploy_file(state, found)
 
 
 def review(inventory_path: str, deploy_path: str, limit: tuple[str, ...] = ()) -> list[HostReview]:
