@@ -6,10 +6,12 @@ build, and the first host of this run with the same key. No reference at all: th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models.kvcache import EngineFlags
 from . import golden
 from .answers import Answer, AnswerError, compare, parse_llama_completion, parse_openai_completion, prompts
 from .engine_build import hip_refusal, parse_build_info
@@ -28,6 +30,13 @@ class GateSpec:
     ctx: int
     # At judgement time: {sha256: [hosts]} of the peers' models (same name and backend), other hosts of the run.
     peers: Callable[[], dict[str, list[str]]] = field(default=dict, repr=False)
+
+    def within(self, slot_ctx: int | None) -> "GateSpec":
+        """This spec for an engine whose requests get ``slot_ctx`` tokens (its own word, llama-server's /props):
+        the long prompt must fit the slot, which the model's training context may cap below ctx / -np."""
+        if slot_ctx is None or slot_ctx >= self.ctx:
+            return self
+        return dataclasses.replace(self, ctx=slot_ctx)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -148,7 +157,8 @@ def spec_for(plan, peers: Callable[[], dict[str, list[str]]] = dict) -> GateSpec
         return None
     name, backend, sha256 = identity
     return GateSpec(url=plan.serve.url, engine=plan.serve.engine, backend=backend, model=name, sha256=sha256,
-                    ubatch=plan.config.llama_ubatch, ctx=plan.config.ctx, peers=peers)
+                    ubatch=plan.config.llama_ubatch,
+                    ctx=EngineFlags.of(plan.config).request_ctx(plan.config.ctx), peers=peers)
 
 
 def peers_of(identities: dict[str, tuple[str, str, str] | None], host: str) -> dict[str, list[str]]:

@@ -27,13 +27,31 @@ MODEL_PLACEHOLDER = "@HALOFLEET_MODEL@"
 REQUEST_TIMEOUT_S = 300
 
 
-def answers_command(url: str, engine: str, prompts: dict[str, str]) -> str:
-    """Shell: the build line, then each prompt's raw response after its marker (names and bodies are ours)."""
-    lines = [
+def _auth_lines(url: str) -> list[str]:
+    """Shell: ``$url`` and an ``auth`` function handing the API key (read on the host) to curl on stdin."""
+    return [
         f"url={shlex.quote(url)}",
         f"key=$(sed -n 's/^[A-Z_]*API_KEY=//p' {SERVE_ENV} 2>/dev/null | head -n 1)",
         "auth() { [ -z \"$key\" ] || printf 'header = \"Authorization: Bearer %s\"\\n' \"$key\"; }",
     ]
+
+
+def slot_ctx_command(url: str) -> str:
+    """Shell: the context one request gets, as llama-server itself says (``/props``: the slots' ``n_ctx``, which
+    ``-np`` divides and the model's training context caps)."""
+    return "\n".join([*_auth_lines(url), "auth | curl -s -K - --max-time 10 \"$url/props\" | head -c 1048576 | "
+                      "grep -o '\"n_ctx\" *: *[0-9]*' | head -n 1 | tr -cd '0-9'; echo"])
+
+
+def parse_slot_ctx(lines: list[str]) -> int | None:
+    """The number :func:`slot_ctx_command` printed (None: none, or not a sane one)."""
+    text = "".join(lines).strip()
+    return int(text) if text.isdigit() and 0 < len(text) <= 9 else None
+
+
+def answers_command(url: str, engine: str, prompts: dict[str, str]) -> str:
+    """Shell: the build line, then each prompt's raw response after its marker (names and bodies are ours)."""
+    lines = _auth_lines(url)
     if engine == "vllm":
         lines += [
             (f"echo \"{BUILD_MARK}$(auth | curl -s -K - --max-time 10 \"$url/version\" | head -c 512 | "
@@ -131,3 +149,13 @@ class EngineAnswers(FactBase[dict]):
 
     def process(self, output):
         return parse_answers(list(output))
+
+
+class SlotContext(FactBase):
+    """The context one request gets on a llama-server at ``url`` (its /props; None: not said)."""
+
+    def command(self, url: str) -> str:  # pragma: no mutate block
+        return slot_ctx_command(url)
+
+    def process(self, output):
+        return parse_slot_ctx(list(output))

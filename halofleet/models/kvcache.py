@@ -166,6 +166,11 @@ class EngineFlags:
             args += ["--cache-type-k", self.kv_type, "--cache-type-v", self.kv_type_v]
         return args + (["--kv-unified"] if self.unified else []) + (["--swa-full"] if self.swa_full else [])
 
+    def request_ctx(self, ctx: int) -> int:
+        """The context one request can use: each of the ``-np`` slots gets ``ctx / np`` unless the KV is unified
+        (llama-server refuses a longer prompt: "exceeds the available context size")."""
+        return ctx if self.unified else ctx // self.parallel
+
     def sizing(self) -> dict[str, Any]:
         """Keyword arguments of :func:`need_of_header` (and the functions that call it)."""
         return {"kv_type": self.kv_type, "kv_type_v": self.kv_type_v, "parallel": self.parallel,

@@ -155,8 +155,9 @@ class Container:
         ]
 
     def ssh(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(self.ssh_command(command), capture_output=True, text=True, check=check,
-                              timeout=timeout)
+        # errors="replace": a journal may hold what a random-weight model generated (any bytes, not UTF-8).
+        return subprocess.run(self.ssh_command(command), capture_output=True, text=True, errors="replace",
+                              check=check, timeout=timeout)
 
     def inventory_entry(self) -> tuple[str, dict]:
         return (self.name, {

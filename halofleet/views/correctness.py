@@ -26,7 +26,7 @@ def ask(state, host, probe: dict[str, Any], fleet: dict[str, dict], perplexity: 
     """
     from pyinfra.api.facts import get_fact
 
-    from ..facts.halo_answers import EngineAnswers, Perplexity
+    from ..facts.halo_answers import EngineAnswers, Perplexity, SlotContext
 
     try:
         plan = build_plan(host.name, host.data.dict(), probe, fleet=fleet)
@@ -35,6 +35,8 @@ def ask(state, host, probe: dict[str, Any], fleet: dict[str, dict], perplexity: 
     spec = gate.spec_for(plan)
     if spec is None:
         return {"why": "not gated (no single model of known SHA-256, or halo_correctness_gate off)"}
+    if spec.engine == "llama-server":
+        spec = spec.within(get_fact(state, host, SlotContext, kwargs={"url": spec.url}))
     raw = get_fact(state, host, EngineAnswers, kwargs={"url": spec.url, "engine": spec.engine,
                                                        "prompts": spec.prompts})
     found = {"spec": spec, "raw": raw}

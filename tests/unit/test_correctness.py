@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from halofleet.box import engine_build, gate, golden
+from halofleet.box import answers, engine_build, gate, golden
 from halofleet.box.answers import (
     TOLERANCE_NATS,
     Answer,
@@ -268,3 +268,30 @@ def test_perplexity_figure_and_command():
     command = perplexity_command("/m/it's.gguf", "halo", 999)
     assert "m='/m/it'\"'\"'s.gguf'" in command and "-ngl 999" in command and "runuser -u halo --" in command
     assert "MemAvailable" in command and len(perplexity_text().split()) == 600
+
+
+def test_the_long_prompt_fits_the_context_one_request_gets():
+    """-np 3 without --kv-unified gives each request ctx / 3: the gate's long prompt is sized to that, never to the
+    whole context (llama-server answered 400 "exceeds the available context size" before)."""
+    from halofleet.models.kvcache import EngineFlags
+
+    assert EngineFlags(parallel=3).request_ctx(1536) == 512
+    assert EngineFlags(parallel=3, unified=True).request_ctx(1536) == 1536
+    assert EngineFlags(parallel=1).request_ctx(2048) == 2048
+    assert answers.long_prompt(512, EngineFlags(parallel=3).request_ctx(1536)) is None  # no room above -ub: left out
+    text = answers.long_prompt(32, EngineFlags(parallel=3).request_ctx(1536))
+    assert text is not None and 32 < len(text.split()) and len(text.split()) * 4 < 512
+
+
+def test_the_gate_takes_the_slot_context_the_engine_reports():
+    """llama-server caps a slot's context at the model's training context: with a tiny model, -c 20000 -np 3 gave
+    requests 512 tokens, and a long prompt sized to 6666 was refused with HTTP 400. /props says the real figure."""
+    from halofleet.facts.halo_answers import parse_slot_ctx, slot_ctx_command
+
+    spec = gate.GateSpec(url="http://127.0.0.1:8080", engine="llama-server", backend="cpu", model="m.gguf",
+                         sha256="a" * 64, ubatch=512, ctx=6666)
+    assert any(name.startswith("long-") for name in spec.prompts)
+    assert not any(name.startswith("long-") for name in spec.within(512).prompts)  # no room above -ub
+    assert spec.within(None) is spec and spec.within(99999) is spec
+    assert parse_slot_ctx(["512"]) == 512 and parse_slot_ctx([""]) is None and parse_slot_ctx(["1e9"]) is None
+    assert "/props" in slot_ctx_command("http://127.0.0.1:8080") and "API_KEY" in slot_ctx_command("http://x")
