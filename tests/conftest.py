@@ -16,3 +16,31 @@ def golden_directory(tmp_path_factory) -> None:
     from halofleet.box import golden
 
     os.environ[golden.DIR_ENV] = str(tmp_path_factory.mktemp("golden"))
+
+
+UNIT_TEST_BOUND_S = 300  # the slowest unit test takes well under a minute
+
+
+@pytest.fixture(autouse=True)
+def bounded_unit_test(request):
+    """
+    A unit test that blocks (a FIFO opened without O_NONBLOCK, a socket read without its deadline) fails after
+    UNIT_TEST_BOUND_S instead of waiting forever: mutmut bounds a mutant by CPU time, which a blocked call never
+    uses, so such a mutant hung its run until ended by hand. Real hosts' tiers (nspawn, VM) have their own bounds.
+    """
+    import signal
+
+    if "unit" not in request.node.path.parts or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def blocked(signum, frame):  # noqa: ARG001 (signal's signature)
+        raise TimeoutError(f"a unit test ran over {UNIT_TEST_BOUND_S} s (blocked?)")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(UNIT_TEST_BOUND_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
