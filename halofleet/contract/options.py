@@ -270,6 +270,11 @@ OPTIONS: dict[str, Option] = {
         "smallest value wins; a number as large as the fleet restarts every engine at once).",
         minimum=1, maximum=10000,
     ),
+    "halo_restart_check": Option(
+        "choice", "completion", "What a restarted engine must answer before the next batch restarts: 'completion' "
+        "(/health 200 and a real one-token completion) or 'health' (/health 200 only: for engines that serve no "
+        "completions, such as embedding or reranking models).", choices=("completion", "health"),
+    ),
     "halo_correctness_gate": Option(
         "bool", True, "After a (re)start the engine must reproduce its model's golden (greedy tokens and top-k "
         "log-probabilities for fixed prompts, one longer than -ub; recorded on the first verified start) and agree "

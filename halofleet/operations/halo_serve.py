@@ -176,19 +176,24 @@ def engine_log_on_failure(service: str) -> str:
     ])
 
 
-def completion_check(url: str, service: str, timeout: int = 300) -> str:
+def completion_check(url: str, service: str, timeout: int = 300, completion: bool = True) -> str:
     """
     Shell: the restarted engine answers ``/health`` with 200 and a real one-token completion (the model id from
-    ``/v1/models``). The API key is read on the host and handed to curl on stdin, never in an argument.
+    ``/v1/models``); ``completion=False`` (``halo_restart_check: health``): ``/health`` only. The API key is read on
+    the host and handed to curl on stdin, never in an argument.
     """
     fail = "halofleet: {what} after the restart of " + service + "; the rolling restart stops here"
-    return "\n".join([
+    lines = [
         f"url={shlex.quote(url)}",
         f"key=$(sed -n 's/^[A-Z_]*API_KEY=//p' {paths.SERVE_ENV} 2>/dev/null | head -n 1)",
         "auth() { [ -z \"$key\" ] || printf 'header = \"Authorization: Bearer %s\"\\n' \"$key\"; }",
         "code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \"$url/health\")",
         f'[ "$code" = 200 ] || {{ echo {shlex.quote(fail.format(what="no /health 200"))} "(HTTP $code)" >&2; '
         "exit 1; }",
+    ]
+    if not completion:  # halo_restart_check: health
+        return "\n".join(lines)
+    return "\n".join(lines + [
         "m=$(auth | curl -s -K - --max-time 30 \"$url/v1/models\")",
         "id=$(printf '%s' \"$m\" | grep -o '\"id\" *: *\"[^\"]*\"' | head -n 1 | sed 's/.*: *\"//; s/\"$//')",
         "body=$(printf '{\"model\":\"%s\",\"prompt\":\"Hello\",\"max_tokens\":1,\"temperature\":0}' \"$id\")",
@@ -202,7 +207,8 @@ def completion_check(url: str, service: str, timeout: int = 300) -> str:
 
 @operation()
 def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service: str = paths.SERVE_SERVICE,
-                   rolling_url: str | None = None, gateways: tuple[Slot, ...] = (), gate: GateSpec | None = None):
+                   rolling_url: str | None = None, gateways: tuple[Slot, ...] = (), gate: GateSpec | None = None,
+                   check: str = "completion"):
     """
     (Re)start the engine and wait until it answers; on failure show systemd's status and the journal tail.
 
@@ -219,6 +225,7 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
     + stamp: identifies the model the engine now runs; stored for the next run's comparison
     + service: the systemd service name
     + rolling_url: the engine's base URL, asked for /health and a completion before the next batch restarts
+    + check: ``completion`` (/health and a real completion) or ``health`` (/health only), halo_restart_check
     + gateways: where this host is a gateway's backend (rolling only): drained on each gateway host before the
       restart (no new request, those in flight finish) and put back after it, once haproxy's checks see it UP
     + gate: the correctness gate (:mod:`halofleet.box.gate`): after the restart the engine must reproduce its
@@ -252,7 +259,8 @@ def engine_running(restart: bool, start: bool, enable: bool, stamp: str, service
         yield StringCommand("sh", "-c", QuoteString("\n".join(script)))
         return
     if rolling_url is not None:
-        script.insert(-2, completion_check(rolling_url, service))  # before the stamp: a failed engine is retried
+        # before the stamp: a failed engine is retried
+        script.insert(-2, completion_check(rolling_url, service, completion=check == "completion"))
     command = StringCommand("sh", "-c", QuoteString("\n".join(script)))
     # The op's connector arguments (_sudo ...), which a FunctionCommand does not receive on its own.
     connector = {key: value for key, value in (host.current_op_global_arguments or {}).items()

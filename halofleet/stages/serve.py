@@ -86,6 +86,7 @@ def serve() -> None:
         enable=engine.flavour == "distro", stamp=engine.live_stamp,
         # Rolling (halo_restart_batch): batches of N hosts, each serving again before the next batch restarts.
         rolling_url=engine.url if batch else None, _parallel=batch or 0, gate=gate_spec(plan),
+        check=plan.config.restart_check,
         gateways=gateway_slots() if batch else (),  # drained before, back in rotation after
     )
 

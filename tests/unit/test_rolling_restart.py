@@ -66,3 +66,14 @@ def test_batches_of_two_restart_together_and_the_failure_stops_the_later_batch()
     run = run_fake("deploys/serve.py", {name: (failing(2, delay=0.05), probe_output()) for name in "abcd"})
     restarted = [name for name in "abcd" if restarts(run, name)]
     assert len(restarted) == 2 and run.failed_hosts == set("abcd")
+
+
+def test_a_health_only_restart_check_asks_no_completion():
+    """halo_restart_check: health (engines that serve no completions): /health 200 only, never /v1/completions."""
+    from halofleet.operations.halo_serve import completion_check
+
+    full = completion_check("http://127.0.0.1:8080", "halo-serve.service")
+    health = completion_check("http://127.0.0.1:8080", "halo-serve.service", completion=False)
+    assert "/v1/completions" in full and "/health" in full
+    assert "/health" in health and "/v1/completions" not in health and "/v1/models" not in health
+    assert health.splitlines() == full.splitlines()[:len(health.splitlines())]  # the same /health check, first

@@ -40,9 +40,11 @@ pytestmark = pytest.mark.vm
 API_KEY = "sk-halofleet-vm-test-4f1c9a77e2"
 TEST_IMAGE = "localhost/halo-test-engine:1"
 COMMON = {"halo_reboot": "never", "halo_ctx": 512, "halo_start_timeout": 300}
+STAND_IN = {"halo_restart_check": "health"}  # the stand-in image answers /health, not completions
 
 # A stand-in engine for the container flavours: says who it runs as and what it may open, then answers
-# /health and /v1/models like the real servers (busybox httpd). Installed as both llama-server and vllm.
+# /health and /v1/models like the real servers (busybox httpd). Installed as both llama-server and vllm. It cannot
+# complete, so the hosts that run it restart with `halo_restart_check: health` (STAND_IN).
 FAKE_ENGINE = r"""#!/bin/sh
 echo "fake-engine argv: $0 $*"
 echo "fake-engine env: LLAMA_ARG_LOAD_MODE=$LLAMA_ARG_LOAD_MODE PYTORCH_ROCM_ARCH=$PYTORCH_ROCM_ARCH"
@@ -256,7 +258,7 @@ def test_corrupt_model_is_a_clear_error_not_a_crash_loop(servers, tmp_path):
 def test_toolbox_quadlet_runs_the_container_as_the_service_user_with_gpu_access(servers):
     servers.sh("srv2", BUILD_TEST_IMAGE)
     servers.sh("srv2", FAKE_KFD)
-    data = {"halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
+    data = {**STAND_IN, "halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
             "halo_model": "/srv/models/tiny.gguf", "halo_devices_optional": True}
     servers.sh("srv2", "mkdir -p /srv/models && printf 'GGUF-test' > /srv/models/tiny.gguf")
     run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
@@ -281,7 +283,7 @@ def test_toolbox_quadlet_runs_the_container_as_the_service_user_with_gpu_access(
 
 
 def test_vllm_quadlet_with_its_environment_and_ipc(servers):
-    data = {"halo_serve": "vllm", "halo_image": TEST_IMAGE, "halo_model": "org/tiny-model",
+    data = {**STAND_IN, "halo_serve": "vllm", "halo_image": TEST_IMAGE, "halo_model": "org/tiny-model",
             "halo_devices_optional": True, "halo_vllm_gpu_memory_utilization": 0.85}
     run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -302,8 +304,8 @@ def test_vllm_quadlet_with_its_environment_and_ipc(servers):
 
 
 def test_image_that_cannot_be_pulled_is_a_clear_error_and_the_running_engine_stays(servers):
-    data = {"halo_serve": "vllm", "halo_image": "localhost/halo-absent-engine:1", "halo_model": "org/tiny-model",
-            "halo_devices_optional": True, "halo_vllm_gpu_memory_utilization": 0.85}
+    data = {**STAND_IN, "halo_serve": "vllm", "halo_image": "localhost/halo-absent-engine:1",
+            "halo_model": "org/tiny-model", "halo_devices_optional": True, "halo_vllm_gpu_memory_utilization": 0.85}
     before = servers.sh("srv2", "cat /etc/containers/systemd/halo-serve.container")
     run = run_pyinfra(servers.description("srv2", **data), "deploys/full.py")
     assert run.returncode != 0
@@ -346,7 +348,7 @@ def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(servers, t
     assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.glob("PWNED*"))
 
 
-TOOLBOX_HIP = {"halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
+TOOLBOX_HIP = {**STAND_IN, "halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
                "halo_model": "/srv/models/tiny.gguf", "halo_devices_optional": True}
 
 
