@@ -402,7 +402,7 @@ def test_rollback_of_a_serving_host_removes_the_engine_and_keeps_the_key_private
     description = servers.description("srv1", **servers.srv1_data())
     run = run_pyinfra(description, "deploys/rollback.py")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Remove /etc/systemd/system/halo-serve.service" in run.changed_names
+    assert "Engine unit: /etc/systemd/system/halo-serve.service" in run.changed_names
     assert servers.sh("srv1", "systemctl is-active halo-serve.service", check=False) in ("inactive", "unknown")
     assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
     assert servers.sh("srv1", "cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == \"0A\"' | grep -ci ':1F90 '",
@@ -411,9 +411,13 @@ def test_rollback_of_a_serving_host_removes_the_engine_and_keeps_the_key_private
             "/var/lib/halofleet/serve.stamp /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf")
     assert servers.sh("srv1", f"for f in {gone}; do [ -e $f ] && echo $f; done; true") == ""
     assert servers.sh("srv1", "id halo", check=False) == ""
-    # The key file is kept as a backup, still readable by root only, and the key is in no output.
-    backup = "/var/backups/halofleet/etc__halofleet__serve.env"
+    # The key file is kept as a generation of its backups (halofleet created it: no original to restore), still
+    # readable by root only in a root-only directory, and the key is in no output.
+    generations = "/var/backups/halofleet/generations"
+    backup = servers.sh("srv1", f"ls -1 {generations}/etc__halofleet__serve.env.* | tail -n 1")
+    assert backup.startswith(f"{generations}/etc__halofleet__serve.env."), backup
     assert servers.sh("srv1", f"stat -c '%U %a' {backup}") == "root 600"
+    assert servers.sh("srv1", f"stat -c '%U %a' {generations}") == "root 700"
     assert API_KEY not in run.stderr + json.dumps(run.result)
     # halo_reboot is never here: the user's own cmdline comes back with the next reboot.
     servers.vms["srv1"].reboot()
