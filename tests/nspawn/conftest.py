@@ -15,6 +15,31 @@ from halofleet.testing import nspawn
 TIER_DATA = {"halo_boot": "external", "halo_llama_backend": "cpu"}
 
 
+# Controller-side poller of engines (the rolling-restart tests): every 20 ms, GET /health of each URL, one JSON
+# line per round: [time, up per URL] with True (200), False (down) or None (busy: no answer within 2 s).
+HEALTH_POLLER = """
+import json, socket, sys, time, urllib.error, urllib.request
+out, urls = sys.argv[1], sys.argv[2:]
+def up(url):
+    # True: 200; False: refused, closed or an error status (a stopped or loading engine); None: no answer within
+    # 2 s (a busy engine on a loaded machine is slow, not down: not counted either way).
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return response.status == 200
+    except (socket.timeout, TimeoutError):
+        return None
+    except urllib.error.URLError as error:
+        return None if isinstance(error.reason, (socket.timeout, TimeoutError)) else False
+    except Exception:
+        return False
+with open(out, "w") as handle:
+    while True:
+        handle.write(json.dumps([time.time()] + [up(url) for url in urls]) + "\\n")
+        handle.flush()
+        time.sleep(0.02)
+"""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prerequisites() -> None:
     problem = nspawn.available()

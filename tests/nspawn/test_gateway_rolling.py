@@ -21,6 +21,7 @@ import pytest
 from halofleet.testing.runs import ROOT
 from halofleet.testing.tinymodel import write_tiny_llama
 
+from .conftest import HEALTH_POLLER as POLLER
 from .conftest import TIER_DATA
 
 pytestmark = pytest.mark.nspawn
@@ -49,31 +50,6 @@ with open(out, "w") as handle:
         handle.write(json.dumps([started, result]) + "\\n")
         handle.flush()
 """
-
-# Engine poller: every 20 ms, each engine's own /health (200 = up), one JSON line per round.
-POLLER = """
-import json, sys, time, urllib.error, urllib.request
-out, urls = sys.argv[1], sys.argv[2:]
-import socket
-def up(url):
-    # True: 200; False: refused, closed or an error status (a stopped or loading engine); None: no answer within
-    # 2 s (a busy engine on a loaded machine is slow, not down: not counted either way).
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return response.status == 200
-    except (socket.timeout, TimeoutError):
-        return None
-    except urllib.error.URLError as error:
-        return None if isinstance(error.reason, (socket.timeout, TimeoutError)) else False
-    except Exception:
-        return False
-with open(out, "w") as handle:
-    while True:
-        handle.write(json.dumps([time.time()] + [up(url) for url in urls]) + "\\n")
-        handle.flush()
-        time.sleep(0.02)
-"""
-
 
 def wait_lines(path, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout

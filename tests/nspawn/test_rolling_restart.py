@@ -14,33 +14,10 @@ import pytest
 
 from halofleet.testing.tinymodel import write_tiny_llama
 
+from .conftest import HEALTH_POLLER as POLLER
 from .conftest import TIER_DATA
 
 pytestmark = pytest.mark.nspawn
-
-# Controller-side poller: every 20 ms, GET /health of each URL (200 = up), one JSON line per round.
-POLLER = """
-import json, socket, sys, time, urllib.error, urllib.request
-out, urls = sys.argv[1], sys.argv[2:]
-def up(url):
-    # True: 200; False: refused, closed or an error status (a stopped or loading engine); None: no answer within
-    # 2 s (a busy engine on a loaded machine is slow, not down: not counted either way).
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return response.status == 200
-    except (socket.timeout, TimeoutError):
-        return None
-    except urllib.error.URLError as error:
-        return None if isinstance(error.reason, (socket.timeout, TimeoutError)) else False
-    except Exception:
-        return False
-with open(out, "w") as handle:
-    while True:
-        handle.write(json.dumps([time.time()] + [up(url) for url in urls]) + "\\n")
-        handle.flush()
-        time.sleep(0.02)
-"""
-
 
 def record(network, tmp_path, boxes, name: str):
     """Start the poller; returns a function that stops it and gives the rounds [(t, up1, up2), ...]."""
