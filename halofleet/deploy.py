@@ -18,6 +18,7 @@ from .contract.config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefuse
 from .contract.localfiles import anchor_local_paths
 from .facts.halo import HostProbe
 from .facts.model_header import host_reader
+from .fleet.monitor import check_monitoring
 from .fleet.rpc import check_group
 from .models.fit import check_host_memory
 from .models.http import Reads
@@ -40,6 +41,7 @@ def current_plan() -> HostPlan | None:
         config = resolve(validate(host.name, host_data()), reads)
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
+        check_monitoring(config, list(fleet.items()))  # node exporter's exposure, the monitor's address
         probe = read_probe(**probe_args(config))
         worker_plans = _worker_plans(config.rpc_workers)
         try:

@@ -331,4 +331,52 @@ OPTIONS: dict[str, Option] = {
         "its private key, pushed mode 0600; a relative path is relative to the inventory file's directory (unset: "
         "plain HTTP).", nullable=True,
     ),
+    # -- seeing the fleet: Prometheus (README "Monitoring") --
+    "halo_monitor": Option(
+        "bool", False, "Run the fleet's Prometheus on this host (its own unit, config and storage under "
+        "halofleet's paths), scraping every inventory host's node exporter, engine /metrics and gateway; with "
+        "a monitor host in the inventory every host runs node exporter.",
+    ),
+    "halo_monitor_bind": Option(
+        "str", None, "Address the fleet's Prometheus listens on (required with halo_monitor; its HTTP API has no "
+        "authentication: keep it on a private address).", nullable=True, check=validators.check_bind,
+    ),
+    "halo_monitor_port": Option("int", 9090, "TCP port the fleet's Prometheus listens on.", minimum=1024,
+                                maximum=65535),
+    "halo_monitor_scrape_s": Option("int", 15, "Seconds between two scrapes of every target (and between two "
+                                    "evaluations of the alert rules).", minimum=1, maximum=3600),
+    "halo_monitor_retention_days": Option("int", 15, "Days of samples the fleet's Prometheus keeps.", minimum=1,
+                                          maximum=3650),
+    "halo_alert_for_s": Option(
+        "int", 120, "Seconds an engine or a gateway backend must be down (and a host's GTT above the threshold) "
+        "before its alert fires.", minimum=0, maximum=86400,
+    ),
+    "halo_alert_gtt_fraction": Option(
+        "float", 0.95, "Alert when a card's GTT in use exceeds this fraction of its GTT size.", minimum=0.05,
+        maximum=1.0,
+    ),
+    "halo_alert_tps_fraction": Option(
+        "float", 0.5, "Alert when an engine's generation speed (llama-server's predicted tokens/s) stays below "
+        "this fraction of the host's last bench tg figure.", minimum=0.01, maximum=1.0,
+    ),
+    "halo_alert_fault_window_s": Option(
+        "int", 900, "An amdgpu fault (page fault, MES timeout, GPU reset, ring timeout) logged within this many "
+        "seconds fires the faults alert.", minimum=10, maximum=604800,
+    ),
+    "halo_exporter_bind": Option(
+        "str", None, "Address this host's node exporter listens on when the inventory has a monitor host "
+        "(default: halo_bind; beyond loopback it needs halo_exporter_password, or halo_allow_unauthenticated).",
+        nullable=True, check=validators.check_bind,
+    ),
+    "halo_exporter_port": Option("int", 9100, "TCP port of this host's node exporter.", minimum=1024,
+                                 maximum=65535),
+    "halo_exporter_password": Option(
+        "secret", None, "Basic-auth password of this host's node exporter (user 'halofleet'); the host keeps only "
+        "its bcrypt hash, the monitor the password, each in a 0600 file.", nullable=True,
+        check=validators.check_api_key,
+    ),
+    "halo_textfile_interval_s": Option(
+        "int", 60, "Seconds between two runs of halofleet's textfile collector (amdgpu faults, GTT, the engine's "
+        "state).", minimum=5, maximum=3600,
+    ),
 }

@@ -40,8 +40,33 @@ MANAGED_FILES += (RPC_UNIT, RPC_FIREWALL_UNIT, RPC_NFT)
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 GATEWAY_CERT = "/etc/haproxy/halofleet-gateway.pem"
 
+# Seeing the fleet (halo_monitor): on every host of an inventory with a monitor, Debian's node exporter with our
+# drop-in (address, collectors, basic auth) and halofleet's textfile collector run by a timer; on the monitor,
+# halofleet's own Prometheus unit, configuration and storage (Debian's /etc/prometheus is never touched).
+EXPORTER_SERVICE = "prometheus-node-exporter.service"  # Debian's unit
+EXPORTER_DROPIN = "/etc/systemd/system/prometheus-node-exporter.service.d/zz-halofleet.conf"
+EXPORTER_DROPIN_DIR = EXPORTER_DROPIN.rsplit("/", 1)[0]
+EXPORTER_WEB = "/etc/halofleet/exporter-web.yml"  # 0600 root: the bcrypt hash, handed over by LoadCredential
+TEXTFILE_SCRIPT = "/etc/halofleet/textfile.sh"
+TEXTFILE_SERVICE = "halo-textfile.service"
+TEXTFILE_UNIT = "/etc/systemd/system/halo-textfile.service"
+TEXTFILE_TIMER = "/etc/systemd/system/halo-textfile.timer"
+TEXTFILE_DIR = "/var/lib/halofleet/textfile"  # node exporter's --collector.textfile.directory
+TEXTFILE_OUTPUT = f"{TEXTFILE_DIR}/halofleet.prom"  # written by the timer's script (atomically), not a deploy
+PROMETHEUS_SERVICE = "halo-prometheus.service"
+PROMETHEUS_UNIT = "/etc/systemd/system/halo-prometheus.service"
+PROMETHEUS_DIR = "/etc/halofleet/prometheus"
+PROMETHEUS_CFG = f"{PROMETHEUS_DIR}/prometheus.yml"
+PROMETHEUS_RULES = f"{PROMETHEUS_DIR}/rules.yml"
+PROMETHEUS_SD_DIR = f"{PROMETHEUS_DIR}/targets"  # file_sd: one JSON file per scrape job
+PROMETHEUS_CREDS_DIR = f"{PROMETHEUS_DIR}/credentials"  # 0600 root each: keys and passwords, via LoadCredential
+PROMETHEUS_STORAGE = "/var/lib/halofleet-prometheus"  # the unit's StateDirectory (owned by the prometheus user)
+MONITOR_FILES = (EXPORTER_DROPIN, EXPORTER_WEB, TEXTFILE_SCRIPT, TEXTFILE_UNIT, TEXTFILE_TIMER, PROMETHEUS_UNIT,
+                 PROMETHEUS_CFG, PROMETHEUS_RULES)
+MANAGED_FILES += MONITOR_FILES
+
 # Never read for a diff, whatever the operation (writing, removing): their content is secret.
-SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER, GATEWAY_CERT})
+SECRET_FILES = frozenset({SERVE_ENV, HF_HEADER, GATEWAY_CERT, EXPORTER_WEB})
 
 # Backups (halofleet.operations.halo_files): the user's originals once, at first touch; every replaced version.
 BACKUP_DIR = "/var/backups/halofleet"

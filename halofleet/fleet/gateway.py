@@ -28,6 +28,7 @@ PEM_CERT = "-----BEGIN CERTIFICATE-----"
 PEM_KEY = re.compile(r"-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
 # Headers and haproxy's rewrite reserve share the buffer with the body (tune.maxrewrite is at most 1024 bytes).
 BUFFER_HEADROOM = 64 * 1024
+METRICS_PORT = 8405  # haproxy's Prometheus exporter frontend (the port haproxy's own documentation uses)
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,12 @@ def _key_of(name: str, data: dict[str, Any]) -> str | None:
 
 
 def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str, Any]]]],
-                 cert_text: str | None = None) -> GatewayPlan:
+                 cert_text: str | None = None, metrics_source: str | None = None) -> GatewayPlan:
     """
     ``groups``: backend group -> the (name, data) of its hosts in inventory order (the stage reads them from the
-    inventory); ``cert_text``: the PEM of halo_gateway_tls_cert, read by the caller (None: read it here).
+    inventory); ``cert_text``: the PEM of halo_gateway_tls_cert, read by the caller (None: read it here);
+    ``metrics_source``: the monitor host's address (halo_monitor_bind): haproxy's Prometheus exporter is served to
+    it alone, on :data:`METRICS_PORT` of the gateway's address (None: no exporter).
     """
     gateway = config.host
     warnings: list[str] = []
@@ -221,6 +224,7 @@ def plan_gateway(config: HaloConfig, groups: dict[str, list[tuple[str, dict[str,
         inter=config.gateway_check_inter_s, fall=config.gateway_fall, rise=config.gateway_rise,
         timeout=config.gateway_timeout_s, max_body=config.gateway_max_body_kib * 1024,
         bufsize=config.gateway_max_body_kib * 1024 + BUFFER_HEADROOM,
+        metrics={"bind": _address(str(bind), METRICS_PORT), "source": metrics_source} if metrics_source else None,
     )
     return GatewayPlan(config=text, cert=cert_text, groups=resolved, routes=routes,
                        url=f"{scheme}://{_address(str(bind), config.gateway_port)}", warnings=warnings)

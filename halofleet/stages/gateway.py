@@ -17,6 +17,7 @@ from ..contract.paths import GATEWAY_CERT, HAPROXY_CFG
 from ..deploy import _refuse, host_data
 from ..facts.gateway import GatewayState
 from ..fleet.gateway import GatewayPlan, Slot, inventory_groups, plan_gateway, slots_of
+from ..fleet.monitor import monitor_source
 from ..models.specs import validate
 from ..operations import halo_files
 from ..views import summary
@@ -49,7 +50,9 @@ def current_gateway_plan() -> GatewayPlan | None:
         if not option_value(host.name, "halo_gateway", data.get("halo_gateway")):
             return None
         config = validate(host.name, data, serving=False)
-        plan = plan_gateway(config, inventory_groups(config, state.inventory))
+        everyone = [(each.name, host_data(each.name)) for each in state.inventory]
+        plan = plan_gateway(config, inventory_groups(config, state.inventory),
+                            metrics_source=monitor_source(everyone))
     except (ConfigError, HostRefused) as error:
         _refuse(error)
         return None

@@ -13,6 +13,7 @@ from ..contract.paths import (
     MANAGED_FILES,
     MODELS_PRESET,
     MODPROBE_FILE,
+    PROMETHEUS_DIR,
     ROCM_KEY,
     ROCM_KEY_THEROCK,
     ROCM_KEY_THEROCK_STABLE,
@@ -29,6 +30,7 @@ from ..deploy import current_config_and_probe
 from ..operations import halo_files, halo_kernel, halo_serve
 from ..views import summary
 from .gateway import remove_gateway
+from .monitor import remove_monitor
 from .rpc import remove_worker
 
 
@@ -72,6 +74,7 @@ def rollback() -> None:
 
     remove_worker(probe, records)  # an RPC worker: its firewall table goes with it
     remove_gateway(records)  # a gateway: its haproxy configuration and certificate
+    remove_monitor(records)  # node exporter's drop-in, the textfile timer, the fleet's Prometheus
 
     dropin = undo("GRUB drop-in", GRUB_DROPIN, activate=halo_kernel.GRUB_ACTIVATE)
     undo("modprobe options", MODPROBE_FILE, activate=halo_kernel.INITRAMFS_ACTIVATE)
@@ -82,6 +85,7 @@ def rollback() -> None:
     # /etc/halofleet holds only halofleet's files (removed above): the directory goes too, unless a file that is
     # not one of them is there.
     ours = {path.rsplit("/", 1)[1] for path in MANAGED_FILES if path.startswith(CONFIG_DIR + "/")}
+    ours.add(PROMETHEUS_DIR.rsplit("/", 1)[1])  # the monitor's directory, emptied and removed above
     left = (probe.get("backups") or {}).get("config_dir")
     halo_files.empty_directory_removed(name=f"Remove {CONFIG_DIR} (empty)", path=CONFIG_DIR,
                                        present=left is not None and set(left) <= ours)

@@ -52,6 +52,7 @@ PACKAGES = (
     "podman", "uidmap",  # installed so the runtime stage is a no-op offline (containers themselves: QEMU tier)
     "python3-huggingface-hub",  # the `hf` client, for model downloads
     "netcat-openbsd",  # tests probe TCP ports from inside a container
+    "prometheus", "prometheus-node-exporter",  # the monitoring stage (halo_monitor), installed offline
 )
 # Units that make no sense in a container sharing the host's kernel, or that take the dpkg lock mid-test.
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer", "fstrim.timer",
