@@ -131,11 +131,10 @@ def units_removed(units: list[str], present: bool):
     if not present:
         host.noop("no monitoring unit of halofleet's runs")
         return
-    names = " ".join(shlex.quote(unit) for unit in units)
-    yield StringCommand("sh", "-c", QuoteString(
-        f"systemctl disable --now --quiet {names} 2>/dev/null || systemctl stop {names} 2>/dev/null || true; "
-        f"systemctl reset-failed {names} 2>/dev/null || true"
-    ))
+    # One at a time: systemctl fails a list that names a unit whose file is gone, and may leave the others up.
+    yield StringCommand("sh", "-c", QuoteString("; ".join(
+        f"{{ systemctl disable --now --quiet {unit} 2>/dev/null || systemctl stop {unit} 2>/dev/null; "
+        f"systemctl reset-failed {unit} 2>/dev/null; }}" for unit in map(shlex.quote, units)) + "; true"))
 
 
 @operation()

@@ -138,7 +138,8 @@ def remove_monitor(records: list[str]) -> None:
 
     def running(key: str) -> bool:
         unit = units.get(key) or {}
-        return unit.get("active") in ("active", "activating", "failed") or unit.get("enabled") == "enabled"
+        return unit.get("active") in ("active", "activating", "reloading", "failed") or \
+            unit.get("enabled") == "enabled"
 
     ours = [paths.PROMETHEUS_SERVICE, "halo-textfile.timer", paths.TEXTFILE_SERVICE]
     halo_monitor.units_removed(name="Stop the fleet's Prometheus and the textfile timer", units=ours,
@@ -152,7 +153,7 @@ def remove_monitor(records: list[str]) -> None:
                                  record=halo_files.record_of(records, path))
     installed_by_us = INSTALLED_RECORD in records
     halo_monitor.exporter_restored(name="Node exporter back to Debian's unit", installed_by_us=installed_by_us,
-                                   present=running("exporter") or installed_by_us)
+                                   present="dropin" in current["dirs"] or installed_by_us)
     for path, key in ((paths.PROMETHEUS_STORAGE, "storage"), (paths.TEXTFILE_DIR, "textfile")):
         halo_monitor.directory_removed(name=f"Remove {path}", path=path, present=key in current["dirs"])
     for path, key in ((paths.PROMETHEUS_SD_DIR, "sd"), (paths.PROMETHEUS_CREDS_DIR, "credentials"),
