@@ -385,15 +385,21 @@ def diff(inventory: str, deploy: str, out_path: str | None, as_json: bool, limit
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
 @limit_option
 def report(inventory: str, html_path: str | None, md_path: str | None, limit: tuple[str, ...]) -> None:
-    """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table."""
+    """Render the verification facts of every host of INVENTORY as an HTML and/or Markdown table; the HTML
+    report also draws the last day per host from the inventory's monitor host (halo_monitor), when there is one."""
     from .views.report import render_report
     from .views.verify import collect, format_table
 
     targets = [(writable_path(path), fmt) for path, fmt in ((html_path, "html"), (md_path, "md")) if path]
     require_valid(inventory)
     rows = collect(inventory, limit)
+    history = None
+    if html_path:
+        from .views.plots import fleet_history, inventory_hosts
+
+        history = fleet_history(inventory_hosts(inventory))
     for path, fmt in targets:
-        path.write_text(render_report(rows, fmt, title=inventory))
+        path.write_text(render_report(rows, fmt, title=inventory, history=history if fmt == "html" else None))
         click.echo(f"wrote {path}")
     if not targets:
         click.echo(format_table(rows))

@@ -76,8 +76,12 @@ class MonitorPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _address(ip: str, port: int) -> str:
+def listen_address(ip: str, port: int) -> str:
+    """``ip:port`` (``[ip]:port`` for IPv6), as Prometheus and node exporter write an address."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+_address = listen_address
 
 
 def value(name: str, data: dict[str, Any], key: str) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
 from ..contract.templating import render
 from .verify import COLUMNS
@@ -54,10 +55,10 @@ def rpc_groups(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return groups
 
 
-def render_report(rows: list[dict[str, str]], fmt: str, title: str) -> str:
-    """``fmt``: 'html' or 'md'."""
+def render_report(rows: list[dict[str, str]], fmt: str, title: str, history: Any = None) -> str:
+    """``fmt``: 'html' or 'md'; ``history``: the monitor's pictures (:class:`.plots.History`; None: none asked)."""
     summary = Counter(row["status"].split(":")[0] for row in rows)
     classes = {row["host"]: {column: cell_class(column, row[column]) for column in COLUMNS} for row in rows}
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return render(f"report.{fmt}.j2", rows=rows, columns=COLUMNS, row_classes=classes, summary=dict(summary),
-                  title=title, generated=generated, groups=rpc_groups(rows))
+                  title=title, generated=generated, groups=rpc_groups(rows), history=history)

@@ -10,11 +10,17 @@ nothing; Debian's own Prometheus keeps its configuration; the rollback leaves no
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
+import sys
 import time
 import urllib.parse
+import zlib
 
 import pytest
 
+from halofleet.testing.runs import ROOT
 from halofleet.testing.tinymodel import write_tiny_llama
 
 from .conftest import TIER_DATA
@@ -64,6 +70,57 @@ tests:
           - exp_labels: {alertname: HaloGttHigh, host: c, card: card1}
             exp_annotations: {summary: "GTT in use on c (card1) is above the threshold"}
 """
+
+
+def png_rgb(data: bytes) -> tuple[int, int, list[bytes]]:
+    """(width, height, rows of RGB bytes) of an 8-bit RGB or RGBA PNG such as chromium's screenshots."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and color in (2, 6), (depth, color)
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, rows, previous = zlib.decompress(idat), width * channels, [], bytearray(width * channels)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up, corner = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 255
+            elif kind == 2:
+                line[x] = (line[x] + up) & 255
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[x] = (line[x] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
+        rows.append(bytes(b for i in range(0, stride, channels) for b in line[i:i + 3]))
+        previous = line
+    return width, height, rows
+
+
+def coloured_pixels(png: bytes) -> int:
+    """Pixels in colour (not white, grey or black): the plots' lines, dots and legend marks, and the table's
+    coloured verdicts (which a page without the plots has too: the test compares both)."""
+    _, _, rows = png_rgb(png)
+    return sum(1 for row in rows for i in range(0, len(row), 3)
+               if max(row[i:i + 3]) - min(row[i:i + 3]) > 60)
+
+
+def screenshot(html, shot) -> bytes:
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    shot.unlink(missing_ok=True)
+    subprocess.run(chromium + ["--window-size=1400,1600", f"--screenshot={shot}", html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    return shot.read_bytes()
 
 
 def query(network, mon, expr: str) -> list[dict]:
@@ -177,6 +234,26 @@ def test_the_fleet_is_seen(network, tmp_path):
     print(f"HaloEngineDown firing {time.monotonic() - stopped:.1f} s after the stop (for: {ALERT_FOR_S} s)")
     assert time.monotonic() - stopped >= ALERT_FOR_S
     srv3.ssh("systemctl start halo-serve.service")
+
+    # The HTML report draws the last day from the monitor: inline SVG, no script, no remote resource; in chromium
+    # the plots are visible (pixels of the series colours; none once the plots are cut out of the same page).
+    html = tmp_path / "report.html"
+    report = network.run([sys.executable, "-m", "halofleet", "report", "inventories/vm.py", "--html", str(html)],
+                         cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)},
+                         capture_output=True, text=True, timeout=300)
+    page = html.read_text()
+    assert page.count('<figure class="plot"') == 4, (report.stderr[-2000:], page[-2000:])
+    assert "<script" not in page and "src=" not in page and "href=" not in page
+    for box in (srv1, srv2, srv3):
+        assert f">{box.name}<" in page.split('data-title="tokens/s generated"')[1].split("</figure>")[0]
+    artifacts = ROOT / "tests" / "nspawn" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    drawn = coloured_pixels(screenshot(html, artifacts / "monitor-report.png"))
+    bare = tmp_path / "bare.html"
+    bare.write_text(page.split('<div id="plots">')[0] + "</body></html>")
+    blank = coloured_pixels(screenshot(bare, tmp_path / "bare.png"))
+    print(f"report screenshot: {drawn} coloured pixels; {blank} on the same page without the plots")
+    assert drawn - blank > 1500, (drawn, blank)
 
     # The rules as deployed pass promtool's own unit tests (alert windows from the options: for: 5 s).
     mon.ssh(f"cat > /tmp/rules_test.yml <<'EOF'\n{PROMTOOL_TEST}\nEOF")
