@@ -109,6 +109,6 @@ def fleet_history(hosts: list[tuple[str, dict[str, Any]]], reads: Reads | None =
     try:
         for title, expr in PANELS:
             history.panels.append((title, svg(title, query_range(reads, url, expr, end), end)))
-    except (ReadRefused, HttpStatus, OSError) as error:
+    except (ReadRefused, HttpStatus, OSError, ValueError) as error:  # ValueError: not JSON
         history.panels, history.problem = [], f"{url} could not be read: {error}"
     return history

@@ -1,0 +1,201 @@
+"""
+Seeing the fleet, pure parts: the monitor's targets and files from the inventory's data, node exporter's
+exposure rule and basic auth, the alert rules from the options, haproxy's exporter frontend, the report's
+pictures from a Prometheus answering on a local socket. (The nspawn test runs all of it on real hosts, with
+promtool.)
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import bcrypt
+import pytest
+
+from halofleet.contract.config import ConfigError, HostRefused
+from halofleet.fleet.gateway import plan_gateway
+from halofleet.fleet.monitor import (
+    RULES,
+    check_monitoring,
+    exporter_web_config,
+    fleet_targets,
+    monitor_source,
+    plan_monitor,
+    rules_yml,
+)
+from halofleet.models.http import Limits, Reads
+from halofleet.models.specs import validate
+from halofleet.views import plots
+from halofleet.views.report import render_report
+from halofleet.views.verify import COLUMNS
+
+KEY = "k" * 24
+PASSWORD = "p" * 20
+MONITOR = {"halo_serve": "none", "halo_monitor": True, "halo_monitor_bind": "10.9.0.9", "halo_bind": "10.9.0.9",
+           "halo_exporter_password": PASSWORD}
+SERVING = {"halo_bind": "10.9.0.2", "halo_api_key": KEY, "halo_model": "/srv/m.gguf", "halo_metrics": True,
+           "halo_exporter_password": PASSWORD}
+
+
+def config(name, data):
+    return validate(name, data, serving=False)
+
+
+def fleet():
+    return [("mon", MONITOR), ("srv1", SERVING),
+            ("srv2", {**SERVING, "halo_bind": "10.9.0.3", "halo_metrics": False, "halo_llama_args": ["--metrics"]}),
+            ("quiet", {**SERVING, "halo_bind": "10.9.0.4", "halo_metrics": False}),
+            ("gw", {"halo_serve": "none", "halo_gateway": True, "halo_gateway_bind": "10.9.0.1",
+                    "halo_bind": "10.9.0.1", "halo_exporter_password": PASSWORD}),
+            ("local", {"halo_serve": "none"})]
+
+
+def test_every_host_is_a_node_target_engines_with_metrics_and_gateways_too():
+    targets, warnings = fleet_targets("mon", fleet())
+    found = {(t.kind, t.host): t.address for t in targets}
+    assert found == {
+        ("node", "mon"): "10.9.0.9:9100", ("node", "srv1"): "10.9.0.2:9100", ("node", "srv2"): "10.9.0.3:9100",
+        ("node", "quiet"): "10.9.0.4:9100", ("node", "gw"): "10.9.0.1:9100",
+        ("engine", "srv1"): "10.9.0.2:8080", ("engine", "srv2"): "10.9.0.3:8080",
+        ("haproxy", "gw"): "10.9.0.1:8405",
+    }
+    # A loopback exporter on another host cannot be scraped: said, not silently skipped.
+    assert warnings == ["local: node exporter listens on 127.0.0.1, which the monitor cannot reach "
+                        "(set its halo_exporter_bind)"]
+
+
+def test_the_monitor_files_carry_keys_in_credential_files_only():
+    monitor_plan = plan_monitor(config("mon", MONITOR), fleet())
+    text = monitor_plan.prometheus_yml
+    assert KEY not in text and PASSWORD not in text
+    document = json.loads(text.split("\n", 1)[1])  # after the managed-by comment: JSON, which YAML reads as is
+    jobs = {job["job_name"]: job for job in document["scrape_configs"]}
+    engine = jobs["engine/srv1"]
+    assert engine["authorization"]["type"] == "Bearer"
+    path = engine["authorization"]["credentials_file"]
+    assert path.startswith("/run/credentials/halo-prometheus.service/halo_engine-srv1-")
+    assert jobs["node/srv1"]["basic_auth"]["username"] == "halofleet"
+    assert "authorization" not in jobs["haproxy/gw"] and "basic_auth" not in jobs["haproxy/gw"]
+    secrets = sorted(set(monitor_plan.credentials.values()))
+    assert secrets == [KEY, PASSWORD]
+    for target in monitor_plan.targets:
+        sd = json.loads(monitor_plan.sd_files[f"/etc/halofleet/prometheus/targets/{target.file_name}.json"])
+        assert sd == [{"targets": [target.address], "labels": {"host": target.host, "kind": target.kind}}]
+    assert "LoadCredential=halo:/etc/halofleet/prometheus/credentials" in monitor_plan.unit
+    assert "--storage.tsdb.retention.time=15d" in monitor_plan.unit
+    assert "--web.listen-address=10.9.0.9:9090" in monitor_plan.unit
+
+
+def test_two_hosts_whose_names_differ_only_in_unsafe_characters_get_two_files():
+    targets, _ = fleet_targets("mon", [("a/b", MONITOR | {"halo_monitor": False}), ("a_b", MONITOR)])
+    names = {t.file_name for t in targets}
+    assert len(names) == 2
+
+
+def test_rules_take_their_windows_and_thresholds_from_the_options():
+    mon = config("mon", {**MONITOR, "halo_alert_for_s": 7, "halo_alert_gtt_fraction": 0.8,
+                         "halo_alert_fault_window_s": 60, "halo_alert_tps_fraction": 0.25})
+    rules = {rule["alert"]: rule for rule in json.loads(rules_yml(mon).split("\n", 1)[1])["groups"][0]["rules"]}
+    assert set(rules) == {rule.name for rule in RULES}
+    assert rules["HaloEngineDown"] == {"alert": "HaloEngineDown", "expr": 'up{kind="engine"} == 0', "for": "7s",
+                                       "annotations": {"summary": "engine on {{ $labels.host }} does not answer "
+                                                                  "its /metrics"}}
+    assert rules["HaloGttHigh"]["expr"].endswith("> 0.8")
+    assert "[60s]" in rules["HaloAmdgpuFaults"]["expr"] and "for" not in rules["HaloAmdgpuFaults"]
+    assert "* 0.25" in rules["HaloTokensSlow"]["expr"]
+
+
+@pytest.mark.parametrize("name, data, key", [
+    ("srv1", {**SERVING, "halo_exporter_password": None}, "halo_exporter_bind"),
+    ("mon", {**MONITOR, "halo_monitor_bind": None}, "halo_monitor_bind"),
+])
+def test_preflight_refuses_an_open_exporter_and_a_monitor_without_an_address(name, data, key):
+    with pytest.raises(ConfigError, match=key):
+        check_monitoring(config(name, data), fleet())
+
+
+def test_without_a_monitor_host_nothing_is_asked_of_the_exporter():
+    check_monitoring(config("srv1", {**SERVING, "halo_exporter_password": None}), fleet()[1:])
+    check_monitoring(config("srv1", {**SERVING, "halo_exporter_password": None,
+                                     "halo_allow_unauthenticated": True}), fleet())
+
+
+def test_the_exporter_password_hash_is_stable_per_host_and_checks():
+    first, again = exporter_web_config("srv1", PASSWORD), exporter_web_config("srv1", PASSWORD)
+    other = exporter_web_config("srv2", PASSWORD)
+    assert first == again and first != other and PASSWORD not in first
+    hashed = json.loads(first.split("\n", 1)[1])["basic_auth_users"]["halofleet"]
+    assert bcrypt.checkpw(PASSWORD.encode(), hashed.encode())
+    assert not bcrypt.checkpw(b"wrong-password-000000", hashed.encode())
+
+
+def test_the_gateway_serves_its_exporter_to_the_monitor_only():
+    gw = validate("gw", fleet()[4][1], serving=False)
+    groups = {"fleet": [("srv1", SERVING)]}
+    assert "prometheus-exporter" not in plan_gateway(gw, groups).config
+    text = plan_gateway(gw, groups, metrics_source=monitor_source(fleet())).config
+    assert "frontend halo_metrics\n    # haproxy's built-in" in text
+    assert "bind 10.9.0.1:8405" in text and "http-request deny unless { src 10.9.0.9 }" in text
+
+
+def test_a_monitor_with_nothing_to_scrape_is_refused():
+    with pytest.raises(HostRefused):
+        plan_monitor(config("mon", {**MONITOR, "halo_bind": "127.0.0.1", "halo_exporter_bind": "127.0.0.2"}), [])
+
+
+# -- the report's pictures ----------------------------------------------------------------------------------------
+
+class Prometheus(http.server.BaseHTTPRequestHandler):
+    answer = b""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(type(self).answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def prometheus():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Prometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def hosts_for(server):
+    return [("mon", {**MONITOR, "halo_monitor_bind": "127.0.0.1", "halo_monitor_port": server.server_port})]
+
+
+def test_the_report_draws_each_panel_from_the_monitor(prometheus):
+    now = 1_800_000_000.0
+    Prometheus.answer = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"host": "srv1"}, "values": [[now - 600, "1.5"], [now, "2.5"]]},
+        {"metric": {"host": "srv2"}, "values": [[now - 600, "0"], [now, "NaN"], ["x", "y"]]}]}}).encode()
+    history = plots.fleet_history(hosts_for(prometheus), now=now)
+    assert history.problem is None and [title for title, _ in history.panels] == [t for t, _ in plots.PANELS]
+    for _, picture in history.panels:
+        assert picture.startswith("<svg") and "<script" not in picture and "srv1" in picture
+    page = render_report([{column: "-" for column in COLUMNS} | {"host": "srv1", "status": "ok"}], "html", "t",
+                         history=history)
+    assert page.count('<figure class="plot"') == 4 and "<script" not in page
+
+
+def test_without_a_monitor_or_with_a_bad_answer_the_report_is_the_table_alone(prometheus):
+    assert plots.fleet_history([("srv1", SERVING)]).problem == "no monitor host (halo_monitor) in the inventory"
+    for answer in (b"[" * 100 + b"]" * 100, b"[" * 100, b'{"status": "error"}'):  # too deep, not JSON, an error
+        Prometheus.answer = answer
+        history = plots.fleet_history(hosts_for(prometheus), reads=Reads(Limits(request_s=5, host_s=5)))
+        assert history.panels == [] and "could not be read" in history.problem, answer
+    Prometheus.answer = b"x" * (plots.ANSWER_BYTES + 1)  # larger than the answer bound
+    history = plots.fleet_history(hosts_for(prometheus))
+    assert history.panels == [] and "larger than" in history.problem
+    page = render_report([{column: "-" for column in COLUMNS} | {"host": "srv1", "status": "ok"}], "html", "t",
+                         history=history)
+    assert "<figure" not in page and "No pictures:" in page
