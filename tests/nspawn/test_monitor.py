@@ -20,6 +20,7 @@ import zlib
 
 import pytest
 
+from halofleet.box.bench import parse_bench_result
 from halofleet.testing.runs import ROOT
 from halofleet.testing.tinymodel import write_tiny_llama
 
@@ -50,6 +51,14 @@ tests:
         values: '99x20'
       - series: 'node_drm_memory_gtt_size_bytes{host="c",card="card1"}'
         values: '100x20'
+      - series: 'llamacpp:predicted_tokens_seconds{host="d",kind="engine",job="engine/d"}'
+        values: '10x20'
+      - series: 'halofleet_bench_tg_tokens_per_second{host="d",kind="node",job="node/d"}'
+        values: '50x20'
+      - series: 'llamacpp:predicted_tokens_seconds{host="e",kind="engine",job="engine/e"}'
+        values: '40x20'
+      - series: 'halofleet_bench_tg_tokens_per_second{host="e",kind="node",job="node/e"}'
+        values: '50x20'
     alert_rule_test:
       - eval_time: 4s  # down since 2 s: not yet 5 s
         alertname: HaloEngineDown
@@ -69,6 +78,11 @@ tests:
         exp_alerts:
           - exp_labels: {alertname: HaloGttHigh, host: c, card: card1}
             exp_annotations: {summary: "GTT in use on c (card1) is above the threshold"}
+      - eval_time: 8s  # d generates 10 t/s against a bench figure of 50 (below half); e 40 (above)
+        alertname: HaloTokensSlow
+        exp_alerts:
+          - exp_labels: {alertname: HaloTokensSlow, host: d, kind: engine, job: engine/d}
+            exp_annotations: {summary: "d generates below its bench figure"}
 """
 
 
@@ -231,6 +245,16 @@ def test_the_fleet_is_seen(network, tmp_path):
     print(f"fault line counted after {seconds:.1f} s (timer every 5 s)")
     wait("faults alert", lambda: any(a["labels"]["alertname"] == "HaloAmdgpuFaults" and a["state"] == "firing"
                                      for a in alerts(network, mon)), timeout=15)
+
+    # The bench figure: 'halofleet bench' on srv1 stores llama-bench's JSON on the host; the collector's gauge is
+    # that file's tg figure, read back here with halofleet's own parser of the same file.
+    bench = network.run_pyinfra(description, "deploys/bench.py", "--limit", "srv1")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    stored = parse_bench_result(srv1.ssh("cat /var/lib/halofleet/bench.json").stdout)
+    srv1.ssh("systemctl start halo-textfile.service")
+    figure = 'halofleet_bench_tg_tokens_per_second{host="srv1"}'
+    wait("bench gauge", lambda: bool(values(network, mon, figure)), timeout=15)
+    assert list(values(network, mon, figure).values()) == [pytest.approx(stored.tg_tps)], stored
 
     # One engine stops: the engine-down alert fires within its for: window (plus a scrape and an evaluation).
     srv3.ssh("systemctl stop halo-serve.service")
