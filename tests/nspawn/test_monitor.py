@@ -179,7 +179,7 @@ def test_the_fleet_is_seen(network, tmp_path):
     gw, srv1, srv2, srv3, mon = boxes = network.boot(["gw", "srv1", "srv2", "srv3", "mon"])
     watched = {"halo_exporter_password": PASSWORD, "halo_textfile_interval_s": 5}
     serving = {**TIER_DATA, **watched, "halo_model": str(model), "halo_model_push": True, "halo_ctx": 512,
-               "halo_api_key": KEY, "halo_metrics": True}
+               "halo_api_key": KEY, "halo_metrics": True, "halo_bench_repetitions": 1}
     host_data = {
         "gw": {**TIER_DATA, **watched, "halo_serve": "none", "halo_bind": gw.address, "halo_gateway": True,
                "halo_gateway_bind": gw.address, "halo_gateway_check_inter_s": 1},
@@ -246,10 +246,14 @@ def test_the_fleet_is_seen(network, tmp_path):
     wait("faults alert", lambda: any(a["labels"]["alertname"] == "HaloAmdgpuFaults" and a["state"] == "firing"
                                      for a in alerts(network, mon)), timeout=15)
 
-    # The bench figure: 'halofleet bench' on srv1 stores llama-bench's JSON on the host; the collector's gauge is
-    # that file's tg figure, read back here with halofleet's own parser of the same file.
-    bench = network.run_pyinfra(description, "deploys/bench.py", "--limit", "srv1")
-    assert bench.returncode == 0, bench.stderr[-3000:]
+    # The bench figure: 'halofleet bench' on srv1 (drained at its gateway, which is in the run too) stores
+    # llama-bench's JSON on the host; the collector's gauge is that file's tg figure, read back here with
+    # halofleet's own parser of the same file.
+    bench = network.run([sys.executable, "-m", "halofleet", "bench", "inventories/vm.py", "--limit", "srv1",
+                         "--limit", "gw"],
+                        cwd=ROOT, env={**os.environ, "HALOFLEET_VM_INVENTORY": str(description)},
+                        capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stdout + bench.stderr[-3000:]
     stored = parse_bench_result(srv1.ssh("cat /var/lib/halofleet/bench.json").stdout)
     srv1.ssh("systemctl start halo-textfile.service")
     figure = 'halofleet_bench_tg_tokens_per_second{host="srv1"}'
