@@ -183,49 +183,52 @@ def directory_removed_if_empty(path: str, present: bool):
 
 
 @operation()
-def package_recorded(record: str, installed_before: bool):
+def package_recorded(record: str, installed_before: bool, recorded: bool):
     """
-    Record (once, beside the users' originals) that halofleet installed a package, so the rollback knows the
-    package's service was not the user's.
+    Record (once, at halofleet's first touch, beside the users' originals) that a service was not running before
+    halofleet, so the rollback knows to stop it again. A record is never rewritten: a later run, which finds the
+    service running (halofleet's), changes nothing.
 
     + record: the record's file name
-    + installed_before: the package was installed before this run: nothing to record
+    + installed_before: the service was running and enabled before this run: nothing to record
+    + recorded: the record exists already (from the probe)
 
     **Example:**
 
     .. code:: python
 
-        package_recorded(name="Record", record="package__prometheus-node-exporter.installed", installed_before=False)
+        package_recorded(name="Record", record="service__prometheus-node-exporter.off", installed_before=False,
+                         recorded=False)
     """
-    if installed_before:
-        host.noop("the package was there before halofleet's first touch")
+    target = f"{paths.BACKUP_ORIGINALS}/{record}"
+    if installed_before or recorded:
+        host.noop("nothing to record: the service was running before, or the record exists")
         return
-    target = shlex.quote(f"{paths.BACKUP_ORIGINALS}/{record}")
-    yield StringCommand("sh", "-c", QuoteString(
-        f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && {{ [ -e {target} ] || : > {target}; }}"))
+    quoted = shlex.quote(target)
+    yield StringCommand("sh", "-c", QuoteString(f"mkdir -p -m 0700 {paths.BACKUP_ORIGINALS} && : > {quoted}"))
 
 
 @operation()
-def exporter_restored(installed_by_us: bool, present: bool):
+def exporter_restored(was_off: bool, present: bool):
     """
-    After the drop-in is gone: node exporter back on Debian's own settings (restarted) where the user had the
-    package before, or stopped and disabled where halofleet installed it (its record then removed).
+    After the drop-in is gone: node exporter back as it was at halofleet's first touch: on Debian's own settings
+    (restarted) where it was running, stopped and disabled where it was not (the record then removed).
 
-    + installed_by_us: halofleet's record says it installed the package
-    + present: the exporter runs, or the record exists (from the probe)
+    + was_off: halofleet's record says it was not running (or not installed) at the first touch
+    + present: our drop-in is there, or the record exists (from the probe)
 
     **Example:**
 
     .. code:: python
 
-        exporter_restored(name="Node exporter back to Debian's unit", installed_by_us=False, present=True)
+        exporter_restored(name="Node exporter back to Debian's unit", was_off=False, present=True)
     """
     if not present:
         host.noop(f"{paths.EXPORTER_SERVICE} is not running")
         return
     service = paths.EXPORTER_SERVICE
-    if installed_by_us:
-        record = shlex.quote(f"{paths.BACKUP_ORIGINALS}/package__prometheus-node-exporter.installed")
+    if was_off:
+        record = shlex.quote(f"{paths.BACKUP_ORIGINALS}/service__prometheus-node-exporter.off")
         yield StringCommand("sh", "-c", QuoteString(
             f"{DAEMON_RELOAD}; systemctl disable --now --quiet {service} 2>/dev/null || true; rm -f {record}"))
     else:

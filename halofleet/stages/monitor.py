@@ -56,8 +56,11 @@ def monitor() -> None:
                 name=f"Monitoring file: {path}", path=path, content=content, mode=mode,
                 redact=path == paths.EXPORTER_WEB, current_sha256=managed_sha256(plan, path)))
     web, script, service, timer, dropin = changed
-    halo_monitor.package_recorded(name="Record: node exporter installed by halofleet", record=INSTALLED_RECORD,
-                                  installed_before=bool(current["packages"].get("prometheus-node-exporter")))
+    exporter_state = current["units"].get("exporter") or {}
+    halo_monitor.package_recorded(
+        name="Record: node exporter was not running before halofleet", record=EXPORTER_OFF_RECORD,
+        installed_before=exporter_state.get("active") == "active" and exporter_state.get("enabled") == "enabled",
+        recorded=EXPORTER_OFF_RECORD in ((plan.probe.get("backups") or {}).get("records") or []))
     apt.packages(name="Node exporter (Debian's package)", packages=EXPORTER_PACKAGES, no_recommends=True,
                  extra_install_args=policy.APT_LOCK_WAIT)
     units = current["units"]
@@ -122,7 +125,9 @@ def _prometheus(plan, everyone, current) -> None:
     )
 
 
-INSTALLED_RECORD = "package__prometheus-node-exporter.installed"  # in the originals: halofleet installed it
+# In the originals, once: at halofleet's first touch node exporter was not running and enabled (not installed, or
+# off): the rollback then stops and disables it again.
+EXPORTER_OFF_RECORD = "service__prometheus-node-exporter.off"
 
 
 def remove_monitor(records: list[str]) -> None:
@@ -130,8 +135,8 @@ def remove_monitor(records: list[str]) -> None:
     For the rollback: the fleet's Prometheus and the textfile timer stopped and disabled, every file of theirs
     removed (kept as generations), node exporter's drop-in and password hash removed, the Prometheus storage and
     the textfile output deleted, halofleet's directories removed once empty. Node exporter goes back to Debian's
-    unit as it was: restarted on Debian's settings where it was installed before halofleet's first touch,
-    stopped and disabled where halofleet installed it. The packages stay, as the engines' do.
+    unit as it was at halofleet's first touch: restarted on Debian's settings where it was running, stopped and
+    disabled where it was not (not installed, or off). The packages stay, as the engines' do.
     """
     current = host.get_fact(MonitorState)
     units = current["units"]
@@ -151,9 +156,9 @@ def remove_monitor(records: list[str]) -> None:
     for path in paths.MONITOR_FILES:
         halo_files.restored_file(name=f"Monitoring file: {path}", path=path,
                                  record=halo_files.record_of(records, path))
-    installed_by_us = INSTALLED_RECORD in records
-    halo_monitor.exporter_restored(name="Node exporter back to Debian's unit", installed_by_us=installed_by_us,
-                                   present="dropin" in current["dirs"] or installed_by_us)
+    was_off = EXPORTER_OFF_RECORD in records
+    halo_monitor.exporter_restored(name="Node exporter back to Debian's unit as it was", was_off=was_off,
+                                   present="dropin" in current["dirs"] or was_off)
     for path, key in ((paths.PROMETHEUS_STORAGE, "storage"), (paths.TEXTFILE_DIR, "textfile")):
         halo_monitor.directory_removed(name=f"Remove {path}", path=path, present=key in current["dirs"])
     for path, key in ((paths.PROMETHEUS_SD_DIR, "sd"), (paths.PROMETHEUS_CREDS_DIR, "credentials"),

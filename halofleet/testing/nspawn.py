@@ -42,7 +42,7 @@ from pathlib import Path
 from . import vm
 from .runs import PyinfraRun, run_pyinfra
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "forky"  # the suite that packages llama-server (llama.cpp-tools 0.7.0) and ggml-rpc-server
 PACKAGES = (
     "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps", "sudo", "ca-certificates", "mount", "passwd",
@@ -58,6 +58,7 @@ PACKAGES = (
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer", "fstrim.timer",
                 "dpkg-db-backup.timer", "systemd-networkd.service", "systemd-resolved.service",
                 "systemd-timesyncd.service")
+DISABLED_UNITS = ("prometheus.service", "prometheus-node-exporter.service")
 _ids = itertools.count()
 
 
@@ -109,6 +110,9 @@ def _build_rootfs(root: Path, packages: tuple[str, ...], pubkey: str) -> None:
         chroot = ["chroot", str(tree)]
         _run(chroot + ["systemctl", "enable", "ssh"], capture_output=True)
         _run(chroot + ["systemctl", "mask", *MASKED_UNITS], capture_output=True)
+        # Installed but off, as on a host where nobody uses them yet: the other tests' containers run no monitoring
+        # daemons, and the monitor test starts Debian's Prometheus itself where it needs a user's own.
+        _run(chroot + ["systemctl", "disable", *DISABLED_UNITS], capture_output=True)
         # Host keys are made by the package's postinst: every container of this rootfs shares them (test only).
         tree.rename(root)
     _log(f"built {root.name} in {time.monotonic() - started:.0f} s")

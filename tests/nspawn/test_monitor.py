@@ -188,6 +188,10 @@ def test_the_fleet_is_seen(network, tmp_path):
                 "halo_monitor_bind": mon.address, "halo_monitor_port": PORT, "halo_monitor_scrape_s": 1,
                 "halo_alert_for_s": ALERT_FOR_S, "halo_textfile_interval_s": 5},
     }
+    # The monitor host's user runs Debian's own Prometheus (the image has the packages, their services off).
+    mon.ssh("systemctl enable --now prometheus.service")
+    # And srv2's user runs Debian's node exporter on Debian's settings: the rollback must leave it so.
+    srv2.ssh("systemctl enable --now prometheus-node-exporter.service")
     debian_config = mon.ssh("sha256sum /etc/prometheus/prometheus.yml").stdout
     description = network.write_inventory(tmp_path / "hosts.json", host_data=host_data)
     first = network.run_pyinfra(description, "deploys/full.py")
@@ -312,9 +316,14 @@ def test_the_fleet_is_seen(network, tmp_path):
                        "2>/dev/null; systemctl list-units --all --plain --no-legend 'halo-*' | grep -v not-found",
                        check=False).stdout.strip()
         assert left == "", f"{box.name}: {left}"
-    # Node exporter is Debian's again (the image had the package: restarted on Debian's own settings).
-    assert "--collector.drm" not in srv1.ssh("cat /proc/$(systemctl show -p MainPID --value "
-                                             "prometheus-node-exporter.service)/cmdline | tr '\\0' ' '").stdout
+    # Node exporter as it was before halofleet's first touch: installed, off (the record of that removed too).
+    for box in (gw, srv1, srv3, mon):
+        state = box.ssh("systemctl is-active prometheus-node-exporter.service; systemctl is-enabled "
+                        "prometheus-node-exporter.service; ls /var/backups/halofleet/original", check=False).stdout
+        assert state.split()[:2] == ["inactive", "disabled"] and ".off" not in state, (box.name, state)
+    argv = srv2.ssh("cat /proc/$(systemctl show -p MainPID --value prometheus-node-exporter.service)/cmdline "
+                    "| tr '\\0' ' '").stdout
+    assert argv.startswith("/usr/bin/prometheus-node-exporter") and "--collector.drm" not in argv, argv
     assert mon.ssh("sha256sum /etc/prometheus/prometheus.yml").stdout == debian_config
     again = network.run_pyinfra(description, "deploys/rollback.py")
     from halofleet.facts.halo_monitor import MonitorState
