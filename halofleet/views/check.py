@@ -21,6 +21,7 @@ from ..box.serving import engine_image
 from ..contract.config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused
 from ..contract.localfiles import anchor_local_paths
 from ..fleet.gateway import inventory_groups, plan_gateway
+from ..fleet.monitor import check_monitoring, plan_monitor
 from ..fleet.rpc import check_group
 from ..models.specs import validate
 from .inventory import BadInput, inventory_dir_of, load_inventory
@@ -158,6 +159,19 @@ def check(inventory_path: str) -> CheckResult:
         except ConfigError as error:
             if "has invalid data" not in str(error):  # that host's own finding says it already
                 add("error", host, error.key, str(error).split(" is invalid: ", 1)[-1])
+                bad.add(name)
+        try:
+            check_monitoring(config, list(fleet.items()))
+        except ConfigError as error:
+            add("error", host, error.key, str(error).split(" is invalid: ", 1)[-1])
+            bad.add(name)
+        if config.monitor:
+            try:
+                for warning in plan_monitor(config, list(fleet.items())).warnings:
+                    add("warning", host, "halo_monitor", warning)
+            except (ConfigError, HostRefused) as error:
+                add("error", host, getattr(error, "key", None) or "halo_monitor",
+                    str(error).split(" is invalid: ", 1)[-1] if isinstance(error, ConfigError) else error.reason)
                 bad.add(name)
         if config.gateway:
             _check_gateway(config, inventory, host, add, bad)

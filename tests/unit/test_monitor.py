@@ -199,3 +199,18 @@ def test_without_a_monitor_or_with_a_bad_answer_the_report_is_the_table_alone(pr
     page = render_report([{column: "-" for column in COLUMNS} | {"host": "srv1", "status": "ok"}], "html", "t",
                          history=history)
     assert "<figure" not in page and "No pictures:" in page
+
+
+def test_halofleet_check_says_it_without_a_host(tmp_path):
+    from halofleet.views.check import check
+
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(
+        "hosts = [\n"
+        f"    ('mon', {MONITOR | {'halo_monitor_bind': None}!r}),\n"
+        f"    ('srv1', {SERVING | {'halo_exporter_password': None}!r}),\n"
+        "    ('local', {'halo_serve': 'none'}),\n"
+        "]\n")
+    findings = {(f.host, f.key, f.level): f.message for f in check(str(inventory)).findings}
+    assert "node exporter beyond loopback needs a password" in findings[("srv1", "halo_exporter_bind", "error")]
+    assert "must be set with halo_monitor" in findings[("mon", "halo_monitor_bind", "error")]
