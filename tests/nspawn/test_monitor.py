@@ -274,6 +274,12 @@ def test_the_fleet_is_seen(network, tmp_path):
     wait("engine-down alert", fired, timeout=ALERT_FOR_S + 20)
     print(f"HaloEngineDown firing {time.monotonic() - stopped:.1f} s after the stop (for: {ALERT_FOR_S} s)")
     assert time.monotonic() - stopped >= ALERT_FOR_S
+    # The gateway marks it DOWN (haproxy's own exporter: one series per state) and the backend alert fires too.
+    down = 'haproxy_server_status{kind="haproxy",server="srv3",state="DOWN"}'
+    wait("haproxy's DOWN state", lambda: list(values(network, mon, down).values()) == [1.0], timeout=20)
+    wait("backend-down alert", lambda: any(a["labels"]["alertname"] == "HaloBackendDown" and a["state"] == "firing"
+                                           and a["labels"].get("server") == "srv3" for a in alerts(network, mon)),
+         timeout=ALERT_FOR_S + 20)
     srv3.ssh("systemctl start halo-serve.service")
 
     # The HTML report draws the last day from the monitor: inline SVG, no script, no remote resource; in chromium

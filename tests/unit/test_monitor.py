@@ -214,3 +214,69 @@ def test_halofleet_check_says_it_without_a_host(tmp_path):
     findings = {(f.host, f.key, f.level): f.message for f in check(str(inventory)).findings}
     assert "node exporter beyond loopback needs a password" in findings[("srv1", "halo_exporter_bind", "error")]
     assert "must be set with halo_monitor" in findings[("mon", "halo_monitor_bind", "error")]
+
+
+# Lines as amdgpu logged them on Strix Halo boxes (shared/captures/strix-halo.md §5a, §5c, §5d), one of another chip.
+KERNEL_LINES = """\
+amdgpu 0000:c5:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE
+amdgpu 0000:c5:00.0: amdgpu: failed to remove hardware queue from MES, doorbell=0x1002
+amdgpu 0000:c5:00.0: amdgpu: MES might be in unrecoverable state, issue a GPU reset
+amdgpu 0000:c5:00.0: amdgpu: GPU reset begin!. Source:  3
+amdgpu 0000:c5:00.0: amdgpu: MODE2 reset
+amdgpu 0000:c5:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:24 vmid:8 pasid:32771)
+amdgpu 0000:c5:00.0: amdgpu: GCVM_L2_PROTECTION_FAULT_STATUS:0x00801031
+amdgpu 0000:c5:00.0: amdgpu: MES failed to respond to msg=SUSPEND
+amdgpu 0000:c5:00.0: amdgpu: GPU reset begin!
+amdgpu 0000:c5:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:153 vmid:8 pasid:32771)
+[drm:amdgpu_job_timedout [amdgpu]] *ERROR* ring gfx_0.0.0 timeout, signaled seq=1, emitted seq=2
+"""
+BENCH_JSON = """{"model": "/m.gguf", "model_file_bytes": 1, "llama_bench": [
+  {
+    "n_prompt": 512,
+    "n_gen": 0,
+    "avg_ts": 1484.687125,
+    "stddev_ts": 3.1
+  },
+  {
+    "n_prompt": 0,
+    "n_gen": 128,
+    "avg_ts": 137.113427,
+    "stddev_ts": 0.2
+  }
+]}
+"""
+
+
+def test_the_textfile_script_counts_the_captured_faults_and_reads_the_bench_figure(tmp_path):
+    import os
+    import subprocess
+
+    from halofleet.box.bench import parse_bench_result
+    from halofleet.box.exporter import GAUGES
+    from halofleet.contract.templating import render
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (tmp_path / "kernel.log").write_text(KERNEL_LINES)
+    # journalctl as the script calls it: the matches it asks for are checked, the lines are the captures.
+    (fake / "journalctl").write_text(
+        "#!/bin/sh\ncase \"$*\" in *'_TRANSPORT=kernel + SYSLOG_IDENTIFIER=kernel'*) ;; *) exit 1;; esac\n"
+        f"cat {tmp_path / 'kernel.log'}\n")
+    (fake / "journalctl").chmod(0o755)
+    (tmp_path / "bench.json").write_text(BENCH_JSON)
+    out = tmp_path / "out" / "halofleet.prom"
+    script = render("halo-textfile.sh.j2", output=str(out), gauges="'" + " ".join(GAUGES) + "'",
+                    journal_lines=1000, journal_bytes=1 << 20, gtt_planned_bytes=128 << 30, engine=None,
+                    bench_path=str(tmp_path / "bench.json"))
+    run = subprocess.run(["sh", "-c", script], env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    gauges = dict(line.rsplit(" ", 1) for line in out.read_text().splitlines() if not line.startswith("#"))
+    assert {key: gauges[f'halofleet_amdgpu_faults_total{{fault="{key}"}}'] for key in
+            ("page_fault", "mes_timeout", "gpu_reset", "ring_timeout")} == \
+        {"page_fault": "2", "mes_timeout": "2", "gpu_reset": "2", "ring_timeout": "1"}
+    assert gauges["halofleet_kernel_log_lines_read"] == "11"
+    assert gauges["halofleet_gtt_planned_bytes"] == str(128 << 30)
+    assert float(gauges["halofleet_bench_tg_tokens_per_second"]) == parse_bench_result(BENCH_JSON).tg_tps
+    assert gauges['halofleet_engine_state{state="not_deployed"}'] == "1"
+    assert list(out.parent.iterdir()) == [out]  # the temporary file is gone: renamed into place
