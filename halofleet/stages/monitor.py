@@ -130,7 +130,7 @@ def _prometheus(plan, everyone, current) -> None:
 EXPORTER_OFF_RECORD = "service__prometheus-node-exporter.off"
 
 
-def remove_monitor(records: list[str]) -> None:
+def remove_monitor(records: list[str], managed: dict[str, str]) -> None:
     """
     For the rollback: the fleet's Prometheus and the textfile timer stopped and disabled, every file of theirs
     removed (kept as generations), node exporter's drop-in and password hash removed, the Prometheus storage and
@@ -153,9 +153,9 @@ def remove_monitor(records: list[str]) -> None:
     for path in sorted(files):
         halo_files.restored_file(name=f"Monitoring file: {path}", path=path,
                                  record=halo_files.record_of(records, path), current_sha256=files[path])
-    for path in paths.MONITOR_FILES:
+    for path in paths.MONITOR_FILES:  # the probe hashed them (``managed``: its digests of the managed files)
         halo_files.restored_file(name=f"Monitoring file: {path}", path=path,
-                                 record=halo_files.record_of(records, path))
+                                 record=halo_files.record_of(records, path), current_sha256=managed.get(path))
     was_off = EXPORTER_OFF_RECORD in records
     halo_monitor.exporter_restored(name="Node exporter back to Debian's unit as it was", was_off=was_off,
                                    present="dropin" in current["dirs"] or was_off)

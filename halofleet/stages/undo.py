@@ -74,7 +74,7 @@ def rollback() -> None:
 
     remove_worker(probe, records)  # an RPC worker: its firewall table goes with it
     remove_gateway(records)  # a gateway: its haproxy configuration and certificate
-    remove_monitor(records)  # node exporter's drop-in, the textfile timer, the fleet's Prometheus
+    remove_monitor(records, files)  # node exporter's drop-in, the textfile timer, the fleet's Prometheus
 
     dropin = undo("GRUB drop-in", GRUB_DROPIN, activate=halo_kernel.GRUB_ACTIVATE)
     undo("modprobe options", MODPROBE_FILE, activate=halo_kernel.INITRAMFS_ACTIVATE)
