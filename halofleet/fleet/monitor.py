@@ -81,9 +81,6 @@ def listen_address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-_address = listen_address
-
-
 def value(name: str, data: dict[str, Any], key: str) -> Any:
     """One key of another host's data through the contract (ConfigError when invalid)."""
     return option_value(name, key, data.get(key))
@@ -115,7 +112,7 @@ def monitor_source(hosts: list[tuple[str, dict[str, Any]]]) -> str | None:
             return None
         if bind is None:
             return None
-        return _reach(name, data, bind, "", "monitor") if ipaddress.ip_address(bind).is_unspecified else bind
+        return _reach(name, data, bind, "") if ipaddress.ip_address(bind).is_unspecified else bind
     return None
 
 
@@ -159,7 +156,7 @@ def exporter_web_config(host: str, password: str) -> str:
     return MANAGED_HEADER + json.dumps({"basic_auth_users": {EXPORTER_USER: hashed}}, indent=2) + "\n"
 
 
-def _reach(name: str, data: dict[str, Any], bind: str, monitor: str, what: str = "") -> str | None:
+def _reach(name: str, data: dict[str, Any], bind: str, monitor: str) -> str | None:
     """The address the monitor reaches ``bind`` of host ``name`` at (None: it cannot; the caller warns)."""
     address = ipaddress.ip_address(bind)
     if address.is_loopback:
@@ -192,29 +189,29 @@ def fleet_targets(monitor: str, hosts: list[tuple[str, dict[str, Any]]]) -> tupl
         except ConfigError as error:
             warnings.append(f"not monitored: {error}")
             continue
-        reach = _reach(name, data, bind, monitor, "node exporter")
+        reach = _reach(name, data, bind, monitor)
         if reach is None:
             warnings.append(f"{name}: node exporter listens on {bind}, which the monitor cannot reach "
                             "(set its halo_exporter_bind)")
         else:
-            targets.append(Target(name, "node", _address(reach, port), password, basic_auth=True))
+            targets.append(Target(name, "node", listen_address(reach, port), password, basic_auth=True))
         try:
             router = bool(value(name, data, "halo_models"))
             if engine not in NO_ENDPOINT and not router and _engine_scrapes_metrics(name, data):
                 engine_bind, engine_port = value(name, data, "halo_bind"), value(name, data, "halo_port")
-                reach = _reach(name, data, engine_bind, monitor, "engine")
+                reach = _reach(name, data, engine_bind, monitor)
                 if reach is None:
                     warnings.append(f"{name}: the engine listens on {engine_bind}, which the monitor cannot reach")
                 else:
-                    targets.append(Target(name, "engine", _address(reach, engine_port),
+                    targets.append(Target(name, "engine", listen_address(reach, engine_port),
                                           value(name, data, "halo_api_key")))
             elif engine not in NO_ENDPOINT and router:
                 warnings.append(f"{name}: a router engine (halo_models) has /metrics per model: not scraped yet")
             if value(name, data, "halo_gateway"):
                 gateway_bind = value(name, data, "halo_gateway_bind")
-                reach = _reach(name, data, gateway_bind, monitor, "gateway") if gateway_bind else None
+                reach = _reach(name, data, gateway_bind, monitor) if gateway_bind else None
                 if reach is not None:
-                    targets.append(Target(name, "haproxy", _address(reach, METRICS_PORT)))
+                    targets.append(Target(name, "haproxy", listen_address(reach, METRICS_PORT)))
         except ConfigError as error:
             warnings.append(f"not monitored: {error}")
     return targets, warnings
@@ -228,7 +225,7 @@ def scrape_config(target: Target, interval: int) -> dict[str, Any]:
     job: dict[str, Any] = {
         "job_name": target.job,
         "scrape_interval": f"{interval}s",
-        "scrape_timeout": f"{max(1, min(10, interval - 1 if interval > 1 else 1))}s",
+        "scrape_timeout": f"{min(10, interval)}s",  # at most the interval, as Prometheus requires
         "file_sd_configs": [{"files": [f"{PROMETHEUS_SD_DIR}/{target.file_name}.json"]}],
     }
     credential = f"{CREDENTIALS_RUNTIME}/{credential_name(target)}"
@@ -311,7 +308,7 @@ def prometheus_unit(config: HaloConfig, credentials: bool) -> str:
 
 
 def monitor_listen(config: HaloConfig) -> str:
-    return _address(config.monitor_bind, config.monitor_port)
+    return listen_address(config.monitor_bind, config.monitor_port)
 
 
 def plan_monitor(config: HaloConfig, hosts: list[tuple[str, dict[str, Any]]]) -> MonitorPlan:
