@@ -40,7 +40,7 @@ def current_plan() -> HostPlan | None:
         config = resolve(validate(host.name, host_data()), reads)
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
-        probe = read_probe(**probe_args(config))
+        probe = read_probe(stack=True, **probe_args(config))
         worker_plans = _worker_plans(config.rpc_workers)
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
@@ -143,7 +143,7 @@ def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
     """
     try:
         config = validate(host.name, host_data(), serving=False)
-        probe = read_probe()
+        probe = read_probe(stack=True)
     except (ConfigError, HostRefused) as error:
         _refuse(error)
         return None

@@ -15,6 +15,7 @@ from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringComm
 from pyinfra.api.facts import FactBase
 
 from ..box import cmdline as cmdline_mod
+from ..box.stack import running_kernel
 from ..contract import policy
 from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE
 from ..contract.templating import render
@@ -135,10 +136,10 @@ def render_modprobe(options: dict[str, dict[str, int | str]]) -> str:
 INITRAMFS_ACTIVATE = StringCommand(
     "k=$(uname -r); "
     "if command -v update-initramfs >/dev/null 2>&1; then "
-    "  if lsinitramfs /boot/initrd.img-$k 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then "
+    "  if lsinitramfs /boot/initrd.img-$k 2>/dev/null | grep -qE '/(ttm|amdttm|amd-ttm|amd_ttm|amdgpu)\\.ko'; then "
     "    cp -p /boot/initrd.img-$k /var/backups/halofleet/initrd.img-$k && update-initramfs -u -k $k; fi; "
     "elif command -v dracut >/dev/null 2>&1; then "
-    "  if lsinitrd 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then dracut -f; fi; "
+    "  if lsinitrd 2>/dev/null | grep -qE '/(ttm|amdttm|amd-ttm|amd_ttm|amdgpu)\\.ko'; then dracut -f; fi; "
     "fi"
 )
 
@@ -220,7 +221,7 @@ def _halt_rollout(reason: str) -> None:
 
 @operation(is_idempotent=False)
 def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
-           expect_params: list[str] | None = None):
+           expect_params: list[str] | None = None, expect_kernel: str | None = None):
     """
     Reboot and wait until the host is back in a *new* boot (its boot id changed) with ``expect_params`` live.
 
@@ -234,6 +235,7 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
     + interval: seconds between attempts
     + attempt_timeout: bound on one connect-and-read attempt
     + expect_params: kernel params ``/proc/cmdline`` must carry after the reboot
+    + expect_kernel: the kernel release whose image must have booted (``BOOT_IMAGE=.../vmlinuz-<release>``)
 
     **Example:**
 
@@ -262,7 +264,7 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
                 boot_id = _read_boot_id(attempt_timeout)
                 if boot_id and boot_id != before[0]:
                     logger.info(f"{host.print_prefix}back in a new boot")
-                    _check_live(expect_params)
+                    _check_live(expect_params, expect_kernel)
                     return True
                 if boot_id:
                     host.disconnect()  # still the old boot, shutting down
@@ -280,11 +282,18 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
     yield FunctionCommand(wait_for_new_boot, (), {})
 
 
-def _check_live(expect_params: list[str] | None) -> None:
-    """After the reboot, before the next batch goes down: the configured params must be live."""
-    if not expect_params:
+def _check_live(expect_params: list[str] | None, expect_kernel: str | None = None) -> None:
+    """After the reboot, before the next batch goes down: the configured params (and kernel) must be live."""
+    if not expect_params and not expect_kernel:
         return
     live = host.get_fact(LiveCmdline)
+    if expect_kernel:
+        booted = running_kernel({"live_cmdline": live, "os": {}})
+        if booted != expect_kernel:
+            _halt_rollout(f"{host.name} came back in kernel {booted or 'unknown'}, not {expect_kernel}")
+            raise OperationError(f"{host.name} came back in kernel {booted or 'unknown'}, not {expect_kernel} "
+                                 "(its GRUB default did not take); the rolling reboot stops here")
+    expect_params = expect_params or []
     if not cmdline_mod.satisfies(live, expect_params):
         missing = [param for param in expect_params if not cmdline_mod.satisfies(live, [param])]
         _halt_rollout(f"{host.name} came back without {' '.join(missing)} in /proc/cmdline")
