@@ -12,9 +12,6 @@ from typing import Any
 
 from ..contract.stacks import StackProfile, kernel_at_least
 
-GRUB_DEFAULT_LINE = 'GRUB_DEFAULT="{entry}"\n'
-
-
 @dataclass(frozen=True)
 class Drift:
     """One item of the profile: what it wants, what the host has, and whether that is a drift (None: unknown)."""
@@ -42,7 +39,6 @@ class StackPlan:
     kernel: PackageStep | None = None
     firmware: PackageStep | None = None
     grub_entry: str | None = None  # GRUB_DEFAULT's value (submenu id>entry id) for the profile's kernel
-    grub_dropin: str | None = None  # the drop-in's content
     running_profile_kernel: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -186,26 +182,19 @@ def plan_stack(profile: StackProfile, probe: dict[str, Any], apt: bool, image: s
     if (probe.get("boot") or {}).get("kind") != "grub":
         plan.notes.append("GRUB's default is set on GRUB hosts only: boot the profile's kernel by hand")
         return plan
-    plan.grub_entry = grub_entry_for(stack.get("grub_entries") or [], release, running)
-    if plan.grub_entry is None:
+    entry = grub_entry_for(stack.get("grub_entries") or [], release, running)
+    if entry is None or not safe_entry(entry):
         plan.notes.append(f"no GRUB entry for /boot/vmlinuz-{release} could be found or derived from the running "
                           "kernel's: the package is installed and held, the default is left as it is")
     else:
-        plan.grub_dropin = render_grub_default(plan.grub_entry)
+        plan.grub_entry = entry
     return plan
 
 
-def render_grub_default(entry: str) -> str:
-    """The stack drop-in: GRUB_DEFAULT only (sourced after /etc/default/grub, so it wins over the user's)."""
-    if not policy_safe_entry(entry):
-        raise ValueError(f"refusing GRUB entry id {entry!r}")
-    return ("# Managed by halofleet (halo_stack): boot the profile's kernel; the other entries stay in the menu.\n"
-            + GRUB_DEFAULT_LINE.format(entry=entry))
-
-
-def policy_safe_entry(entry: str) -> bool:
-    """An id grub-mkconfig writes (letters, digits, ``.+~_-``, ``>`` between levels): safe in double quotes."""
-    return bool(entry) and len(entry) <= 400 and all(c.isalnum() or c in ".+~_->" for c in entry)
+def safe_entry(entry: str) -> bool:
+    """A menu entry id as grub-mkconfig writes them (letters, digits, ``.+~_-``, ``>`` between levels): safe inside
+    double quotes in the GRUB drop-in; one grammar for the plan and the operation."""
+    return bool(entry) and len(entry) <= 400 and all(c.isalnum() and c.isascii() or c in ".+~_->" for c in entry)
 
 
 def remediation_hint(problem: str, profile: StackProfile | None) -> str:

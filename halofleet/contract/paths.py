@@ -1,8 +1,6 @@
 """Every file halofleet manages on a host, in one place (the probe hashes them all in its one round trip)."""
 
 GRUB_DROPIN = "/etc/default/grub.d/zz-halofleet.cfg"  # sorts after the user's own drop-ins
-# halo_stack: GRUB_DEFAULT = the profile's kernel (its digest is read by the stack part of the probe)
-GRUB_STACK_DROPIN = "/etc/default/grub.d/zz-halofleet-stack.cfg"
 MODPROBE_FILE = "/etc/modprobe.d/zz-halofleet.conf"  # modprobe.d is read in lexical order: ours must come last
 ROCM_SOURCES = "/etc/apt/sources.list.d/halofleet-rocm.sources"  # deb822: legacy and TheRock 10.x
 ROCM_LIST = "/etc/apt/sources.list.d/halofleet-rocm.list"  # one-line, as AMD documents TheRock 7.14

@@ -1,7 +1,6 @@
 """
 What a host runs of its stack, beyond the preflight probe's other parts: kernel and firmware packages (installed,
-held), GRUB's menu entries and configured default, halofleet's GRUB-default drop-in, the BIOS carve-out's sysfs
-files and the TTM module loaded. One command, bounded output; :func:`parse_stack` never raises on odd lines.
+held), GRUB's menu entries and configured default, the BIOS carve-out's sysfs files and the TTM module loaded. One command, bounded output; :func:`parse_stack` never raises on odd lines.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from ..contract import policy
-from ..contract.paths import GRUB_STACK_DROPIN
 from .text import ascii_int
 
 # dpkg's db:Status-Abbrev is two or three letters: desired (i, h hold, r, p, u), status (i installed, n, c ...).
@@ -24,7 +22,6 @@ STACK_COMMAND = (
     "/boot/grub/grub.cfg | head -n 4000 | sed 's/^/@grub /'; "
     "( [ -r /etc/default/grub ] && . /etc/default/grub; for f in /etc/default/grub.d/*.cfg; do "
     '[ -r "$f" ] && . "$f"; done; echo "@default $GRUB_DEFAULT" ); '
-    f"[ -e {GRUB_STACK_DROPIN} ] && echo \"@dropin $(sha256sum {GRUB_STACK_DROPIN} | cut -d' ' -f1)\"; "
     "for f in /sys/class/drm/card*/device/uma/carveout; do [ -r \"$f\" ] && "
     "echo \"@carveout $f $(head -c 64 \"$f\")\"; done; "
     "for f in /sys/class/drm/card*/device/uma/carveout_options; do [ -r \"$f\" ] && "
@@ -33,7 +30,7 @@ STACK_COMMAND = (
     "echo \"@module $m $(cat /sys/module/$m/parameters/pages_limit 2>/dev/null)\"; done; true"
 )
 _MENU_ID = re.compile(r"\$menuentry_id_option\s+'([^']{1,200})'")
-_OPTION = re.compile(r"\s*(\d{1,3}):.*\((\d{1,6}) (MB|GB)\)\s*")  # "0: Minimum (512 MB)" [S: amd-smi's parser]
+_OPTION = re.compile(r"\s*(\d{1,3}):.*\((\d{1,6}) (MB|GB)\)\s*")  # "0: Minimum (512 MB)" [S: a public parser]
 
 
 def parse_grub_entries(lines: list[str]) -> list[dict[str, str]]:
@@ -68,12 +65,12 @@ def parse_stack(lines: list[str]) -> dict[str, Any]:
 
         {"packages": {"linux-image-6.12.57+deb13-amd64": {"version": "6.12.57-1", "installed": True}},
          "held": ["linux-image-..."], "grub_entries": [{"id": "gnulinux-advanced-U>gnulinux-6.12...", "linux":
-         "/boot/vmlinuz-6.12..."}], "grub_default": "0", "dropin_sha256": None,
+         "/boot/vmlinuz-6.12..."}], "grub_default": "0",
          "carveout": {"/sys/class/drm/card1/device/uma/carveout": 3}, "carveout_options": {path: {0: 512, ...}},
          "ttm_modules": {"ttm": 31457280}}
     """
     result: dict[str, Any] = {"packages": {}, "held": [], "grub_entries": [], "grub_default": None,
-                              "dropin_sha256": None, "carveout": {}, "carveout_options": {}, "ttm_modules": {}}
+                              "carveout": {}, "carveout_options": {}, "ttm_modules": {}}
     grub: list[str] = []
     for line in lines:
         tag, _, rest = line.rstrip("\n").partition(" ")
@@ -87,8 +84,6 @@ def parse_stack(lines: list[str]) -> dict[str, Any]:
             grub.append(rest)
         elif tag == "@default":
             result["grub_default"] = rest.strip() or None
-        elif tag == "@dropin" and re.fullmatch(r"[0-9a-f]{64}", rest.strip()):
-            result["dropin_sha256"] = rest.strip()
         elif tag == "@carveout":
             path, _, value = rest.partition(" ")
             result["carveout"][path] = ascii_int(value.strip())

@@ -15,9 +15,10 @@ from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringComm
 from pyinfra.api.facts import FactBase
 
 from ..box import cmdline as cmdline_mod
-from ..box.stack import running_kernel
+from ..box.stack import running_kernel, safe_entry
 from ..contract import policy
-from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE
+from ..contract import validators
+from ..contract.paths import BACKUP_DIR, GRUB_DROPIN, MODPROBE_FILE
 from ..contract.templating import render
 from ..facts.halo import LiveCmdline
 from . import halo_files
@@ -31,16 +32,20 @@ def _check_params(params: list[str]) -> None:
             raise OperationError(f"refusing kernel parameter {param!r}: only name=value without quoting is allowed")
 
 
-def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS) -> str:
+def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS,
+                       default: str | None = None) -> str:
     """
     The drop-in grub-mkconfig sources after /etc/default/grub: it strips every managed key from the user's
-    variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched.
+    variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched. ``default``
+    (halo_stack): GRUB_DEFAULT, the menu entry of the profile's kernel (``submenu id>entry id``).
     """
     _check_params(params)
+    if default is not None and not safe_entry(default):
+        raise OperationError(f"refusing GRUB entry id {default!r}")
     keys = {cmdline_mod.key(k) for k in managed_keys} | {cmdline_mod.key(p) for p in params}
     # The kernel treats - and _ alike in names, so both spellings are matched.
     patterns = sorted({k.replace("_", "[-_]") for k in keys})
-    return render("grub-dropin.cfg.j2", params=params, key_patterns=patterns)
+    return render("grub-dropin.cfg.j2", params=params, key_patterns=patterns, default=default)
 
 
 def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
@@ -69,17 +74,23 @@ GRUB_ACTIVATE = StringCommand(
 
 
 @operation()
-def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str | None = halo_files.UNKNOWN):
+def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str | None = halo_files.UNKNOWN,
+                 default: str | None = None, kernel_file: str | None = None):
     """
     Put kernel params on the GRUB cmdline through a drop-in, check it, then run ``update-grub``.
 
     The user's ``/etc/default/grub`` is never edited. The candidate must be valid sh and, sourced after the
     user's config, must produce each param exactly once; if ``update-grub`` fails the previous drop-in (or none)
-    is restored and ``update-grub`` re-run, so the host boots as before.
+    is restored and ``update-grub`` re-run, so the host boots as before. With ``default`` (halo_stack) the drop-in
+    also sets ``GRUB_DEFAULT``: ``kernel_file`` must exist before, and the generated grub.cfg (kept first as
+    ``/var/backups/halofleet/grub.cfg.before``) must carry the entry after, or the previous state is put back. No
+    kernel leaves the menu: the previous one stays bootable.
 
     + params: the full list of params halofleet manages (``name=value``)
     + path: drop-in path (sourced by grub-mkconfig in lexical order; ours sorts last)
     + current_sha256: the drop-in's SHA-256 if already known (None: absent)
+    + default: GRUB_DEFAULT, ``<submenu id>><entry id>`` of the kernel to boot (None: the user's own)
+    + kernel_file: ``/boot/vmlinuz-<release>`` that entry boots
 
     **Example:**
 
@@ -90,11 +101,20 @@ def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str
             params=["amd_iommu=off", "amdgpu.gttsize=122880", "ttm.pages_limit=31457280"],
         )
     """
+    check, activate = grub_check(params, path), GRUB_ACTIVATE
+    if default is not None:
+        if not kernel_file or validators.check_absolute_path(kernel_file):
+            raise OperationError(f"refusing kernel file {kernel_file!r}")
+        check = StringCommand(f"{check.get_raw_value()} && test -s {kernel_file}")
+        activate = StringCommand(
+            f"mkdir -p -m 0700 {BACKUP_DIR} && {{ cp -p /boot/grub/grub.cfg {BACKUP_DIR}/grub.cfg.before 2>/dev/null "
+            f"|| true; }} && {GRUB_ACTIVATE.get_raw_value()} && "
+            f"grep -qF \"'{default.split('>')[-1]}'\" /boot/grub/grub.cfg")
     yield from halo_files.checked_file._inner(
         path=path,
-        content=render_grub_dropin(params),
-        check=grub_check(params, path),
-        activate=GRUB_ACTIVATE,
+        content=render_grub_dropin(params, default=default),
+        check=check,
+        activate=activate,
         current_sha256=current_sha256,
     )
 

@@ -1,8 +1,8 @@
 """
 A host brought to its stack profile (``halo_stack``): the profile's kernel and firmware packages installed and held
-(``apt-mark hold``), GRUB's default set to the profile's kernel through a drop-in (the other kernels stay in the
-menu, so the previous one is still bootable), the BIOS carve-out set through its sysfs file. Each step leaves a
-record under ``/var/backups/halofleet/original`` so the rollback undoes exactly what halofleet did.
+(``apt-mark hold``), the BIOS carve-out set through its sysfs file (GRUB's default goes into the cmdline's drop-in:
+:func:`halofleet.operations.halo_kernel.grub_cmdline`). Each step leaves a record under
+``/var/backups/halofleet/original`` so the rollback undoes exactly what halofleet did.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pyinfra import host, logger, state
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from ..contract import policy, validators
-from ..contract.paths import BACKUP_DIR, BACKUP_ORIGINALS, GRUB_STACK_DROPIN
+from ..contract.paths import BACKUP_ORIGINALS
 from ..contract.stacks import DEBIAN_VERSION
-from . import halo_files, halo_kernel
+from . import halo_files
 
 HOLD_RECORD = "apt-hold__{package}.halofleet"  # in BACKUP_ORIGINALS: halofleet placed this hold
 CARVEOUT_RECORD = "{name}.was-{index}"  # in BACKUP_ORIGINALS: the carve-out index before halofleet's write
@@ -71,47 +71,6 @@ def package_held(package: str, version: str | None = None, install: bool = True,
         record = f"{BACKUP_ORIGINALS}/{HOLD_RECORD.format(package=package)}"
         yield StringCommand("sh", "-c", QuoteString(
             f"mkdir -p -m 0700 {BACKUP_ORIGINALS} && apt-mark hold {package} >/dev/null && : > {record}"))
-
-
-def grub_default_activate(entry: str) -> StringCommand:
-    """update-grub (grub.cfg kept first), then the generated config must name the entry GRUB_DEFAULT points at."""
-    last = entry.split(">")[-1]
-    return StringCommand(
-        f"cp -p /boot/grub/grub.cfg {BACKUP_DIR}/grub.cfg.before-stack 2>/dev/null; "
-        f"{halo_kernel.GRUB_ACTIVATE.get_raw_value()} && grep -qF \"'{last}'\" /boot/grub/grub.cfg"
-    )
-
-
-@operation()
-def grub_default(content: str, entry: str, kernel_file: str, current_sha256: str | None = halo_files.UNKNOWN):
-    """
-    Make the profile's kernel GRUB's default: a drop-in setting ``GRUB_DEFAULT`` (the user's ``/etc/default/grub``
-    is never edited), then ``update-grub``. The candidate must be valid sh and the kernel file must exist; the
-    generated grub.cfg (kept first as ``/var/backups/halofleet/grub.cfg.before-stack``) must carry the entry, or
-    the previous drop-in (or none) is put back and ``update-grub`` run again, so the host boots as before. No
-    kernel is removed from the menu: the previous one stays bootable.
-
-    + content: the drop-in (``box.stack.render_grub_default``)
-    + entry: GRUB_DEFAULT's value, ``<submenu id>><entry id>``
-    + kernel_file: ``/boot/vmlinuz-<release>`` the entry boots
-    + current_sha256: the drop-in's SHA-256 if known (None: absent)
-
-    **Example:**
-
-    .. code:: python
-
-        grub_default(name="GRUB default", content=render_grub_default(entry), entry=entry,
-                     kernel_file="/boot/vmlinuz-7.0.0-31-generic")
-    """
-    if validators.check_absolute_path(kernel_file):
-        raise OperationError(f"refusing kernel file {kernel_file!r}")
-    yield from halo_files.checked_file._inner(
-        path=GRUB_STACK_DROPIN,
-        content=content,
-        check=StringCommand(f'sh -n "$HALO_CANDIDATE" && test -s {kernel_file}'),
-        activate=grub_default_activate(entry),
-        current_sha256=current_sha256,
-    )
 
 
 @operation()

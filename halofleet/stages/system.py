@@ -91,10 +91,14 @@ def kernel() -> None:
                            "(halo_boot: external: set it where the bootloader is managed)")
         return
     if plan.probe["boot"]["kind"] == "grub":
+        entry = plan.stack.grub_entry if plan.stack else None
+        release = plan.stack.profile.kernel_release.value if entry else None
         configure = halo_kernel.grub_cmdline(
-            name="Strix Halo kernel cmdline (GRUB drop-in)",
+            name="Strix Halo kernel cmdline (GRUB drop-in)" + (f", default kernel {release}" if entry else ""),
             params=plan.kernel_params,
             current_sha256=managed_sha256(plan, GRUB_DROPIN),
+            default=entry,
+            kernel_file=f"/boot/vmlinuz-{release}" if entry else None,
         )
     else:
         configure = halo_kernel.grubby_cmdline(
@@ -123,8 +127,8 @@ def kernel() -> None:
 def _stack(plan) -> list:
     """
     halo_stack's remediation, before the cmdline so one reboot serves both: the profile's kernel and firmware
-    packages installed and held, GRUB's default set to the kernel, the carve-out set. Returns the operations whose
-    change needs a reboot.
+    packages installed and held, the carve-out set (GRUB's default goes into the cmdline's drop-in). Returns the
+    operations whose change needs a reboot.
     """
     stack, changes = plan.stack, []
     if stack is None:
@@ -141,13 +145,6 @@ def _stack(plan) -> list:
             name=f"Firmware of stack {profile.name}: {stack.firmware.package} installed and held",
             package=stack.firmware.package, version=stack.firmware.version, install=stack.firmware.install,
             hold=stack.firmware.hold,
-        ))
-    if stack.grub_dropin is not None:
-        changes.append(halo_stack.grub_default(
-            name=f"GRUB default: kernel {profile.kernel_release.value} of stack {profile.name}",
-            content=stack.grub_dropin, entry=stack.grub_entry,
-            kernel_file=f"/boot/vmlinuz-{profile.kernel_release.value}",
-            current_sha256=(plan.probe.get("stack") or {}).get("dropin_sha256"),
         ))
     if plan.carveout is not None:
         path, previous, index = plan.carveout

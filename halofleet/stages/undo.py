@@ -9,7 +9,6 @@ from ..box import cmdline
 from ..contract.paths import (
     CONFIG_DIR,
     GRUB_DROPIN,
-    GRUB_STACK_DROPIN,
     HF_HEADER,
     MANAGED_FILES,
     MODELS_PRESET,
@@ -40,8 +39,8 @@ def rollback() -> None:
     units, nft table and file), a gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB
     drop-in (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
     the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user; with
-    halo_stack, GRUB's default drop-in (GRUB's default is the user's again), the package holds halofleet placed and
-    the carve-out index it wrote (the kernel and firmware packages stay installed). A file the
+    halo_stack, GRUB's default goes with the drop-in (it is the user's again), the package holds halofleet placed are
+    released and the carve-out index it wrote is put back (the kernel and firmware packages stay installed). A file the
     user had before halofleet's first touch is put back exactly (bytes, mode, owner); the others are removed and
     kept under /var/backups/halofleet/generations (the API key file too, mode kept); /etc/halofleet goes once
     empty. Packages and models stay.
@@ -77,13 +76,8 @@ def rollback() -> None:
     remove_gateway(records)  # a gateway: its haproxy configuration and certificate
 
     dropin = undo("GRUB drop-in", GRUB_DROPIN, activate=halo_kernel.GRUB_ACTIVATE)
-    # halo_stack: GRUB's default back to the user's (the kernel stays installed and in the menu), the holds
+    # halo_stack: GRUB's default went with the drop-in (the kernel stays installed and in the menu); the holds
     # halofleet placed released, the carve-out index found before halofleet's write put back.
-    stack = probe.get("stack") or {}
-    default = halo_files.restored_file(
-        name=f"GRUB default: {GRUB_STACK_DROPIN}", path=GRUB_STACK_DROPIN,
-        record=halo_files.record_of(records, GRUB_STACK_DROPIN), current_sha256=stack.get("dropin_sha256"),
-        activate=halo_kernel.GRUB_ACTIVATE)
     halo_stack.holds_released(name="Release the holds of the stack's packages",
                               packages=halo_stack.hold_records(records))
     carveout = halo_stack.carveout_restored(name="BIOS carve-out back to its index before halofleet",
@@ -117,6 +111,6 @@ def rollback() -> None:
         halo_kernel.reboot(
             name="Reboot into the user's own cmdline",
             timeout=config.reboot_timeout,
-            _if=lambda: dropin.did_change() or default.did_change() or carveout.did_change() or live_differs,
+            _if=lambda: dropin.did_change() or carveout.did_change() or live_differs,
             _parallel=1,
         )

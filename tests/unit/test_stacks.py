@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from pyinfra.api import OperationError
 
 from halofleet.box import stack as stack_mod
 from halofleet.box.plan import build_plan
 from halofleet.contract import policy, stacks
 from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.facts.halo_stack import parse_grub_entries, parse_stack
+from halofleet.operations.halo_kernel import render_grub_dropin
 
 from .test_mutants_plan import probe
 
@@ -125,14 +127,14 @@ def test_grub_entries_and_stack_facts_parse():
         "@option /sys/class/drm/card1/device/uma/carveout_options 0: Minimum (512 MB)",
         "@option /sys/class/drm/card1/device/uma/carveout_options 1: High (64 GB)",
         "@option /sys/class/drm/card1/device/uma/carveout_options garbage", "@module amd_ttm 31457280",
-        "@module nvidia 1", "@dropin " + "a" * 64, *(f"@grub {line}" for line in GRUB_LINES)])
+        "@module nvidia 1", *(f"@grub {line}" for line in GRUB_LINES)])
     assert facts["packages"] == {f"linux-image-{RUNNING}": {"version": "6.12.117-1", "installed": True},
                                  "firmware-amd-graphics": {"version": "20230210-5", "installed": True},
                                  "linux-image-old": {"version": "6.1.0-1", "installed": False}}
     assert facts["held"] == ["firmware-amd-graphics"] and facts["grub_default"] == "0"
     assert facts["carveout"] == {"/sys/class/drm/card1/device/uma/carveout": 3}
     assert facts["carveout_options"] == {"/sys/class/drm/card1/device/uma/carveout": {0: 512, 1: 65536}}
-    assert facts["ttm_modules"] == {"amd_ttm": 31457280} and facts["dropin_sha256"] == "a" * 64
+    assert facts["ttm_modules"] == {"amd_ttm": 31457280}
     assert len(facts["grub_entries"]) == 3
 
 
@@ -140,7 +142,7 @@ def test_grub_entries_and_stack_facts_parse():
 
 def stack_probe(packages=None, held=(), mes=0x83, firmware="20230210", modules=None, carveout=None, **over):
     state = {"packages": packages or {}, "held": list(held), "grub_entries": parse_grub_entries(GRUB_LINES),
-             "grub_default": "0", "dropin_sha256": None, "carveout": {}, "carveout_options": {},
+             "grub_default": "0", "carveout": {}, "carveout_options": {},
              "ttm_modules": modules or {}}
     if carveout is not None:
         path = "/sys/class/drm/card1/device/uma/carveout"
@@ -197,9 +199,11 @@ def test_grub_default_is_derived_from_the_running_kernels_entry_then_read():
     assert stack_mod.grub_entry_for(entries, RUNNING, RUNNING) == \
         f"gnulinux-advanced-{UUID}>gnulinux-{RUNNING}-advanced-{UUID}"
     assert stack_mod.grub_entry_for([], "7.0", RUNNING) is None
-    assert stack_mod.render_grub_default(derived).endswith(f'GRUB_DEFAULT="{derived}"\n')
-    with pytest.raises(ValueError):
-        stack_mod.render_grub_default('x"; reboot; "')
+    assert render_grub_dropin(["iommu=pt"], default=derived).endswith(f'GRUB_DEFAULT="{derived}"\n')
+    assert "GRUB_DEFAULT" not in render_grub_dropin(["iommu=pt"])
+    assert not stack_mod.safe_entry('x"; reboot; "') and not stack_mod.safe_entry("")
+    with pytest.raises(OperationError):
+        render_grub_dropin(["iommu=pt"], default="a$(reboot)")
 
 
 def test_a_refused_host_is_told_the_fix_and_a_profile_turns_the_refusal_into_this_runs_remediation():

@@ -108,7 +108,7 @@ def test_drift_is_shown_and_the_dry_run_lists_the_remediation(box):
     for expected in (f"apt-get install -y -q --no-install-recommends --allow-downgrades --allow-change-held-packages "
                      f"-o DPkg::Lock::Timeout=300 {KERNEL_PACKAGE}={KERNEL_VERSION}",
                      f"apt-mark hold {KERNEL_PACKAGE}", "apt-mark hold firmware-amd-graphics",
-                     "Will create /etc/default/grub.d/zz-halofleet-stack.cfg",
+                     'GRUB_DEFAULT="gnulinux-advanced-', f"gnulinux-{RELEASE}-advanced-",
                      f"/sys/class/drm/{fakesysfs.CARD}/device/uma/carveout (was 3"):
         assert expected in review.stderr, expected
     assert "options amd_ttm pages_limit=" in review.stderr
