@@ -98,7 +98,7 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     stack = None
     if profile is not None:
         build = engine_build.probed_build(probe)
-        stack = plan_stack(profile, probe, apt=distro in APT_DISTROS and config.boot == "manage",
+        stack = plan_stack(profile, probe, apt=distro in APT_DISTROS, grub=config.boot == "manage",
                            image=serving.engine_image(config) if config.serve != "none" else None,
                            llama_build=build.build if build else None)
     firmware = probe.get("firmware")

@@ -155,9 +155,10 @@ def grub_entry_for(entries: list[dict[str, str]], release: str, running: str | N
     return None
 
 
-def plan_stack(profile: StackProfile, probe: dict[str, Any], apt: bool, image: str | None = None,
+def plan_stack(profile: StackProfile, probe: dict[str, Any], apt: bool, grub: bool = True, image: str | None = None,
                llama_build: int | None = None) -> StackPlan:
-    """The drift and, on apt hosts booting with GRUB, the remediation steps of the kernel stage."""
+    """The drift and, on apt hosts, the remediation steps of the kernel stage: the packages; GRUB's default only
+    where halofleet manages the bootloader (``grub``: halo_boot manage) and it is GRUB."""
     plan = StackPlan(profile, drift(profile, probe, image, llama_build))
     running = running_kernel(probe)
     release = str(profile.kernel_release.value)
@@ -179,8 +180,10 @@ def plan_stack(profile: StackProfile, probe: dict[str, Any], apt: bool, image: s
         date = probe.get("firmware")
         below = bool(profile.firmware_min.value) and (date is None or date < str(profile.firmware_min.value))
         plan.firmware = PackageStep(firmware.package, firmware.version, firmware.install or below, firmware.hold)
-    if (probe.get("boot") or {}).get("kind") != "grub":
-        plan.notes.append("GRUB's default is set on GRUB hosts only: boot the profile's kernel by hand")
+    if not grub or (probe.get("boot") or {}).get("kind") != "grub":
+        if not plan.running_profile_kernel:
+            plan.notes.append(f"GRUB's default is set on GRUB hosts with halo_boot: manage only: boot "
+                              f"{release} by hand (its package is installed and held)")
         return plan
     entry = grub_entry_for(stack.get("grub_entries") or [], release, running)
     if entry is None or not safe_entry(entry):

@@ -89,6 +89,10 @@ def kernel() -> None:
         if plan.reboot_needed:
             logger.warning(f"{host.print_prefix}halofleet: the live cmdline lacks {' '.join(plan.kernel_params)} "
                            "(halo_boot: external: set it where the bootloader is managed)")
+        if plan.stack is not None and plan.stack.firmware is not None and plan.stack.firmware.install \
+                or plan.carveout is not None:
+            logger.warning(f"{host.print_prefix}halofleet: reboot pending (halo_boot: external): the new firmware "
+                           "or carve-out applies at the next boot")
         return
     if plan.probe["boot"]["kind"] == "grub":
         entry = plan.stack.grub_entry if plan.stack else None

@@ -292,3 +292,15 @@ def test_check_warns_when_a_profile_is_older_than_a_known_release(tmp_path):
     messages = [finding.message for finding in check(str(inventory)).findings if finding.key == "halo_stack"]
     assert any("pins rocm 10.1; 10.2 is known" in message for message in messages)
     assert any("pins kernel 7.0.0-31-generic; 7.1.3 is known" in message for message in messages)
+
+
+def test_rollback_reads_back_only_the_holds_and_carveout_writes_halofleet_made():
+    from halofleet.operations import halo_stack as ops
+
+    records = ["etc__default__grub.d__zz-halofleet.cfg.absent", "apt-hold__linux-image-7.0.0-31-generic.halofleet",
+               "apt-hold__firmware-amd-graphics.halofleet", "apt-hold__Bad Name.halofleet",
+               "sys__class__drm__card1__device__uma__carveout.was-3", "sys__class__drm__card1__device__uma__x.was-3",
+               "sys__class__drm__card2__device__uma__carveout.was-abc"]
+    assert ops.hold_records(records) == ["firmware-amd-graphics", "linux-image-7.0.0-31-generic"]
+    assert ops.carveout_records(records) == {"/sys/class/drm/card1/device/uma/carveout": 3}
+    assert ops.hold_records(None) == [] and ops.carveout_records([]) == {}
