@@ -12,6 +12,7 @@ from typing import Any
 
 from ..contract.stacks import StackProfile, kernel_at_least
 
+
 @dataclass(frozen=True)
 class Drift:
     """One item of the profile: what it wants, what the host has, and whether that is a drift (None: unknown)."""
@@ -65,14 +66,6 @@ def running_kernel(probe: dict[str, Any]) -> str | None:
             if name.startswith("vmlinuz-"):
                 return name[len("vmlinuz-"):]
     return (probe.get("os") or {}).get("kernel")
-
-
-def _firmware_date(version: str | None) -> str | None:
-    for start in range(len(version or "") - 7):
-        chunk = version[start:start + 8]
-        if chunk.isdigit() and chunk.startswith("20"):
-            return chunk
-    return None
 
 
 def drift(profile: StackProfile, probe: dict[str, Any], image: str | None = None,

@@ -181,9 +181,10 @@ def newer_releases(profile: StackProfile) -> list[KnownRelease]:
     """The known releases newer than what ``profile`` pins (ROCm, firmware minimum, kernel release)."""
     newer = []
     for known in KNOWN_RELEASES:
-        if known.what == "rocm" and profile.rocm.value and _version(known.version) > _version(str(profile.rocm.value)):
+        rocm, firmware = profile.rocm.value, profile.firmware_min.value
+        if known.what == "rocm" and rocm and _version(known.version) > _version(str(rocm)):
             newer.append(known)
-        elif known.what == "firmware" and profile.firmware_min.value and known.version > str(profile.firmware_min.value):
+        elif known.what == "firmware" and firmware and known.version > str(firmware):
             newer.append(known)
         elif known.what == "kernel" and _version(known.version) > _version(str(profile.kernel_release.value)):
             newer.append(known)

@@ -19,7 +19,6 @@ from .halo_files import Backups, ManagedFiles, parse_backups, parse_sha256sums  
 from .halo_models import ModelFiles
 from .halo_rocm import ROCM_COMMAND, parse_dpkg_status, parse_rocm  # noqa: F401 (re-exported)
 from .halo_rpc import HostAddresses, RpcLog, RpcState, parse_addresses  # noqa: F401 (re-exported)
-from .halo_stack import StackState
 from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are imported from here too)
     SERVE_HEALTH_COMMAND,
     Accounts,
@@ -37,6 +36,7 @@ from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are impo
     parse_serve_health,
     parse_serve_state,
 )
+from .halo_stack import StackState
 from .text import ascii_int as _ascii_int
 
 # -- pure parsers ---------------------------------------------------------------------------------------------

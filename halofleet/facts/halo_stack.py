@@ -1,6 +1,7 @@
 """
 What a host runs of its stack, beyond the preflight probe's other parts: kernel and firmware packages (installed,
-held), GRUB's menu entries and configured default, the BIOS carve-out's sysfs files and the TTM module loaded. One command, bounded output; :func:`parse_stack` never raises on odd lines.
+held), GRUB's menu entries and configured default, the BIOS carve-out's sysfs files and the TTM module loaded. One
+command, bounded output; :func:`parse_stack` never raises on odd lines.
 """
 
 from __future__ import annotations

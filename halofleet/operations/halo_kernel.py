@@ -16,8 +16,7 @@ from pyinfra.api.facts import FactBase
 
 from ..box import cmdline as cmdline_mod
 from ..box.stack import running_kernel, safe_entry
-from ..contract import policy
-from ..contract import validators
+from ..contract import policy, validators
 from ..contract.paths import BACKUP_DIR, GRUB_DROPIN, MODPROBE_FILE
 from ..contract.templating import render
 from ..facts.halo import LiveCmdline
