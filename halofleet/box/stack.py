@@ -218,3 +218,24 @@ def covers(plan: StackPlan | None, problem: str) -> bool:
         return plan.firmware is not None and plan.firmware.install
     return plan.reboot_needed and plan.grub_entry is not None and kernel_at_least(
         str(plan.profile.kernel_release.value), str(plan.profile.kernel_cwsr_min.value))
+
+
+def digest_drift(images: dict[str, tuple[str, str, str]]) -> dict[str, str]:
+    """
+    Hosts of one profile that run the same image reference (tag) at different digests: ``images`` is {host:
+    (profile name, image reference as run, digest)} from what each host resolved (the table knows no digest);
+    returns {host: what differs} for the hosts of a group that does not agree, naming the digests and their hosts.
+    """
+    groups: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for host, (profile, reference, digest) in images.items():
+        groups.setdefault((profile, reference), {}).setdefault(digest, []).append(host)
+    found = {}
+    for (_, reference), digests in groups.items():
+        if len(digests) < 2:
+            continue
+        text = "; ".join(f"{digest.removeprefix('sha256:')[:12]} on {', '.join(sorted(hosts))}"
+                         for digest, hosts in sorted(digests.items()))
+        for hosts in digests.values():
+            for host in hosts:
+                found[host] = f"image {reference} differs across the profile's hosts ({text})"
+    return found

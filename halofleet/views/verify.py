@@ -12,8 +12,8 @@ from ..box.bench import BenchFigures, bench_cell
 from ..box.cmdline import ParamConflict
 from ..box.plan import build_plan
 from ..box.serving import ServePlan, config_stamp, split_stamp
-from ..box.stack import drift_cell
-from ..contract import policy
+from ..box.stack import digest_drift, drift_cell
+from ..contract import policy, stacks
 from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_value
 from ..fleet import rpc
 from ..fleet.gateway import gateway_cell, inventory_groups, served_models
@@ -235,11 +235,31 @@ def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False
                                reason=reasons.get(host.name)))
     served = {host.name: (result[1] or {}).get("ids") for host, result in results.items()
               if not isinstance(result, str)}
+    image_drift(rows, probes, datas)
     for row in rows:
         routes_cell(row, datas[row["host"]], inventory, served)
     if deep:
         correctness.judge_rows(rows, probes, record=record, replace=replace)
     return rows
+
+
+def image_drift(rows: list[dict[str, str]], probes: dict[str, dict], datas: dict[str, dict]) -> None:
+    """Hosts of one stack profile running one image tag at different digests: each says so in its stack cell."""
+    images = {}
+    for name, probe in probes.items():
+        running = probe.get("running_image") or {}
+        try:
+            profile = stacks.resolve(option_value(name, "halo_stack", datas[name].get("halo_stack")))
+        except ConfigError:
+            continue
+        if profile is not None and running.get("name") and running.get("digest"):
+            images[name] = (profile.name, running["name"], running["digest"])
+    for row in rows:
+        found = digest_drift(images).get(row["host"])
+        if found:
+            row["stack"] = f"{row['stack']}; drift: {found}" if row["stack"] not in ("-", "") else f"drift: {found}"
+            if row["status"] == "ok":
+                row["status"] = "stack drift"
 
 
 def routes_cell(row: dict[str, str], data: dict[str, Any], inventory, served: dict[str, list[str] | None]) -> None:

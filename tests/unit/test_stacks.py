@@ -304,3 +304,29 @@ def test_rollback_reads_back_only_the_holds_and_carveout_writes_halofleet_made()
     assert ops.hold_records(records) == ["firmware-amd-graphics", "linux-image-7.0.0-31-generic"]
     assert ops.carveout_records(records) == {"/sys/class/drm/card1/device/uma/carveout": 3}
     assert ops.hold_records(None) == [] and ops.carveout_records([]) == {}
+
+
+def test_hosts_of_one_profile_on_different_digests_of_one_tag_drift():
+    tag = "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv"
+    same = {"a": ("p", tag, "sha256:" + "1" * 64), "b": ("p", tag, "sha256:" + "1" * 64),
+            "c": ("q", tag, "sha256:" + "2" * 64)}  # another profile: not compared
+    assert stack_mod.digest_drift(same) == {}
+    differ = {**same, "b": ("p", tag, "sha256:" + "3" * 64)}
+    found = stack_mod.digest_drift(differ)
+    assert set(found) == {"a", "b"}
+    assert found["a"] == found["b"] == f"image {tag} differs across the profile's hosts (111111111111 on a; " \
+                                       "333333333333 on b)"
+
+
+def test_verify_marks_the_hosts_whose_digest_differs():
+    from halofleet.views.verify import image_drift
+
+    tag = "docker.io/kyuz0/vllm-therock-gfx1151:stable"
+    rows = [{"host": "a", "stack": "ubuntu-26.04-2026-12: ok", "status": "ok"},
+            {"host": "b", "stack": "ubuntu-26.04-2026-12: ok", "status": "unhealthy"}]
+    probes = {"a": {"running_image": {"name": tag, "digest": "sha256:" + "a" * 64}},
+              "b": {"running_image": {"name": tag, "digest": "sha256:" + "b" * 64}}}
+    datas = {name: {"halo_stack": "ubuntu-26.04-2026-12"} for name in probes}
+    image_drift(rows, probes, datas)
+    assert rows[0]["status"] == "stack drift" and rows[1]["status"] == "unhealthy"
+    assert "drift: image docker.io/kyuz0/vllm-therock-gfx1151:stable differs" in rows[0]["stack"]
