@@ -36,7 +36,7 @@ def package_version(release: str) -> str:
 
 
 def _build_deb(workdir: Path, name: str, version: str, depends: str | None, files: dict[str, str | Path],
-               scripts: dict[str, str] | None = None) -> Path:
+               scripts: dict[str, str] | None = None, compression: str = "gzip") -> Path:
     root = workdir / f"{name}_{version}"
     (root / "DEBIAN").mkdir(parents=True)
     control = [
@@ -63,7 +63,7 @@ def _build_deb(workdir: Path, name: str, version: str, depends: str | None, file
         path.write_text("#!/bin/sh\nset -e\n" + body)
         path.chmod(0o755)
     deb = workdir / f"{name}_{version}_amd64.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True,
+    subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(deb)], check=True,
                    capture_output=True)
     return deb
 
@@ -147,8 +147,10 @@ def build_stack_repo(target: Path, kernel_release: str, kernel_version: str, vml
     ``firmware-amd-graphics`` at each of ``firmware_versions`` (a README only: the version is what halofleet reads).
     """
     with tempfile.TemporaryDirectory() as tmp:
+        # Uncompressed: the image and initramfs are compressed already, and gunzip in a TCG guest is slow.
         debs = [_build_deb(Path(tmp), f"linux-image-{kernel_release}", kernel_version, None,
-                           {f"/boot/vmlinuz-{kernel_release}": vmlinuz, f"/boot/initrd.img-{kernel_release}": initrd})]
+                           {f"/boot/vmlinuz-{kernel_release}": vmlinuz, f"/boot/initrd.img-{kernel_release}": initrd},
+                           compression="none")]
         for version in firmware_versions:
             debs.append(_build_deb(Path(tmp), "firmware-amd-graphics", version, None,
                                    {"/usr/share/doc/halofleet-test-firmware/README": f"test firmware {version}\n"}))
