@@ -42,7 +42,7 @@ def current_plan() -> HostPlan | None:
         fleet = fleet_data()
         check_group(config, fleet)  # the other members' data, before any command reaches this host
         check_monitoring(config, list(fleet.items()))  # node exporter's exposure, the monitor's address
-        probe = read_probe(**probe_args(config))
+        probe = read_probe(stack=True, **probe_args(config))
         worker_plans = _worker_plans(config.rpc_workers)
         try:
             plan = build_plan(host.name, {}, probe, config=config, fleet=fleet, worker_plans=worker_plans)
@@ -145,7 +145,7 @@ def current_config_and_probe() -> tuple[HaloConfig, dict] | None:
     """
     try:
         config = validate(host.name, host_data(), serving=False)
-        probe = read_probe()
+        probe = read_probe(stack=True)
     except (ConfigError, HostRefused) as error:
         _refuse(error)
         return None

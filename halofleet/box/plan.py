@@ -9,13 +9,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract import policy
+from ..contract import policy, stacks
 from ..contract.config import ConfigError, HaloConfig, HostRefused
 from ..fleet import rpc
 from ..models.specs import validate
 from . import cmdline, engine_build, serving
 from .gtt import GttPlan, plan_gtt, visible_gib
 from .rocm import RocmPlan, plan_rocm
+from .stack import StackPlan, covers, plan_stack, remediation_hint
 
 SUPPORTED_DISTROS = {"debian", "ubuntu", "fedora"}
 APT_DISTROS = {"debian", "ubuntu"}
@@ -43,6 +44,8 @@ class HostPlan:
     rpc_group: list[str] = field(default_factory=list)  # the group's memory plan, for preflight
     memory: list[str] = field(default_factory=list)  # the KV-aware memory table or RPC split (modelmemory)
     warnings: list[str] = field(default_factory=list)
+    stack: StackPlan | None = None  # halo_stack: the host's drift and the kernel stage's remediation
+    carveout: tuple[str, int, int] | None = None  # (sysfs file, index now, index to write): the BIOS carve-out
 
     @property
     def host(self) -> str:
@@ -91,10 +94,20 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
             "the stages on a test host (GPU checks are then reported as skipped)",
         )
 
+    profile = stacks.resolve(config.stack)
+    stack = None
+    if profile is not None:
+        build = engine_build.probed_build(probe)
+        stack = plan_stack(profile, probe, apt=distro in APT_DISTROS, grub=config.boot == "manage",
+                           image=serving.engine_image(config) if config.serve != "none" else None,
+                           llama_build=build.build if build else None)
     firmware = probe.get("firmware")
     denied_firmware = policy.firmware_denied(firmware)
     if denied_firmware:
-        raise HostRefused(host, f"linux-firmware {firmware} is refused: {denied_firmware}")
+        message = f"linux-firmware {firmware} is refused: {denied_firmware}"
+        if not covers(stack, "firmware"):
+            raise HostRefused(host, f"{message}; {remediation_hint('firmware', profile)}")
+        warnings.append(f"{message}: halo_stack {profile.name} replaces it in this run (then a reboot)")
 
     memtotal = probe.get("memtotal_kib")
     if not memtotal:
@@ -118,7 +131,9 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
             "amdgpu-dkms is installed: it renames ttm to amdttm (ttm.pages_limit is then ignored) and conflicts "
             "with the in-tree driver on Strix Halo; remove it, or set halo_allow_amdgpu_dkms: true to use amdttm.*",
         )
-    ttm_module = "amdttm" if rocm.get("amdgpu_dkms") else "ttm"
+    loaded = [name for name in policy.TTM_MODULES if name in ((probe.get("stack") or {}).get("ttm_modules") or {})]
+    # The module present, in amd-smi's order (amdttm, amd_ttm, ttm) [C]; else what the packages say.
+    ttm_module = loaded[0] if loaded else "amdttm" if rocm.get("amdgpu_dkms") else "ttm"
 
     has_cwsr_fix = cwsr["supported"]
     installed = rocm.get("version")
@@ -169,10 +184,11 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
             "count (ROCm/TheRock#2991); update the kernel (generic >= 6.18.4, or a vendor kernel with the "
             "backport), or serve with halo_llama_backend: vulkan, which does not need it"
         )
-        if config.cwsr_policy == "enforce":
-            raise HostRefused(host, message)
-        warnings.append(message)
-    warnings += _gpu_firmware_and_carveout(host, probe.get("amdgpu") or {}, strix_halo)
+        if config.cwsr_policy == "enforce" and not covers(stack, "kernel"):
+            raise HostRefused(host, f"{message}; {remediation_hint('kernel', profile)}")
+        warnings.append(message + (f" (halo_stack {profile.name} boots {profile.kernel_release.value} in this run)"
+                                   if covers(stack, "kernel") else ""))
+    warnings += _gpu_firmware_and_carveout(host, probe.get("amdgpu") or {}, strix_halo, stack)
 
     boot = probe.get("boot") or {"kind": "unknown", "cmdline": []}
     if boot["kind"] not in ("grub", "grubby") and config.boot == "manage":
@@ -184,17 +200,23 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
     params = cmdline.KernelParams()
     params.add(policy.IOMMU_PARAMS[config.iommu], "kernel")
     params.add(f"{ttm_module}.pages_limit={gtt.pages_limit}", "memory")
-    if config.emit_gttsize:
+    emit_gttsize = config.emit_gttsize
+    if emit_gttsize is None:  # what the running kernel wants: 7.x logs a deprecation warning for it [C/S]
+        emit_gttsize = _kernel_major((probe.get("os") or {}).get("kernel")) < policy.GTTSIZE_DEPRECATION_WARNS_FROM
+    if emit_gttsize:
         # Deprecated upstream but still honoured; it must equal the TTM size or the driver logs "unusual".
         params.add(f"amdgpu.gttsize={gtt.gttsize_mib}", "memory")
     kernel_params = params.as_list()
 
     modprobe: dict[str, dict[str, int]] = {ttm_module: {"pages_limit": gtt.pages_limit}}
-    if config.emit_gttsize:
+    if emit_gttsize:
         modprobe["amdgpu"] = {"gttsize": gtt.gttsize_mib}
 
     expected = cmdline.merge(boot["cmdline"], kernel_params)
     reboot_needed = not cmdline.satisfies(probe.get("live_cmdline") or [], kernel_params)
+    carveout = _carveout(probe, stack)
+    if stack is not None:
+        warnings += stack.notes
 
     ids = serving.allocate_ids(config, probe.get("accounts") or {})
     worker = None
@@ -242,7 +264,35 @@ def build_plan(host: str, data: dict[str, Any], probe: dict[str, Any], config: H
         rpc_members=members,
         rpc_group=group,
         warnings=warnings,
+        stack=stack,
+        carveout=carveout,
     )
+
+
+def _kernel_major(release: str | None) -> int:
+    """The major number of ``uname -r`` (0 when unreadable: treated as an old kernel, gttsize emitted)."""
+    head = (release or "").split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 4 else 0
+
+
+def _carveout(probe: dict[str, Any], stack: StackPlan | None) -> tuple[str, int, int] | None:
+    """
+    With a stack profile on an apt host: the BIOS carve-out's sysfs file (Linux 7.0+, where the VBIOS allows:
+    ``/sys/class/drm/<card>/device/uma/carveout``) and the index of its smallest option (``uma/carveout_options``);
+    None when there is no such file or it is at the minimum already. The write applies at the next boot [C: the
+    patch's commit message, torvalds/linux 685b711].
+    """
+    if stack is None or stack.kernel is None:
+        return None
+    state = probe.get("stack") or {}
+    for path, index in sorted((state.get("carveout") or {}).items()):
+        options = (state.get("carveout_options") or {}).get(path) or {}
+        if index is None or not options:
+            continue
+        smallest = min(options, key=lambda key: (options[key], key))
+        if index != smallest:
+            return path, index, smallest
+    return None
 
 
 def _model_bytes(config: HaloConfig, probe: dict[str, Any]) -> int | None:
@@ -262,15 +312,25 @@ def rocm_engine(config: HaloConfig) -> str | None:
     return None
 
 
-def _gpu_firmware_and_carveout(host: str, amdgpu: dict[str, Any], strix_halo: bool) -> list[str]:
-    """Refuse a denied MES firmware; warn about a large BIOS carve-out. Only on a gfx1151 host."""
+def _gpu_firmware_and_carveout(host: str, amdgpu: dict[str, Any], strix_halo: bool,
+                               stack: StackPlan | None = None) -> list[str]:
+    """Refuse a denied MES firmware (unless this run's stack replaces it), warn below the minimum known good; warn
+    about a large BIOS carve-out. Only on a gfx1151 host."""
     if not strix_halo:
         return []
+    warnings = []
+    profile = stack.profile if stack else None
     for version in amdgpu.get("mes") or []:
         reason = policy.MES_FIRMWARE_DENYLIST.get(version)
+        if reason and not covers(stack, "firmware"):
+            raise HostRefused(host, f"MES firmware {version:#x} is refused: {reason}; "
+                                    f"{remediation_hint('firmware', profile)}")
         if reason:
-            raise HostRefused(host, f"MES firmware {version:#x} is refused: {reason}")
-    warnings = []
+            warnings.append(f"MES firmware {version:#x} is refused: {reason}; halo_stack {profile.name} installs "
+                            "newer firmware in this run (then a reboot)")
+        elif version < policy.MES_FIRMWARE_MIN:
+            warnings.append(f"MES firmware {version:#x} is below {policy.MES_FIRMWARE_MIN:#x}, the oldest reported "
+                            f"good; {remediation_hint('firmware', profile)}")
     if amdgpu.get("firmware_info") != "read":
         warnings.append("MES firmware version unknown (debugfs amdgpu_firmware_info not readable; mount debugfs "
                         "at /sys/kernel/debug to have it checked against the denylist)")

@@ -17,7 +17,7 @@ from . import validators
 class Option:
     type: str  # "choice" | "bool" | "int" | "float" | "str" | "version" | "list" | "args" | "url" | "secret" |
     # "names" (a list of words) | "map" (words to words) | "hosts" (inventory host names, maybe none) |
-    # "numbers"
+    # "numbers" | "stack" (a profile name or a mapping: contract.stacks)
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
@@ -85,6 +85,12 @@ def coerce_type(key: str, option: Option, value: Any, fail: Callable[[str], Exce
         ):
             raise fail("must be a non-empty mapping of names to names")
         return dict(value)
+    if kind == "stack":  # a profile name or a site's own profile (checked by contract.stacks.check_stack)
+        if isinstance(value, dict):
+            return dict(value)
+        if not isinstance(value, str):
+            raise fail("must be a profile name or a mapping (a site's own profile)")
+        return value
     if kind == "hosts":
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
             raise fail("must be a list of inventory host names")

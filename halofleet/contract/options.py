@@ -5,7 +5,7 @@ table (Ansible-style ``argument_spec``). :mod:`halofleet.contract.config` valida
 
 from __future__ import annotations
 
-from . import policy, validators
+from . import policy, stacks, validators
 from .option_types import Option
 
 # -ctk/-ctv values llama-server 0.7.0 accepts (its --help "allowed values")
@@ -89,7 +89,17 @@ OPTIONS: dict[str, Option] = {
         maximum=10000,
     ),
     "halo_emit_gttsize": Option(
-        "bool", True, "Also emit the deprecated amdgpu.gttsize (always equal to ttm.pages_limit)."
+        "bool", None, "Also emit the deprecated amdgpu.gttsize (always equal to ttm.pages_limit); null: what the "
+        "running kernel wants (left out on 7.x kernels, which log a deprecation warning for it; emitted on older "
+        "ones).", nullable=True,
+    ),
+    "halo_stack": Option(
+        "stack", None, "The stack profile the host must run (README 'Stack profiles'): a name from halofleet's "
+        "table (" + ", ".join(stacks.PROFILES) + ") or a mapping, a site's own profile (name, source, "
+        "kernel_package, kernel_release; optional kernel_version, firmware_package, firmware_version, firmware_min, "
+        "mes_min, rocm). verify and report show each host's drift from it; on apt hosts the kernel stage installs "
+        "and holds its kernel and firmware packages, makes its kernel GRUB's default and reboots into it.",
+        nullable=True, check=stacks.check_stack,
     ),
     "halo_allow_non_strix_halo": Option(
         "bool", False, "Run on hosts without a gfx1151 GPU (test hosts); GPU checks report 'skipped'."

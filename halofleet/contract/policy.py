@@ -57,8 +57,11 @@ class RocmRule:
 
 # [C: AMD rdna3-5 support matrix, as summarised in DOMAIN.md "ROCm versions"]
 ROCM_MATRIX: tuple[RocmRule, ...] = (
-    # [U] DOMAIN.md has no matrix row for 10.x: treated like 7.14 (same TheRock packaging, same kernel rule).
-    # Only 10.0 and 10.1 are released [C]; a later 10.y is unknown and warns.
+    # 10.2 is out (AMD's vLLM compatibility page offers 10.2.0 [S]; rocm-systems PR 11712 bumps HIP to 7.17 "for
+    # ROCm 10.2" [C]) but, like 10.0 and 10.1, has no row in AMD's rdna3-5 matrix [C: no 10.x row]: its verdict is
+    # assumed like 7.14's [U] and says so; a release after 10.2 is unknown and warns.
+    RocmRule("10.2", "10.3", Verdict.OK, Verdict.WARN, "known release (DOMAIN.md 'Refreshed 2026-12'); verdict "
+             "assumed like 7.14 [U]: no AMD matrix row for 10.x", RocmStream.THEROCK),
     RocmRule("10.0", "10.2", Verdict.OK, Verdict.WARN, "assumed like 7.14 [U]: no AMD matrix row for 10.x",
              RocmStream.THEROCK),
     RocmRule("7.14", "7.15", Verdict.OK, Verdict.WARN, "AMD rdna3-5 support matrix", RocmStream.THEROCK),
@@ -87,11 +90,15 @@ FIRMWARE_DENYLIST: dict[str, str] = {
 }
 
 # [C: ROCm/ROCm#5724; captures/strix-halo.md §2a, §2f, §5d-5f] MES firmware versions (amdgpu_firmware_info
-# "MES feature version: N, firmware version: 0x...") with hangs and gfxhub page faults on Strix Halo.
+# "MES feature version: N, firmware version: 0x...") with hangs and gfxhub page faults on Strix Halo: refused.
 MES_FIRMWARE_DENYLIST: dict[int, str] = {
     0x83: "MES firmware 0x83 (shipped with linux-firmware 20251125) hangs and page-faults on Strix Halo "
     "(ROCm/ROCm#5724); update linux-firmware and rebuild the initramfs",
 }
+# MES as a minimum, not a one-value denylist: 0x86 (linux-firmware 20260309/20260410) is reported good [C], 0x88
+# (upstream main) reported to fix hangs [S]. A version below this that is not denied is "not known good": a warning.
+# [C: DOMAIN.md "Refreshed 2026-12"; one Nix flake pins 0x80 blobs, so older is not refused outright]
+MES_FIRMWARE_MIN = 0x86
 
 # BIOS UMA carve-out (mem_info_vram_total) above which halofleet warns. [U] The threshold is ours: GTT is sized
 # from MemTotal, which the carve-out already shrinks (captures §3c: 120.9 GB visible at 8 GB vs 128.1 GB at 1 GB),
@@ -108,7 +115,17 @@ MANAGED_PARAM_KEYS = (
     "amdgpu.gttsize",
     "ttm.pages_limit",
     "amdttm.pages_limit",
+    "amd_ttm.pages_limit",
 )
+# The TTM module's name, as sysfs (/sys/module/<name>) shows it, in the order amd-smi probes them (rocm-systems PR
+# 5290) [C]: newer amdgpu-dkms ships `amd-ttm` (file amd-ttm.ko, sysfs amd_ttm: the kernel treats - and _ alike,
+# so `options amd-ttm pages_limit=N` and `amd_ttm.pages_limit=N` name the same parameter) [C]; older amdgpu-dkms
+# `amdttm` [C: ROCm/ROCm#5562]; the in-tree driver `ttm`.
+TTM_MODULES = ("amdttm", "amd_ttm", "ttm")
+# Kernels on which amdgpu.gttsize logs its deprecation warning ("Configuring gttsize via module parameter is
+# deprecated, please use ttm.pages_limit"): 7.x [C/S: DOMAIN.md "Refreshed 2026-12"]. The parameter is still
+# honoured there; halo_emit_gttsize's default leaves it out on these kernels and emits it on older ones.
+GTTSIZE_DEPRECATION_WARNS_FROM = 7
 
 # [C: DOMAIN.md "CWSR check"] Both properties must be exported on a gfx1151 KFD node.
 CWSR_PROPERTIES = ("cwsr_size", "ctl_stack_size")
@@ -138,7 +155,8 @@ THEROCK_REPOS: dict[int, TheRockRepo] = {
     7: TheRockRepo("https://repo.amd.com/rocm/packages-multi-arch/{suite_dir}", "stable",
                    "https://repo.amd.com/rocm/packages-multi-arch/gpg/rocm.gpg", False,
                    "ROCm install docs for 7.14 [C]"),
-    # [U] 10.1 is assumed to share 10.0's repository (DOMAIN.md: "10.1 path [U]").
+    # 10.1 uses 10.0's repository layout (rocm-docs hpc-sdk/include/rocm10.1.0-install.rst [C]); 10.2's
+    # install page was not read: it is assumed to follow [U].
     10: TheRockRepo("https://stable.repo.amd.com/rocm/core/packages/{suite_dir}/", "stable",
                     "https://stable.repo.amd.com/rocm/gpg/packages.gpg", True, "ROCm install docs for 10.0 [C]"),
 }
@@ -265,15 +283,17 @@ def firmware_denied(version: str | None) -> str | None:
 
 
 # -- serving ---------------------------------------------------------------------------------------------------
-# Images from DOMAIN.md "Containers" [C]; pin them by digest in production (halo_image accepts name@sha256:...).
+# Images [S: kyuz0/amd-strix-halo-toolboxes 2026-08-28, d3cef36/9ff3c5e]: the llama.cpp tag rocm-7.14 was replaced
+# by rocm-10.0 (rocm-6.4.4 and vulkan-amdvlk retired). Pin them by digest in production (halo_image accepts
+# name@sha256:...); halofleet knows no digest (halofleet.contract.stacks.ImageRef).
 LLAMA_TOOLBOX_IMAGES = {
     "vulkan": "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv",  # fastest tg on Strix Halo in kyuz0's data
-    "hip": "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-7.14",
+    "hip": "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-10.0",
 }
-# [C: DOMAIN.md "Containers"] tags stable, latest, dev; :stable has fallen behind upstream, so :latest. A floating
-# tag is not reproducible across a fleet: pin with halo_image: ...@sha256:<digest> (the plan warns until then), and
-# `halofleet verify` shows the digest each host actually runs. [U] which tag the maintainer keeps current.
-VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:latest"
+# [C: kyuz0 vLLM toolbox README at 378f467] ":stable" is the "last verified working build", ":latest" "may contain
+# regressions". A floating tag is not reproducible across a fleet: pin with halo_image: ...@sha256:<digest> (the plan
+# warns until then), and `halofleet verify` shows the digest each host actually runs.
+VLLM_IMAGE = "docker.io/kyuz0/vllm-therock-gfx1151:stable"
 
 # Debian forky/sid (and recent Ubuntu) package llama-server; the ggml GPU backends are separate packages.
 LLAMA_DISTRO_PACKAGE = "llama.cpp-tools"

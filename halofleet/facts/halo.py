@@ -36,6 +36,7 @@ from .halo_serve import (  # noqa: F401 (re-exported: parsers and facts are impo
     parse_serve_health,
     parse_serve_state,
 )
+from .halo_stack import StackState
 from .text import ascii_int as _ascii_int
 
 # -- pure parsers ---------------------------------------------------------------------------------------------
@@ -335,7 +336,8 @@ LIVE_PARTS: dict[str, type[FactBase]] = {
     "gateway": GatewayState,
 }
 # Parts present in the probe's output only when asked for (``image=``, ``live=True``).
-OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, "model_files": ModelFiles, **LIVE_PARTS}
+OPTIONAL_PARTS: dict[str, type[FactBase]] = {"image": ContainerImage, "model_files": ModelFiles, "stack": StackState,
+                                             **LIVE_PARTS}
 PROBE_MARK = "@@halofleet-probe "
 
 
@@ -353,6 +355,7 @@ class HostProbe(FactBase[dict]):
     + image: also ask podman whether the engine's image is pulled already (key ``image``)
     + model_files: also stat (and, without a matching verified record, hash) these ``halo_models`` files
     + model_dirs: ... and report owner and mode of these directories (key ``model_files``)
+    + stack: also read the stack's packages, GRUB entries, carve-out and TTM module (key ``stack``)
     + live: also ask the engine (``ServeHealth``) and read the last bench (``BenchResult``): keys
       ``health`` and ``bench``, for ``halofleet verify``
     """
@@ -360,8 +363,10 @@ class HostProbe(FactBase[dict]):
     # Not mutated: mutmut's wrapper hides this signature from pyinfra's getcallargs (the probe's kwargs fail).
     def command(self, model_path: str | None = None, hash_model: bool = False, image: str | None = None,
                 live: bool = False, model_files: list[str] | None = None,
-                model_dirs: list[str] | None = None) -> str:  # pragma: no mutate block
+                model_dirs: list[str] | None = None, stack: bool = False) -> str:  # pragma: no mutate block
         commands = {name: fact().command() for name, fact in PROBE_PARTS.items()}
+        if stack:
+            commands["stack"] = StackState().command()
         if model_path:
             commands["model"] = ModelFile().command(model_path, hash_model)
         if model_files:

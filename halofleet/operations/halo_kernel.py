@@ -15,8 +15,9 @@ from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringComm
 from pyinfra.api.facts import FactBase
 
 from ..box import cmdline as cmdline_mod
-from ..contract import policy
-from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE
+from ..box.stack import running_kernel, safe_entry
+from ..contract import policy, validators
+from ..contract.paths import BACKUP_DIR, GRUB_DROPIN, MODPROBE_FILE
 from ..contract.templating import render
 from ..facts.halo import LiveCmdline
 from . import halo_files
@@ -30,16 +31,20 @@ def _check_params(params: list[str]) -> None:
             raise OperationError(f"refusing kernel parameter {param!r}: only name=value without quoting is allowed")
 
 
-def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS) -> str:
+def render_grub_dropin(params: list[str], managed_keys: tuple[str, ...] = policy.MANAGED_PARAM_KEYS,
+                       default: str | None = None) -> str:
     """
     The drop-in grub-mkconfig sources after /etc/default/grub: it strips every managed key from the user's
-    variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched.
+    variables (so ours replace, never duplicate) and appends ours, leaving the user's file untouched. ``default``
+    (halo_stack): GRUB_DEFAULT, the menu entry of the profile's kernel (``submenu id>entry id``).
     """
     _check_params(params)
+    if default is not None and not safe_entry(default):
+        raise OperationError(f"refusing GRUB entry id {default!r}")
     keys = {cmdline_mod.key(k) for k in managed_keys} | {cmdline_mod.key(p) for p in params}
     # The kernel treats - and _ alike in names, so both spellings are matched.
     patterns = sorted({k.replace("_", "[-_]") for k in keys})
-    return render("grub-dropin.cfg.j2", params=params, key_patterns=patterns)
+    return render("grub-dropin.cfg.j2", params=params, key_patterns=patterns, default=default)
 
 
 def grub_check(params: list[str], path: str = GRUB_DROPIN) -> StringCommand:
@@ -68,17 +73,23 @@ GRUB_ACTIVATE = StringCommand(
 
 
 @operation()
-def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str | None = halo_files.UNKNOWN):
+def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str | None = halo_files.UNKNOWN,
+                 default: str | None = None, kernel_file: str | None = None):
     """
     Put kernel params on the GRUB cmdline through a drop-in, check it, then run ``update-grub``.
 
     The user's ``/etc/default/grub`` is never edited. The candidate must be valid sh and, sourced after the
     user's config, must produce each param exactly once; if ``update-grub`` fails the previous drop-in (or none)
-    is restored and ``update-grub`` re-run, so the host boots as before.
+    is restored and ``update-grub`` re-run, so the host boots as before. With ``default`` (halo_stack) the drop-in
+    also sets ``GRUB_DEFAULT``: ``kernel_file`` must exist before, and the generated grub.cfg (kept first as
+    ``/var/backups/halofleet/grub.cfg.before``) must carry the entry after, or the previous state is put back. No
+    kernel leaves the menu: the previous one stays bootable.
 
     + params: the full list of params halofleet manages (``name=value``)
     + path: drop-in path (sourced by grub-mkconfig in lexical order; ours sorts last)
     + current_sha256: the drop-in's SHA-256 if already known (None: absent)
+    + default: GRUB_DEFAULT, ``<submenu id>><entry id>`` of the kernel to boot (None: the user's own)
+    + kernel_file: ``/boot/vmlinuz-<release>`` that entry boots
 
     **Example:**
 
@@ -89,11 +100,20 @@ def grub_cmdline(params: list[str], path: str = GRUB_DROPIN, current_sha256: str
             params=["amd_iommu=off", "amdgpu.gttsize=122880", "ttm.pages_limit=31457280"],
         )
     """
+    check, activate = grub_check(params, path), GRUB_ACTIVATE
+    if default is not None:
+        if not kernel_file or validators.check_absolute_path(kernel_file):
+            raise OperationError(f"refusing kernel file {kernel_file!r}")
+        check = StringCommand(f"{check.get_raw_value()} && test -s {kernel_file}")
+        activate = StringCommand(
+            f"mkdir -p -m 0700 {BACKUP_DIR} && {{ cp -p /boot/grub/grub.cfg {BACKUP_DIR}/grub.cfg.before 2>/dev/null "
+            f"|| true; }} && {GRUB_ACTIVATE.get_raw_value()} && "
+            f"grep -qF \"'{default.split('>')[-1]}'\" /boot/grub/grub.cfg")
     yield from halo_files.checked_file._inner(
         path=path,
-        content=render_grub_dropin(params),
-        check=grub_check(params, path),
-        activate=GRUB_ACTIVATE,
+        content=render_grub_dropin(params, default=default),
+        check=check,
+        activate=activate,
         current_sha256=current_sha256,
     )
 
@@ -135,10 +155,10 @@ def render_modprobe(options: dict[str, dict[str, int | str]]) -> str:
 INITRAMFS_ACTIVATE = StringCommand(
     "k=$(uname -r); "
     "if command -v update-initramfs >/dev/null 2>&1; then "
-    "  if lsinitramfs /boot/initrd.img-$k 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then "
+    "  if lsinitramfs /boot/initrd.img-$k 2>/dev/null | grep -qE '/(ttm|amdttm|amd-ttm|amd_ttm|amdgpu)\\.ko'; then "
     "    cp -p /boot/initrd.img-$k /var/backups/halofleet/initrd.img-$k && update-initramfs -u -k $k; fi; "
     "elif command -v dracut >/dev/null 2>&1; then "
-    "  if lsinitrd 2>/dev/null | grep -qE '/(ttm|amdttm|amdgpu)\\.ko'; then dracut -f; fi; "
+    "  if lsinitrd 2>/dev/null | grep -qE '/(ttm|amdttm|amd-ttm|amd_ttm|amdgpu)\\.ko'; then dracut -f; fi; "
     "fi"
 )
 
@@ -220,7 +240,7 @@ def _halt_rollout(reason: str) -> None:
 
 @operation(is_idempotent=False)
 def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
-           expect_params: list[str] | None = None):
+           expect_params: list[str] | None = None, expect_kernel: str | None = None):
     """
     Reboot and wait until the host is back in a *new* boot (its boot id changed) with ``expect_params`` live.
 
@@ -234,6 +254,7 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
     + interval: seconds between attempts
     + attempt_timeout: bound on one connect-and-read attempt
     + expect_params: kernel params ``/proc/cmdline`` must carry after the reboot
+    + expect_kernel: the kernel release whose image must have booted (``BOOT_IMAGE=.../vmlinuz-<release>``)
 
     **Example:**
 
@@ -262,7 +283,7 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
                 boot_id = _read_boot_id(attempt_timeout)
                 if boot_id and boot_id != before[0]:
                     logger.info(f"{host.print_prefix}back in a new boot")
-                    _check_live(expect_params)
+                    _check_live(expect_params, expect_kernel)
                     return True
                 if boot_id:
                     host.disconnect()  # still the old boot, shutting down
@@ -280,11 +301,18 @@ def reboot(timeout: int = 600, interval: float = 5, attempt_timeout: float = 20,
     yield FunctionCommand(wait_for_new_boot, (), {})
 
 
-def _check_live(expect_params: list[str] | None) -> None:
-    """After the reboot, before the next batch goes down: the configured params must be live."""
-    if not expect_params:
+def _check_live(expect_params: list[str] | None, expect_kernel: str | None = None) -> None:
+    """After the reboot, before the next batch goes down: the configured params (and kernel) must be live."""
+    if not expect_params and not expect_kernel:
         return
     live = host.get_fact(LiveCmdline)
+    if expect_kernel:
+        booted = running_kernel({"live_cmdline": live, "os": {}})
+        if booted != expect_kernel:
+            _halt_rollout(f"{host.name} came back in kernel {booted or 'unknown'}, not {expect_kernel}")
+            raise OperationError(f"{host.name} came back in kernel {booted or 'unknown'}, not {expect_kernel} "
+                                 "(its GRUB default did not take); the rolling reboot stops here")
+    expect_params = expect_params or []
     if not cmdline_mod.satisfies(live, expect_params):
         missing = [param for param in expect_params if not cmdline_mod.satisfies(live, [param])]
         _halt_rollout(f"{host.name} came back without {' '.join(missing)} in /proc/cmdline")

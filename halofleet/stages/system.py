@@ -13,7 +13,7 @@ from pyinfra.operations import apt, dnf, server, systemd
 from ..contract import policy
 from ..contract.paths import GRUB_DROPIN, MODPROBE_FILE, ROCM_PIN
 from ..deploy import current_plan, managed_sha256, reboot_batch
-from ..operations import halo_files, halo_kernel, halo_rocm, halo_serve
+from ..operations import halo_files, halo_kernel, halo_rocm, halo_serve, halo_stack
 from ..views import summary
 
 
@@ -84,16 +84,25 @@ def kernel() -> None:
     plan = current_plan()
     if plan is None:
         return
+    stack_changes = _stack(plan)
     if plan.config.boot == "external":
         if plan.reboot_needed:
             logger.warning(f"{host.print_prefix}halofleet: the live cmdline lacks {' '.join(plan.kernel_params)} "
                            "(halo_boot: external: set it where the bootloader is managed)")
+        if plan.stack is not None and plan.stack.firmware is not None and plan.stack.firmware.install \
+                or plan.carveout is not None:
+            logger.warning(f"{host.print_prefix}halofleet: reboot pending (halo_boot: external): the new firmware "
+                           "or carve-out applies at the next boot")
         return
     if plan.probe["boot"]["kind"] == "grub":
+        entry = plan.stack.grub_entry if plan.stack else None
+        release = plan.stack.profile.kernel_release.value if entry else None
         configure = halo_kernel.grub_cmdline(
-            name="Strix Halo kernel cmdline (GRUB drop-in)",
+            name="Strix Halo kernel cmdline (GRUB drop-in)" + (f", default kernel {release}" if entry else ""),
             params=plan.kernel_params,
             current_sha256=managed_sha256(plan, GRUB_DROPIN),
+            default=entry,
+            kernel_file=f"/boot/vmlinuz-{release}" if entry else None,
         )
     else:
         configure = halo_kernel.grubby_cmdline(
@@ -102,17 +111,50 @@ def kernel() -> None:
             configured=plan.probe["boot"]["cmdline"],
         )
 
+    stack_reboot = plan.stack is not None and plan.stack.reboot_needed or plan.carveout is not None
     if plan.config.reboot == "auto":
+        kernel = plan.stack.profile.kernel_release.value if plan.stack and plan.stack.grub_entry else None
         halo_kernel.reboot(
-            name="Reboot into the new kernel cmdline",
+            name="Reboot into the new kernel cmdline" + (f" and kernel {kernel}" if kernel else ""),
             timeout=plan.config.reboot_timeout,
             expect_params=plan.kernel_params,
-            _if=lambda: configure.did_change() or plan.reboot_needed,
+            expect_kernel=kernel,
+            _if=lambda: configure.did_change() or plan.reboot_needed or stack_reboot
+            or any(op.did_change() for op in stack_changes),
             _parallel=reboot_batch(),  # rolling: batches of halo_reboot_batch hosts (default 1), checked in turn
         )
-    elif plan.reboot_needed or configure.will_change:
+    elif plan.reboot_needed or configure.will_change or stack_reboot:
         logger.warning(f"{host.print_prefix}halofleet: reboot pending (halo_reboot: never); "
-                       "the new cmdline applies at the next boot")
+                       "the new cmdline, kernel or carve-out applies at the next boot")
+
+
+def _stack(plan) -> list:
+    """
+    halo_stack's remediation, before the cmdline so one reboot serves both: the profile's kernel and firmware
+    packages installed and held, the carve-out set (GRUB's default goes into the cmdline's drop-in). Returns the
+    operations whose change needs a reboot.
+    """
+    stack, changes = plan.stack, []
+    if stack is None:
+        return changes
+    profile = stack.profile
+    if stack.kernel is not None:
+        halo_stack.package_held(
+            name=f"Kernel of stack {profile.name}: {stack.kernel.package} installed and held",
+            package=stack.kernel.package, version=stack.kernel.version, install=stack.kernel.install,
+            hold=stack.kernel.hold,
+        )
+    if stack.firmware is not None:
+        changes.append(halo_stack.package_held(
+            name=f"Firmware of stack {profile.name}: {stack.firmware.package} installed and held",
+            package=stack.firmware.package, version=stack.firmware.version, install=stack.firmware.install,
+            hold=stack.firmware.hold,
+        ))
+    if plan.carveout is not None:
+        path, previous, index = plan.carveout
+        changes.append(halo_stack.carveout(name=f"BIOS carve-out to its smallest option ({path})", path=path,
+                                           index=index, previous=previous))
+    return changes
 
 
 @deploy("rocm")

@@ -27,7 +27,7 @@ from ..contract.paths import (
     SERVE_UNIT,
 )
 from ..deploy import current_config_and_probe
-from ..operations import halo_files, halo_kernel, halo_serve
+from ..operations import halo_files, halo_kernel, halo_serve, halo_stack
 from ..views import summary
 from .gateway import remove_gateway
 from .monitor import remove_monitor
@@ -40,7 +40,9 @@ def rollback() -> None:
     Undo what halofleet added: the engine (stopped, its units, environment and stamp removed), an RPC worker (its
     units, nft table and file), a gateway (its haproxy configuration and certificate; haproxy stopped), the GRUB
     drop-in (then update-grub and, if the live cmdline still carries params the user's own config does not, a reboot),
-    the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user. A file the
+    the modprobe file (then the initramfs), the ROCm pin, repository and key, and the service user; with
+    halo_stack, GRUB's default goes with the drop-in (it is the user's again), the package holds halofleet placed are
+    released and the carve-out index it wrote is put back (the kernel and firmware packages stay installed). A file the
     user had before halofleet's first touch is put back exactly (bytes, mode, owner); the others are removed and
     kept under /var/backups/halofleet/generations (the API key file too, mode kept); /etc/halofleet goes once
     empty. Packages and models stay.
@@ -77,6 +79,12 @@ def rollback() -> None:
     remove_monitor(records, files)  # node exporter's drop-in, the textfile timer, the fleet's Prometheus
 
     dropin = undo("GRUB drop-in", GRUB_DROPIN, activate=halo_kernel.GRUB_ACTIVATE)
+    # halo_stack: GRUB's default went with the drop-in (the kernel stays installed and in the menu); the holds
+    # halofleet placed released, the carve-out index found before halofleet's write put back.
+    halo_stack.holds_released(name="Release the holds of the stack's packages",
+                              packages=halo_stack.hold_records(records))
+    carveout = halo_stack.carveout_restored(name="BIOS carve-out back to its index before halofleet",
+                                            previous=halo_stack.carveout_records(records))
     undo("modprobe options", MODPROBE_FILE, activate=halo_kernel.INITRAMFS_ACTIVATE)
     for path, what in ((ROCM_PIN, "ROCm pin"), (ROCM_SOURCES, "ROCm repository"), (ROCM_LIST, "ROCm repository"),
                        (ROCM_KEY, "ROCm key"), (ROCM_KEY_THEROCK, "ROCm key"),
@@ -107,6 +115,6 @@ def rollback() -> None:
         halo_kernel.reboot(
             name="Reboot into the user's own cmdline",
             timeout=config.reboot_timeout,
-            _if=lambda: dropin.did_change() or live_differs,
+            _if=lambda: dropin.did_change() or carveout.did_change() or live_differs,
             _parallel=1,
         )

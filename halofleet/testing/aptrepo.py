@@ -35,8 +35,8 @@ def package_version(release: str) -> str:
     return f"{release}.{int(major)}{int(minor):02d}{int(patch):02d}-1"
 
 
-def _build_deb(workdir: Path, name: str, version: str, depends: str | None, files: dict[str, str],
-               scripts: dict[str, str] | None = None) -> Path:
+def _build_deb(workdir: Path, name: str, version: str, depends: str | None, files: dict[str, str | Path],
+               scripts: dict[str, str] | None = None, compression: str = "gzip") -> Path:
     root = workdir / f"{name}_{version}"
     (root / "DEBIAN").mkdir(parents=True)
     control = [
@@ -54,13 +54,16 @@ def _build_deb(workdir: Path, name: str, version: str, depends: str | None, file
     for path, content in files.items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        if isinstance(content, Path):  # a file's bytes (a kernel image), copied as they are
+            target.write_bytes(content.read_bytes())
+        else:
+            target.write_text(content)
     for script, body in (scripts or {}).items():  # postinst, prerm: maintainer scripts must be executable
         path = root / "DEBIAN" / script
         path.write_text("#!/bin/sh\nset -e\n" + body)
         path.chmod(0o755)
     deb = workdir / f"{name}_{version}_amd64.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True,
+    subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(deb)], check=True,
                    capture_output=True)
     return deb
 
@@ -133,3 +136,23 @@ def _write_index(target: Path, suite: str, debs: list[Path]) -> None:
         "Architectures: amd64\nComponents: main\n"
         f"SHA256:\n {digest} {len(packages.encode())} main/binary-amd64/Packages\n"
     )
+
+
+def build_stack_repo(target: Path, kernel_release: str, kernel_version: str, vmlinuz: Path, initrd: Path,
+                     firmware_versions: tuple[str, ...], suite: str = SUITE) -> Path:
+    """
+    A repository for the stack tests (constructed): ``linux-image-<kernel_release>`` at ``kernel_version`` carrying
+    a copy of a real kernel image and initramfs as ``/boot/vmlinuz-<release>`` and ``/boot/initrd.img-<release>``
+    (no maintainer scripts: the image keeps its own ``uname -r``, so it boots with the modules it came with), and
+    ``firmware-amd-graphics`` at each of ``firmware_versions`` (a README only: the version is what halofleet reads).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        # Uncompressed: the image and initramfs are compressed already, and gunzip in a TCG guest is slow.
+        debs = [_build_deb(Path(tmp), f"linux-image-{kernel_release}", kernel_version, None,
+                           {f"/boot/vmlinuz-{kernel_release}": vmlinuz, f"/boot/initrd.img-{kernel_release}": initrd},
+                           compression="none")]
+        for version in firmware_versions:
+            debs.append(_build_deb(Path(tmp), "firmware-amd-graphics", version, None,
+                                   {"/usr/share/doc/halofleet-test-firmware/README": f"test firmware {version}\n"}))
+        _write_index(target, suite, debs)
+    return target

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..box.serving import engine_image
+from ..contract import stacks
 from ..contract.config import NO_ENDPOINT, ConfigError, HaloConfig, HostRefused
 from ..contract.localfiles import anchor_local_paths
 from ..fleet.gateway import inventory_groups, plan_gateway
@@ -90,7 +91,7 @@ class _Sources:
 
 def _warnings(config: HaloConfig) -> list[tuple[str, str]]:
     """What a deploy of this host would warn about, known from its data alone: (key, message)."""
-    found = []
+    found = _stack_warnings(config)
     if config.serve in NO_ENDPOINT:
         return found
     if config.api_key is None and not ipaddress.ip_address(config.bind).is_loopback:
@@ -100,6 +101,26 @@ def _warnings(config: HaloConfig) -> list[tuple[str, str]]:
     if image is not None and "@sha256:" not in image:
         found.append(("halo_image", f"image {image} is not pinned by digest: pin it as name@sha256:..."))
     return found
+
+
+def _stack_warnings(config: HaloConfig) -> list[tuple[str, str]]:
+    """A stack profile older than a release halofleet's table knows (ROCm, firmware, kernel), or a site profile."""
+    profile = stacks.resolve(config.stack)
+    if profile is None:
+        return []
+    found = [("halo_stack", f"profile {profile.name} pins {known.what} "
+                            f"{_pinned(profile, known.what)}; {known.version} is known "
+                            f"({known.source}{', ' + known.date if known.date else ''})")
+             for known in stacks.newer_releases(profile)]
+    if profile.site:
+        found.append(("halo_stack", f"profile {profile.name} is a site profile: halofleet cannot tell whether it is "
+                                    "older than the releases it knows"))
+    return found
+
+
+def _pinned(profile: stacks.StackProfile, what: str) -> str:
+    return str({"rocm": profile.rocm, "firmware": profile.firmware_min,
+                "kernel": profile.kernel_release}[what].value)
 
 
 def _group_conflicts(inventory, host) -> list[tuple[str, str, list[str]]]:

@@ -12,7 +12,8 @@ from ..box.bench import BenchFigures, bench_cell
 from ..box.cmdline import ParamConflict
 from ..box.plan import build_plan
 from ..box.serving import ServePlan, config_stamp, split_stamp
-from ..contract import policy
+from ..box.stack import digest_drift, drift_cell
+from ..contract import policy, stacks
 from ..contract.config import PARSE_FAILURES, ConfigError, HostRefused, option_value
 from ..fleet import rpc
 from ..fleet.gateway import gateway_cell, inventory_groups, served_models
@@ -20,7 +21,7 @@ from ..models.specs import validate
 from . import correctness
 
 DEEP_COLUMN = "correctness"  # `verify --deep` only: the correctness gate per host
-COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "gpu faults", "runtime",
+COLUMNS = ("host", "cmdline", "ttm GiB", "gtt (sysfs)", "rocm", "cwsr", "mes", "stack", "gpu faults", "runtime",
            "reboot pending", "serving", "models", "engine", "image", "completion", "rpc", "bench", "gateway", "status")
 PENDING, DRIFT = "pending restart", "drift"
 
@@ -80,7 +81,10 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
         row["status"] = f"unreachable: {reason}" if reason else "unreachable"
         return row
     gtt = probe.get("gtt") or {}
-    pages = gtt.get("ttm_pages_limit") or gtt.get("amdttm_pages_limit")
+    modules = (probe.get("stack") or {}).get("ttm_modules") or {}
+    # The TTM module present, in amd-smi's order (amdttm, amd_ttm, ttm): its live pages_limit
+    pages = next((modules[name] for name in policy.TTM_MODULES if modules.get(name)), None) \
+        or gtt.get("ttm_pages_limit") or gtt.get("amdttm_pages_limit")
     row["ttm GiB"] = f"{pages / policy.PAGES_PER_GIB:g}" if pages else "not loaded"
     cards = gtt.get("cards") or {}
     row["gtt (sysfs)"] = ", ".join(f"{card} {size / 2**30:g} GiB" for card, size in sorted(cards.items())) or "skipped"
@@ -111,7 +115,9 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
     row["cwsr"] = plan.gpu_check(plan.cwsr["supported"])
     mes = (probe.get("amdgpu") or {}).get("mes") or []
     row["mes"] = ", ".join(f"{version:#x}" for version in mes) or ("unknown" if plan.strix_halo else "skipped")
-    row["reboot pending"] = "yes" if plan.reboot_needed else "no"
+    stack_reboot = plan.stack is not None and plan.stack.reboot_needed or plan.carveout is not None
+    row["reboot pending"] = "yes" if plan.reboot_needed or stack_reboot else "no"
+    row["stack"] = f"{plan.stack.profile.name}: {drift_cell(plan.stack.drift)}" if plan.stack else "-"
     # Without a GPU driver ttm may not be loaded at all (forky's VM kernel: no ttm user): nothing to compare there.
     pages_ok = pages == plan.gtt.pages_limit or (pages is None and not plan.strix_halo)
     # What the driver maps, per card, must be the planned GTT too (a carve-out or a stale module param shows here).
@@ -134,6 +140,8 @@ def verify_row(host: str, data: dict[str, Any], probe: dict[str, Any] | None,
         row["status"] = verdict
     elif not serving_ok:
         row["status"] = "unhealthy"
+    elif plan.stack is not None and plan.stack.drifted:
+        row["status"] = "stack drift"
     else:
         row["status"] = "ok"
     return row
@@ -199,7 +207,7 @@ def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False
             args = {}
         with ctx_host.use(host):
             try:
-                probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True})
+                probe = get_fact(state, host, HostProbe, kwargs={**args, "live": True, "stack": True})
             except PARSE_FAILURES as error:
                 return f"refused: host {host.name!r}: could not read its facts ({type(error).__name__}: {error})"
             if deep:
@@ -227,11 +235,31 @@ def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False
                                reason=reasons.get(host.name)))
     served = {host.name: (result[1] or {}).get("ids") for host, result in results.items()
               if not isinstance(result, str)}
+    image_drift(rows, probes, datas)
     for row in rows:
         routes_cell(row, datas[row["host"]], inventory, served)
     if deep:
         correctness.judge_rows(rows, probes, record=record, replace=replace)
     return rows
+
+
+def image_drift(rows: list[dict[str, str]], probes: dict[str, dict], datas: dict[str, dict]) -> None:
+    """Hosts of one stack profile running one image tag at different digests: each says so in its stack cell."""
+    images = {}
+    for name, probe in probes.items():
+        running = probe.get("running_image") or {}
+        try:
+            profile = stacks.resolve(option_value(name, "halo_stack", datas[name].get("halo_stack")))
+        except ConfigError:
+            continue
+        if profile is not None and running.get("name") and running.get("digest"):
+            images[name] = (profile.name, running["name"], running["digest"])
+    for row in rows:
+        found = digest_drift(images).get(row["host"])
+        if found:
+            row["stack"] = f"{row['stack']}; drift: {found}" if row["stack"] not in ("-", "") else f"drift: {found}"
+            if row["status"] == "ok":
+                row["status"] = "stack drift"
 
 
 def routes_cell(row: dict[str, str], data: dict[str, Any], inventory, served: dict[str, list[str] | None]) -> None:

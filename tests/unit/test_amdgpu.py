@@ -123,7 +123,15 @@ def test_denied_mes_firmware_is_refused_known_good_passes_unknown_warns():
     with pytest.raises(HostRefused, match="MES firmware 0x83 is refused: .*ROCm/ROCm#5724"):
         plan({"halo_llama_backend": "vulkan"}, amdgpu=["@firmware /sys/kernel/debug/dri/1/amdgpu_firmware_info",
                                                        *DUMP_0X83])
-    good = plan({"halo_llama_backend": "vulkan"}, amdgpu=["@firmware f", *GREP_0X80])
+    # MES is a minimum, not a one-value denylist: 0x80 is below 0x86 (the oldest reported good) and warns with the
+    # remediation that fixes it; 0x86 passes.
+    old = plan({"halo_llama_backend": "vulkan"}, amdgpu=["@firmware f", *GREP_0X80])
+    assert [w for w in old.warnings if "MES" in w] == [
+        "MES firmware 0x80 is below 0x86, the oldest reported good; fix: halo_stack (a profile: "
+        "ubuntu-26.04-2026-12, fedora-43-kyuz0; or your own mapping) installs and holds its firmware package "
+        "(>= its minimum) and reboots into it"]
+    good = plan({"halo_llama_backend": "vulkan"}, amdgpu=["@firmware f", *[g.replace("0x00000080", "0x00000086")
+                                                                          for g in GREP_0X80]])
     assert not any("MES" in warning for warning in good.warnings)
     unknown = plan({"halo_llama_backend": "vulkan"}, amdgpu=[])
     assert any(warning.startswith("MES firmware version unknown") for warning in unknown.warnings)

@@ -55,10 +55,14 @@ def test_bool_words(word, value):
     assert ok(halo_emit_gttsize=word).emit_gttsize is value
 
 
-@pytest.mark.parametrize("word", [1, 0, "y", "", None])
+@pytest.mark.parametrize("word", [1, 0, "y", ""])
 def test_bool_other_values_are_refused(word):
-    message = refused({"halo_emit_gttsize": word})
-    assert message.endswith("must be true or false" if word is not None else "must be set (null is not allowed)")
+    assert refused({"halo_emit_gttsize": word}).endswith("must be true or false")
+    assert refused({"halo_allow_amdgpu_dkms": None}).endswith("must be set (null is not allowed)")
+
+
+def test_emit_gttsize_null_is_the_running_kernels_choice():
+    assert ok(halo_emit_gttsize=None).emit_gttsize is None
 
 
 @pytest.mark.parametrize("value, parsed", [(0.05, 0.05), ("0.5", 0.5), (0.9, 0.9), (1, None), ("0.049", None)])

@@ -129,7 +129,9 @@ def test_gpu_and_firmware_and_memory_refusals():
     assert plan({"halo_allow_non_strix_halo": True}, cwsr=None).cwsr == NO_GPU
     assert refusal(firmware="20251125") == (
         "host 'h': linux-firmware 20251125 is refused: linux-firmware 20251125 breaks ROCm on Strix Halo (kyuz0 "
-        "toolboxes #37); downgrade to 20251111 and rebuild the initramfs")
+        "toolboxes #37); downgrade to 20251111 and rebuild the initramfs; fix: halo_stack (a profile: "
+        "ubuntu-26.04-2026-12, fedora-43-kyuz0; or your own mapping) installs and holds its firmware package (>= its "
+        "minimum) and reboots into it")
     assert refusal(memtotal_kib=None) == "host 'h': could not read MemTotal from /proc/meminfo"
     assert refusal(memtotal_kib=0) == "host 'h': could not read MemTotal from /proc/meminfo"
 
@@ -188,7 +190,9 @@ def test_vllm_needs_the_cwsr_properties_unless_told_to_warn():
                "gfx1151 KFD node), or it crashes on the wrong VGPR count (ROCm/TheRock#2991); update the kernel "
                "(generic >= 6.18.4, or a vendor kernel with the backport), or serve with halo_llama_backend: "
                "vulkan, which does not need it")
-    assert refusal(VLLM, cwsr=UNFIXED) == f"host 'h': {message}"
+    assert refusal(VLLM, cwsr=UNFIXED) == (
+        f"host 'h': {message}; fix: halo_stack (a profile: ubuntu-26.04-2026-12, fedora-43-kyuz0; or your own "
+        "mapping) installs and holds its kernel package, makes it GRUB's default and reboots into it")
     warned = plan({**VLLM, "halo_cwsr_policy": "warn"}, cwsr=UNFIXED)
     assert message in warned.warnings and warned.serve.engine == "vllm"
     assert plan(VLLM).serve.engine == "vllm"

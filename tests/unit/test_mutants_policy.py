@@ -37,7 +37,7 @@ def test_matrix_rows(version, with_fix, without_fix):
 
 
 @pytest.mark.parametrize("version", ["6.3.9", "6.5", "6.5.0", "7.2.5", "7.3", "7.8.9", "7.15", "7.15.0", "8.0",
-                                     "10.2.0"])
+                                     "10.3.0"])
 def test_releases_just_outside_the_matrix_warn_whatever_the_kernel(version):
     for cwsr in (True, False, None):
         verdict, message = policy.rocm_kernel_verdict(version, cwsr)

@@ -141,11 +141,11 @@ def test_image_pinned_by_digest_gives_no_warning():
 
 def test_engine_image_per_engine():
     assert serving.engine_image(config_for(halo_serve="vllm", halo_model="org/m")) == \
-        "docker.io/kyuz0/vllm-therock-gfx1151:latest"
+        "docker.io/kyuz0/vllm-therock-gfx1151:stable"
     assert serving.engine_image(config_for(halo_serve="vllm", halo_model="org/m", halo_image="localhost/v/l:1")) == \
         "localhost/v/l:1"
     assert serving.engine_image(config_for(halo_llama_source="toolbox", halo_llama_backend="hip")) == \
-        "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-7.14"
+        "docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-10.0"
     assert serving.engine_image(config_for()) is None
     assert serving.engine_image(config_for(halo_serve="none")) is None
 

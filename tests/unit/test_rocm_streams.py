@@ -50,7 +50,8 @@ def _os(distro: str, version_id: str | None) -> list[str]:
     ("10.0", "therock", policy.Verdict.OK, "assumed like 7.14 [U]"),
     ("10.1.0", "therock", policy.Verdict.OK, "assumed like 7.14 [U]"),
     ("7.15", "therock", policy.Verdict.WARN, "not in the support matrix"),  # a future release warns
-    ("10.2", "therock", policy.Verdict.WARN, "not in the support matrix"),
+    ("10.2", "therock", policy.Verdict.OK, "known release"),  # out (DOMAIN.md 'Refreshed 2026-12'), no matrix row
+    ("10.3", "therock", policy.Verdict.WARN, "not in the support matrix"),
     ("11.0", "therock", policy.Verdict.WARN, "not in the support matrix"),
 ])
 def test_matrix_edges_and_streams(version, stream, cwsr, verdict):

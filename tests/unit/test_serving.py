@@ -75,7 +75,7 @@ def test_model_or_environment_change_restarts(probe_change):
 def test_toolbox_unit_uses_numeric_ids_devices_and_the_default_image():
     plan = plan_for({"halo_llama_source": "toolbox", "halo_llama_backend": "hip"})
     assert plan.unit_path == paths.SERVE_QUADLET and plan.stale_unit_path == paths.SERVE_UNIT
-    for line in ("Image=docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-7.14", "AddDevice=/dev/kfd",
+    for line in ("Image=docker.io/kyuz0/amd-strix-halo-toolboxes:rocm-10.0", "AddDevice=/dev/kfd",
                  "AddDevice=/dev/dri", "GroupAdd=44", "SeccompProfile=unconfined", "Volume=/srv/models:/models:ro",
                  "Exec=llama-server --model /models/tiny.gguf"):
         assert line in plan.unit
@@ -143,10 +143,10 @@ def test_moving_to_a_port_another_program_holds_is_refused_while_our_engine_runs
 def test_container_engines_have_their_image_probed_and_pulled_only_when_missing():
     vllm = {"halo_serve": "vllm", "halo_model": "org/m"}
     config = validate("h", {**vllm})
-    assert serving.probe_args(config)["image"] == "docker.io/kyuz0/vllm-therock-gfx1151:latest"
+    assert serving.probe_args(config)["image"] == "docker.io/kyuz0/vllm-therock-gfx1151:stable"
     assert "image" not in serving.probe_args(validate("h", {"halo_model": "/srv/models/tiny.gguf"}))
     absent = plan_for(vllm)
-    assert absent.image == "docker.io/kyuz0/vllm-therock-gfx1151:latest" and not absent.image_present
+    assert absent.image == "docker.io/kyuz0/vllm-therock-gfx1151:stable" and not absent.image_present
     assert plan_for(vllm, probe={"image": {"runtime": True, "present": True}}).image_present
     toolbox = plan_for({"halo_llama_source": "toolbox", "halo_llama_backend": "vulkan"})
     assert toolbox.image == "docker.io/kyuz0/amd-strix-halo-toolboxes:vulkan-radv"
