@@ -44,3 +44,20 @@ def bounded_unit_test(request):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+SLOW_TEST_REPORT_S = 30.0
+_SESSION_STARTED = __import__("time").monotonic()
+
+
+def pytest_runtest_logreport(report):
+    """
+    Print each slow test's wall time as it finishes, with the time since the session began: a CI run killed at its
+    deadline prints no summary, and these lines are then the only record of where the time went.
+    """
+    import time
+
+    if report.duration < SLOW_TEST_REPORT_S:
+        return
+    elapsed = time.monotonic() - _SESSION_STARTED
+    print(f"\n[{elapsed:6.0f} s] {report.nodeid} ({report.when}) took {report.duration:.0f} s", flush=True)

@@ -12,12 +12,13 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 
-from ..contract import paths
+from ..contract import paths, stacks
 from ..contract.templating import render
 from ..fleet.monitor import exporter_bind, exporter_web_config
 from .plan import HostPlan
+from .stack import FIRMWARE_PACKAGE_ITEM, KERNEL_ITEM, KERNEL_PACKAGE_ITEM
 
-GAUGES = ("faults", "gtt", "engine", "bench")
+GAUGES = ("faults", "gtt", "engine", "bench", "stack")
 # Bounds of one run: the newest kernel log lines read, and their bytes (a kernel line is at most ~1 KiB).
 JOURNAL_LINES = 20000
 JOURNAL_BYTES = 8 * 1024 * 1024
@@ -63,12 +64,31 @@ def _engine_values(plan: HostPlan) -> dict[str, str] | None:
     }
 
 
-def textfile_script(plan: HostPlan, gauges: tuple[str, ...] = GAUGES) -> str:
+def stack_values(profile: stacks.StackProfile | None) -> dict[str, object] | None:
+    """
+    What the collector checks of the host's stack profile (``halo_stack``) on the host itself: the items that drift
+    without halofleet (the kernel booted, the profile's packages installed and held), named as verify names them.
+    The rest of the profile (firmware date, MES, CWSR, ROCm, image) is read by ``halofleet verify`` only.
+    """
+    if profile is None:
+        return None
+    packages = [(KERNEL_PACKAGE_ITEM, str(profile.kernel_package.value))]
+    if profile.firmware_package.value:
+        packages.append((FIRMWARE_PACKAGE_ITEM, str(profile.firmware_package.value)))
+    # Names and packages are bound by the profile's grammars (PROFILE_NAME, DEBIAN_PACKAGE_NAME): no quote or
+    # backslash can reach a label value; the shell still gets them quoted.
+    return {"profile": profile.name, "kernel_item": KERNEL_ITEM,
+            "kernel_release": shlex.quote(str(profile.kernel_release.value)),
+            "packages": [(item, shlex.quote(package)) for item, package in packages]}
+
+
+def textfile_script(plan: HostPlan, gauges: tuple[str, ...] = GAUGES, cmdline: str = "/proc/cmdline") -> str:
     return render(
         "halo-textfile.sh.j2", output=shlex.quote(paths.TEXTFILE_OUTPUT), gauges=shlex.quote(" ".join(gauges)),
         journal_lines=JOURNAL_LINES, journal_bytes=JOURNAL_BYTES,
         gtt_planned_bytes=plan.gtt.pages_limit * 4096 if plan.gtt else None,
         engine=_engine_values(plan), bench_path=shlex.quote(paths.BENCH_RESULT),
+        stack=stack_values(stacks.resolve(plan.config.stack)), cmdline=shlex.quote(cmdline),
     )
 
 

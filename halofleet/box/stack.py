@@ -13,6 +13,11 @@ from typing import Any
 from ..contract.stacks import StackProfile, kernel_at_least
 
 
+# The items a host can drift in without halofleet (a reboot into another kernel, apt, apt-mark), which the
+# monitor's textfile collector checks on the host too (box/exporter.py): one name for verify and the gauge.
+KERNEL_ITEM, KERNEL_PACKAGE_ITEM, FIRMWARE_PACKAGE_ITEM = "kernel", "kernel package", "firmware package"
+
+
 @dataclass(frozen=True)
 class Drift:
     """One item of the profile: what it wants, what the host has, and whether that is a drift (None: unknown)."""
@@ -76,13 +81,13 @@ def drift(profile: StackProfile, probe: dict[str, Any], image: str | None = None
     items: list[Drift] = []
     running = running_kernel(probe)
     wanted_kernel = str(profile.kernel_release.value)
-    items.append(Drift("kernel", wanted_kernel, running or "unknown", None if running is None else running ==
+    items.append(Drift(KERNEL_ITEM, wanted_kernel, running or "unknown", None if running is None else running ==
                        wanted_kernel))
     package = str(profile.kernel_package.value)
     state = packages.get(package)
     found = "not installed" if not state or not state["installed"] else state["version"] + (
         ", held" if package in held else ", not held")
-    items.append(Drift("kernel package", f"{package} (held)", found, bool(state and state["installed"]
+    items.append(Drift(KERNEL_PACKAGE_ITEM, f"{package} (held)", found, bool(state and state["installed"]
                                                                           and package in held)))
     cwsr = (probe.get("cwsr") or {}).get("supported")
     items.append(Drift("CWSR", f"exported (generic >= {profile.kernel_cwsr_min.value})",
@@ -96,7 +101,7 @@ def drift(profile: StackProfile, probe: dict[str, Any], image: str | None = None
         state = packages.get(name)
         found = "not installed" if not state or not state["installed"] else state["version"] + (
             ", held" if name in held else ", not held")
-        items.append(Drift("firmware package", f"{name} (held)", found,
+        items.append(Drift(FIRMWARE_PACKAGE_ITEM, f"{name} (held)", found,
                            bool(state and state["installed"] and name in held)))
     if profile.mes_min.value is not None:
         mes = (probe.get("amdgpu") or {}).get("mes") or []

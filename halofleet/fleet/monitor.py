@@ -263,6 +263,10 @@ RULES: tuple[Rule, ...] = (
          lambda c: c.alert_for_s, "GTT in use on {{ $labels.host }} ({{ $labels.card }}) is above the threshold"),
     Rule("HaloAmdgpuFaults", lambda c: f"increase(halofleet_amdgpu_faults_total[{c.alert_fault_window_s}s]) > 0",
          lambda c: 0, "amdgpu logged {{ $labels.fault }} on {{ $labels.host }}: a hang may follow"),
+    # The textfile collector's check of the host against its stack profile (halo_stack): the kernel booted, the
+    # profile's packages installed and held. A kernel installed and waiting for its reboot is drift until it runs.
+    Rule("HaloStackDrift", lambda c: "halofleet_stack_drift == 1", lambda c: c.alert_for_s,
+         "{{ $labels.host }} drifts from stack profile {{ $labels.profile }}: {{ $labels.item }}"),
     # llama-server's average generation speed against the host's last llama-bench tg figure (the textfile
     # collector reads it from the bench result on the host); no bench result, no series, no alert.
     Rule("HaloTokensSlow", lambda c: "(llamacpp:predicted_tokens_seconds > 0) < on(host) group_left() "

@@ -59,6 +59,10 @@ tests:
         values: '40x20'
       - series: 'halofleet_bench_tg_tokens_per_second{host="e",kind="node",job="node/e"}'
         values: '50x20'
+      - series: 'halofleet_stack_drift{host="f",profile="p",item="kernel package"}'
+        values: '0 0 1x20'
+      - series: 'halofleet_stack_drift{host="f",profile="p",item="kernel"}'
+        values: '0x20'
     alert_rule_test:
       - eval_time: 4s  # down since 2 s: not yet 5 s
         alertname: HaloEngineDown
@@ -83,6 +87,14 @@ tests:
         exp_alerts:
           - exp_labels: {alertname: HaloTokensSlow, host: d, kind: engine, job: engine/d}
             exp_annotations: {summary: "d generates below its bench figure"}
+      - eval_time: 4s  # drifting since 2 s: not yet 5 s
+        alertname: HaloStackDrift
+        exp_alerts: []
+      - eval_time: 8s
+        alertname: HaloStackDrift
+        exp_alerts:
+          - exp_labels: {alertname: HaloStackDrift, host: f, profile: p, item: kernel package}
+            exp_annotations: {summary: "f drifts from stack profile p: kernel package"}
 """
 
 

@@ -267,7 +267,7 @@ def test_the_textfile_script_counts_the_captured_faults_and_reads_the_bench_figu
     out = tmp_path / "out" / "halofleet.prom"
     script = render("halo-textfile.sh.j2", output=str(out), gauges="'" + " ".join(GAUGES) + "'",
                     journal_lines=1000, journal_bytes=1 << 20, gtt_planned_bytes=128 << 30, engine=None,
-                    bench_path=str(tmp_path / "bench.json"))
+                    bench_path=str(tmp_path / "bench.json"), stack=None, cmdline="/proc/cmdline")
     run = subprocess.run(["sh", "-c", script], env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -280,3 +280,60 @@ def test_the_textfile_script_counts_the_captured_faults_and_reads_the_bench_figu
     assert float(gauges["halofleet_bench_tg_tokens_per_second"]) == parse_bench_result(BENCH_JSON).tg_tps
     assert gauges['halofleet_engine_state{state="not_deployed"}'] == "1"
     assert list(out.parent.iterdir()) == [out]  # the temporary file is gone: renamed into place
+
+
+STACK_PROFILE = {"name": "site-a", "source": "tests/unit/test_monitor.py (constructed)",
+                 "kernel_package": "linux-image-7.1.3-halo", "kernel_release": "7.1.3-halo",
+                 "firmware_package": "firmware-amd-graphics", "firmware_min": "20260309"}
+
+
+@pytest.mark.parametrize("cmdline, statuses, holds", [
+    # converged: the profile's kernel booted, both packages installed and held
+    ("BOOT_IMAGE=/vmlinuz-7.1.3-halo ro quiet", {"linux-image-7.1.3-halo": "hi ", "firmware-amd-graphics": "hi "},
+     ["linux-image-7.1.3-halo", "firmware-amd-graphics"]),
+    # another kernel booted (GRUB's path prefix), firmware unheld, kernel package removed (config files left)
+    ("BOOT_IMAGE=(hd0,gpt2)/boot/vmlinuz-6.12.57+deb13-amd64 root=UUID=x",
+     {"linux-image-7.1.3-halo": "rc ", "firmware-amd-graphics": "ii "}, ["linux-image-7.1.3-halo"]),
+    # no BOOT_IMAGE (a container, an EFI stub): uname -r decides; a hold on a package that is not installed
+    ("root=/dev/vda1 *", {"firmware-amd-graphics": "hi "}, ["firmware-amd-graphics", "linux-image-7.1.3-halo"]),
+    # a BOOT_IMAGE that is not a vmlinuz-<release> is passed over, as the probe's reading does
+    ("BOOT_IMAGE=/boot/bzImage BOOT_IMAGE=/vmlinuz-7.1.3-halo", {}, []),
+])
+def test_the_stack_gauge_on_the_host_says_what_verify_says(tmp_path, cmdline, statuses, holds):
+    """The collector's shell, run on faked dpkg/apt-mark/uname/cmdline, against box.stack.drift on the same facts."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from halofleet.box.exporter import textfile_script
+    from halofleet.box.stack import drift
+    from halofleet.contract.stacks import site_profile
+
+    profile = site_profile(STACK_PROFILE)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    table = "".join(f"{name}) printf '%s' '{status}';;\n" for name, status in statuses.items())
+    (fake / "dpkg-query").write_text(f'#!/bin/sh\nfor last; do :; done\ncase "$last" in\n{table}*) exit 1;;\nesac\n')
+    (fake / "apt-mark").write_text("#!/bin/sh\n[ \"$1\" = showhold ] || exit 1\n" +
+                                   "".join(f"echo {name}\n" for name in holds))
+    (fake / "uname").write_text("#!/bin/sh\necho 6.1.0-container\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    out = tmp_path / "out" / "halofleet.prom"
+    plan = SimpleNamespace(config=SimpleNamespace(stack=STACK_PROFILE), gtt=None, serve=None)
+    script = textfile_script(plan, gauges=("stack",), cmdline=str(tmp_path / "cmdline")).replace(
+        "OUT=/var/lib/halofleet/textfile/halofleet.prom", f"OUT={out}")
+    run = subprocess.run(["sh", "-c", script], env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    gauge = {line.split('item="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
+             for line in out.read_text().splitlines() if line.startswith("halofleet_stack_drift{")}
+    assert all('profile="site-a"' in line for line in out.read_text().splitlines()
+               if line.startswith("halofleet_stack_drift{"))
+    probe = {"live_cmdline": cmdline.split(), "os": {"kernel": "6.1.0-container"},
+             "stack": {"packages": {name: {"version": "1", "installed": status[1] == "i"}
+                                    for name, status in statuses.items()}, "held": holds}}
+    verify = {item.item: int(item.ok is False) for item in drift(profile, probe) if item.item in gauge}
+    assert set(gauge) == {"kernel", "kernel package", "firmware package"}
+    assert gauge == verify
