@@ -11,6 +11,8 @@ The rollback (:func:`restored_file`) puts the original back, or removes what did
 
 from __future__ import annotations
 
+import shlex
+
 from io import StringIO
 
 from pyinfra import host, logger, state
@@ -280,4 +282,7 @@ def empty_directory_removed(path: str, present: bool):
     if not present:
         host.noop(f"{path} is absent or holds files that are not halofleet's")
         return
-    yield StringCommand("rmdir", "--ignore-fail-on-non-empty", QuoteString(path))
+    # Checked again on the host: an earlier operation of the same run may have removed it with its parent.
+    quoted = shlex.quote(path)
+    yield StringCommand("sh", "-c", QuoteString(
+        f"if [ -d {quoted} ]; then rmdir --ignore-fail-on-non-empty {quoted}; fi"))

@@ -160,29 +160,6 @@ def directory_removed(path: str, present: bool):
 
 
 @operation()
-def directory_removed_if_empty(path: str, present: bool):
-    """
-    Remove one of halofleet's directories once nothing is left in it (a file of the user's there keeps it).
-
-    + path: absolute directory path
-    + present: it exists (from the probe)
-
-    **Example:**
-
-    .. code:: python
-
-        directory_removed_if_empty(name="Remove the drop-in directory", path="/etc/systemd/system/x.service.d",
-                                   present=True)
-    """
-    if not present:
-        host.noop(f"{path} is absent")
-        return
-    quoted = shlex.quote(path)
-    yield StringCommand("sh", "-c", QuoteString(
-        f"if [ -d {quoted} ]; then rmdir --ignore-fail-on-non-empty {quoted}; fi"))
-
-
-@operation()
 def package_recorded(record: str, installed_before: bool, recorded: bool):
     """
     Record (once, at halofleet's first touch, beside the users' originals) that a service was not running before

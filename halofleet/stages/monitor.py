@@ -163,5 +163,5 @@ def remove_monitor(records: list[str], managed: dict[str, str]) -> None:
         halo_monitor.directory_removed(name=f"Remove {path}", path=path, present=key in current["dirs"])
     for path, key in ((paths.PROMETHEUS_SD_DIR, "sd"), (paths.PROMETHEUS_CREDS_DIR, "credentials"),
                       (paths.PROMETHEUS_DIR, "config"), (paths.EXPORTER_DROPIN_DIR, "dropin")):
-        halo_monitor.directory_removed_if_empty(name=f"Remove {path} (empty)", path=path,
-                                                present=key in current["dirs"])
+        halo_files.empty_directory_removed(name=f"Remove {path} (empty)", path=path,
+                                           present=key in current["dirs"])
