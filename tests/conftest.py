@@ -48,16 +48,73 @@ def bounded_unit_test(request):
 
 SLOW_TEST_REPORT_S = 30.0
 _SESSION_STARTED = __import__("time").monotonic()
+VM_TIER = "tests/vm/"
+# Set by whoever wants every tier in one process, one after the other.
+TIERS_SERIAL_ENV = "HALOFLEET_TIERS_SERIAL"
+VM_CHILD_ENV = "HALOFLEET_VM_TIER_PROCESS"  # set in the VM tier's own process
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """
+    When the VM tier and another tier are both selected, the VM tier runs in a second pytest process started
+    here, beside this one: on 2 cores the VMs' TCG leaves about a core mostly idle, and the nspawn and unit tiers
+    fit in it (docs/testing.md). Its report is printed at the end of this session, and its failure fails it.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    vm = [item for item in items if item.nodeid.startswith(VM_TIER)]
+    if not vm or len(vm) == len(items) or config.getoption("collectonly") or \
+            os.environ.get(TIERS_SERIAL_ENV) or os.environ.get(VM_CHILD_ENV):
+        return
+    log = tempfile.NamedTemporaryFile(prefix="halofleet-vm-tier-", suffix=".log", delete=False)
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *[item.nodeid for item in vm]]
+    if config.getoption("maxfail"):  # -x is --maxfail=1
+        args.append(f"--maxfail={config.getoption('maxfail')}")
+    # Its report goes to the log; its progress lines (slow tests, figures) to the shared stderr as they come.
+    process = subprocess.Popen(args, cwd=config.rootpath, stdout=log, env={**os.environ, VM_CHILD_ENV: "1"})
+    config.stash[_VM_TIER_KEY] = (process, log.name, len(vm))
+    items[:] = [item for item in items if not item.nodeid.startswith(VM_TIER)]
+    config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"the VM tier ({len(vm)} tests) runs beside this session in pid {process.pid}; its report: {log.name}")
+
+
+_VM_TIER_KEY = pytest.StashKey()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Wait for the VM tier's process (stopped at once if this session stops on a failure), print its report."""
+    started = session.config.stash.get(_VM_TIER_KEY, None)
+    if started is None:
+        return
+    process, log, count = started
+    if session.shouldfail or session.shouldstop:
+        process.terminate()
+    process.wait()
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    terminal.write_sep("=", f"the VM tier: {count} tests in pid {process.pid}, exit {process.returncode}")
+    with open(log, errors="replace") as report:
+        terminal.write(report.read())
+    if process.returncode != 0 and session.exitstatus == 0:
+        session.exitstatus = process.returncode
 
 
 def pytest_runtest_logreport(report):
     """
-    Print each slow test's wall time as it finishes, with the time since the session began: a CI run killed at its
-    deadline prints no summary, and these lines are then the only record of where the time went.
+    Print each slow test's wall time as it finishes, with the time since the session began (a CI run killed at its
+    deadline prints no summary, and these lines are then the only record of where the time went), and the figures
+    a test hands over as ``user_properties`` named ``figures`` (shown without ``-s``).
     """
+    import sys
     import time
 
+    out = sys.stderr if os.environ.get(VM_CHILD_ENV) else sys.stdout
+    for name, value in report.user_properties:
+        if name == "figures" and report.when == "call":
+            print(f"\n{value}", file=out, flush=True)
     if report.duration < SLOW_TEST_REPORT_S:
         return
     elapsed = time.monotonic() - _SESSION_STARTED
-    print(f"\n[{elapsed:6.0f} s] {report.nodeid} ({report.when}) took {report.duration:.0f} s", flush=True)
+    print(f"\n[{elapsed:6.0f} s] {report.nodeid} ({report.when}) took {report.duration:.0f} s", file=out,
+          flush=True)

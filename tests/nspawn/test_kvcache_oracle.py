@@ -165,7 +165,7 @@ def oracle(tmp_path_factory):
         yield {name: (models / f"{name}.log").read_text(errors="replace") for name in commands}, models
 
 
-def test_every_case_is_sized_as_llama_server_allocates(oracle, capsys):
+def test_every_case_is_sized_as_llama_server_allocates(oracle, record_property):
     logs, models = oracle
     compared, refused, failures = Counter(), Counter(), []
     for name, stem, arch, data in cases():
@@ -187,10 +187,10 @@ def test_every_case_is_sized_as_llama_server_allocates(oracle, capsys):
         want = predicted(need)
         if want != got:
             failures.append(f"{name} {data}:\n  llama-server {got}\n  halofleet    {want}")
-    with capsys.disabled():  # in CI's output, not only on failure
-        print(f"\nkvcache oracle: {len(compared)} architectures, {sum(compared.values())} cases compared, "
-              f"{sum(refused.values())} refused by both")
-        for arch in sorted(ARCHS):
-            print(f"  {arch:<14} compared {compared[arch]}  refused {refused[arch]}")
+    # In CI's output, not only on failure (tests/conftest.py prints a report's "figures").
+    record_property("figures", "\n".join(
+        [f"kvcache oracle: {len(compared)} architectures, {sum(compared.values())} cases compared, "
+         f"{sum(refused.values())} refused by both"] +
+        [f"  {arch:<14} compared {compared[arch]}  refused {refused[arch]}" for arch in sorted(ARCHS)]))
     assert not failures, "\n".join(failures)
     assert len(compared) >= 25 and ALL_VARIANTS <= set(ARCHS)
