@@ -56,9 +56,10 @@ VM_CHILD_ENV = "HALOFLEET_VM_TIER_PROCESS"  # set in the VM tier's own process
 
 def pytest_collection_modifyitems(session, config, items):
     """
-    When the VM tier and another tier are both selected, the VM tier runs in a second pytest process started
-    here, beside this one: on 2 cores the VMs' TCG leaves about a core mostly idle, and the nspawn and unit tiers
-    fit in it (docs/testing.md). Its report is printed at the end of this session, and its failure fails it.
+    When the VM tier and another tier are both selected, the VM tier runs in pytest processes started here, beside
+    this one: on 2 cores the VMs' TCG leaves about a core mostly idle, and the nspawn and unit tiers fit in it
+    (docs/testing.md). A VM module marked ``own_vm_process`` gets a process of its own; the others share one.
+    Their reports are printed at the end of this session, and a failure there fails it.
     """
     import subprocess
     import sys
@@ -68,36 +69,40 @@ def pytest_collection_modifyitems(session, config, items):
     if not vm or len(vm) == len(items) or config.getoption("collectonly") or \
             os.environ.get(TIERS_SERIAL_ENV) or os.environ.get(VM_CHILD_ENV):
         return
-    log = tempfile.NamedTemporaryFile(prefix="halofleet-vm-tier-", suffix=".log", delete=False)
-    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *[item.nodeid for item in vm]]
-    if config.getoption("maxfail"):  # -x is --maxfail=1
-        args.append(f"--maxfail={config.getoption('maxfail')}")
-    # Its report goes to the log; its progress lines (slow tests, figures) to the shared stderr as they come.
-    process = subprocess.Popen(args, cwd=config.rootpath, stdout=log, env={**os.environ, VM_CHILD_ENV: "1"})
-    config.stash[_VM_TIER_KEY] = (process, log.name, len(vm))
+    groups: dict[str, list[str]] = {}
+    for item in vm:
+        groups.setdefault("own" if item.get_closest_marker("own_vm_process") else "shared", []).append(item.nodeid)
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    started = []
+    for name, nodeids in groups.items():
+        log = tempfile.NamedTemporaryFile(prefix=f"halofleet-vm-{name}-", suffix=".log", delete=False)
+        args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *nodeids]
+        if config.getoption("maxfail"):  # -x is --maxfail=1
+            args.append(f"--maxfail={config.getoption('maxfail')}")
+        # The report goes to the log; the progress lines (slow tests, figures) to the shared stderr as they come.
+        process = subprocess.Popen(args, cwd=config.rootpath, stdout=log, env={**os.environ, VM_CHILD_ENV: "1"})
+        started.append((process, log.name, len(nodeids)))
+        terminal.write_line(f"VM tests ({len(nodeids)}) run beside this session in pid {process.pid}; "
+                            f"their report: {log.name}")
+    config.stash[_VM_TIER_KEY] = started
     items[:] = [item for item in items if not item.nodeid.startswith(VM_TIER)]
-    config.pluginmanager.get_plugin("terminalreporter").write_line(
-        f"the VM tier ({len(vm)} tests) runs beside this session in pid {process.pid}; its report: {log.name}")
 
 
 _VM_TIER_KEY = pytest.StashKey()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Wait for the VM tier's process (stopped at once if this session stops on a failure), print its report."""
-    started = session.config.stash.get(_VM_TIER_KEY, None)
-    if started is None:
-        return
-    process, log, count = started
-    if session.shouldfail or session.shouldstop:
-        process.terminate()
-    process.wait()
+    """Wait for the VM tier's processes (stopped at once if this session stops on a failure), print their reports."""
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
-    terminal.write_sep("=", f"the VM tier: {count} tests in pid {process.pid}, exit {process.returncode}")
-    with open(log, errors="replace") as report:
-        terminal.write(report.read())
-    if process.returncode != 0 and session.exitstatus == 0:
-        session.exitstatus = process.returncode
+    for process, log, count in session.config.stash.get(_VM_TIER_KEY, []):
+        if session.shouldfail or session.shouldstop:
+            process.terminate()
+        process.wait()
+        terminal.write_sep("=", f"VM tests: {count} in pid {process.pid}, exit {process.returncode}")
+        with open(log, errors="replace") as report:
+            terminal.write(report.read())
+        if process.returncode != 0 and session.exitstatus == 0:
+            session.exitstatus = process.returncode
 
 
 def pytest_runtest_logreport(report):

@@ -73,11 +73,13 @@ def ssh_key(cache: Path | None = None) -> Path:
     """The harness's own root SSH key (made once, kept beside the images)."""
     cache = cache or cache_dir()
     key = cache / "id_ed25519"
-    if not key.exists():
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halofleet-test", "-f", str(key)],
-            check=True,
-        )
+    with open(cache / ".key.lock", "w") as lock:  # VM modules may run in several processes at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halofleet-test", "-f", str(key)],
+                check=True, stdin=subprocess.DEVNULL,
+            )
     return key
 
 

@@ -28,14 +28,9 @@ from halofleet.testing import vm as vm_mod
 
 from .conftest import ROOT, run_pyinfra
 
-# Two reboots under TCG (one into a copied kernel whose boot took ~4 min here) make this module cost ~16.5 min,
-# which the CI budget (75 min) does not hold yet: it runs when HALOFLEET_VM_STACK=1 until it is folded into
-# test_fleet.py's already-booted VMs (docs/testing.md).
-pytestmark = [
-    pytest.mark.vm,
-    pytest.mark.skipif(os.environ.get("HALOFLEET_VM_STACK") != "1",
-                       reason="the stack VM proof costs ~16.5 min: set HALOFLEET_VM_STACK=1 to run it"),
-]
+# Two reboots under TCG (one into a copied kernel whose boot took ~4 min here) make this module cost ~16.5 min on
+# one VM: it runs in a process of its own, beside the other VM modules (tests/conftest.py).
+pytestmark = [pytest.mark.vm, pytest.mark.own_vm_process]
 
 RELEASE = "6.12.0-halotest-amd64"
 KERNEL_PACKAGE = f"linux-image-{RELEASE}"
