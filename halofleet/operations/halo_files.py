@@ -12,7 +12,6 @@ The rollback (:func:`restored_file`) puts the original back, or removes what did
 from __future__ import annotations
 
 import shlex
-
 from io import StringIO
 
 from pyinfra import host, logger, state
