@@ -16,6 +16,8 @@ Mutants judged equivalent (mutmut 3.7 names, halofleet.models.http.*; no behavio
   the running size and a slice is cut to ``take``, so the answer and the refusal are the same.
 - xǁReadsǁ_request__mutmut_70 (``>= deadline``): differs only when the clock reads exactly the deadline.
 - xǁReadsǁ_request__mutmut_71, _72, _73 (the loop's TimeoutError text): caught at once and replaced by ReadRefused.
+  (The three xǁ_DeadlineSocketǁrecv_into mutants name the line before the fix of recv_into; they were applied by
+  hand to the fixed line and are killed.)
 - xǁReadsǁ_request__mutmut_77 (``body[:take] if take is None``): read1 is never asked for more than ``take - size``,
   so the body is never longer than ``take``.
 """
@@ -282,11 +284,9 @@ def test_a_tls_handshake_that_never_comes_is_bounded_by_the_request(silent):
     port = silent.getsockname()[1]
     stop = threading.Timer(4, silent.close)  # a handshake without a bound gets a reset then, not a hang
     stop.start()
-    try:
-        limited = reads(request_s=0.3, host_s=1.2)
-        for _ in range(2):
-            with pytest.raises(bounded.ReadRefused, match="took more than 0.3 s \\(the bound per request\\)$"):
-                limited.get(f"https://127.0.0.1:{port}/x", {}, max_bytes=10)
+    try:  # one read: loading the system's CAs may take long on a loaded machine, and counts against the host
+        with pytest.raises(bounded.ReadRefused, match="took more than 0.3 s \\(the bound per request\\)$"):
+            reads(request_s=0.3).get(f"https://127.0.0.1:{port}/x", {}, max_bytes=10)
     finally:
         stop.cancel()
 
