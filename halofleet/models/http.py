@@ -108,7 +108,9 @@ class _DeadlineSocket:
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # noqa: ANN001 (socket's signature)
         self._arm()
-        return self._sock.recv_into(buffer, nbytes, flags)
+        # 0 means "the whole buffer" to socket.socket but "nothing" to gevent's SSLSocket (pyinfra's CLI patches ssl
+        # with gevent): every HTTPS answer read as empty. The size is given explicitly.
+        return self._sock.recv_into(buffer, nbytes or memoryview(buffer).nbytes, flags)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         self._arm()
