@@ -125,13 +125,14 @@ def test_stack_packages_are_installed_held_and_released(network, tmp_path):
     assert drifted_items(verify_stack(network, watched)) == {"kernel"}
     # The user releases a hold: the gauge (the timer runs every 5 s) and then the alert follow.
     box.ssh("apt-mark unhold firmware-amd-graphics")
-    assert until("the released hold", lambda: drift_gauges(network, mon)["firmware package"] == 1.0, timeout=30)
+    # (a scrape that fails on a loaded machine leaves no sample for a moment: that is "not yet")
+    assert until("the released hold", lambda: drift_gauges(network, mon).get("firmware package") == 1.0, timeout=60)
     alerts = until("HaloStackDrift", lambda: (lambda now: now if "firmware package" in now else None)(
-        firing(network, mon)), timeout=30)
+        firing(network, mon)), timeout=60)
     assert alerts == {"kernel", "firmware package"}
     assert drifted_items(verify_stack(network, watched)) == {"kernel", "firmware package"}
     box.ssh("apt-mark hold firmware-amd-graphics")
-    assert until("the hold again", lambda: drift_gauges(network, mon) == held, timeout=30)
+    assert until("the hold again", lambda: drift_gauges(network, mon) == held, timeout=60)
 
     rollback = network.run_pyinfra(watched, "deploys/rollback.py")
     assert rollback.returncode == 0, rollback.stderr[-3000:]

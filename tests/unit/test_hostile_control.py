@@ -36,18 +36,19 @@ PASSWORD = "pw-in-a-location-9f8e7d"
 CANARY = "canary-of-the-control-machine-7c1d"  # the content of a local file a file: link names
 # Small bounds, so the slow cases end soon. The time bounds are wall-clock and shared with every other host's work
 # (pyinfra prepares all hosts at once, on a machine that may be loaded): seconds, not milliseconds, so a quick
-# answer is never late; the slow answers below take three times as long. The per-host budget is tested alone in
+# answer is never late (CI runs the unit tests beside the VM tier's TCG guests: 8 and 16 s were reached there by
+# quick answers); the slow answers below take three times as long. The per-host budget is tested alone in
 # test_http.py.
-LIMITS = bounded.Limits(request_s=8.0, host_s=16.0, redirects=5, json_bytes=256 << 10, json_depth=16,
+LIMITS = bounded.Limits(request_s=20.0, host_s=40.0, redirects=5, json_bytes=256 << 10, json_depth=16,
                         json_items=20_000, pages=8, matches=50)
-CASE_BOUND_S = 40.0  # each host's plan, the reads included: the host budget plus headroom for the parallel run
-SLOW_S = 24.0  # how long a slow answer takes
+CASE_BOUND_S = 100.0  # each host's plan, the reads included: the host budget plus headroom for the parallel run
+SLOW_S = 60.0  # how long a slow answer takes
 GOOD = {"halo_allow_non_strix_halo": True, "halo_reboot": "never", "halo_llama_backend": "cpu"}
 SHA = "a" * 64
 BOUND = "(the bound"
 NOT_HTTP = "only http and https are followed"
-SLOW = "took more than 8 s (the bound per request)"
-PER_HOST = "took more than 16 s (the bound per host)"  # many quick requests on a loaded machine may reach it first
+SLOW = "took more than 20 s (the bound per request)"
+PER_HOST = "took more than 40 s (the bound per host)"  # many quick requests on a loaded machine may reach it first
 WORKDIR = Path(tempfile.mkdtemp(prefix="halofleet-control-"))
 
 

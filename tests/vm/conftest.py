@@ -4,6 +4,7 @@ Real hosts for the VM tests: Debian VMs booted by QEMU (TCG) through their own G
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from halofleet.testing.runs import run_pyinfra  # noqa: F401 (the VM tests impor
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_IN_VM = "/srv/halofleet-test-repo"
+
+# The whole VM tier takes about 2.5 hours under QEMU's TCG (KVM fails on these machines: "emulation failure"), far
+# over CI's budget: the modules marked with WHOLE_TIER_ONLY run only with HALOFLEET_VM_ALL=1 (docs/testing.md).
+WHOLE_TIER_ENV = "HALOFLEET_VM_ALL"
+WHOLE_TIER_ONLY = pytest.mark.skipif(
+    os.environ.get(WHOLE_TIER_ENV) != "1",
+    reason=f"a 3-VM module takes an hour or more under TCG: set {WHOLE_TIER_ENV}=1 to run it")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,9 +25,9 @@ from halofleet.box import cmdline
 from halofleet.facts.halo_rocm import ROCM_COMMAND, parse_rocm
 from halofleet.testing import vm as vm_mod
 
-from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra, therock_group_data
+from .conftest import REPO_IN_VM, ROOT, WHOLE_TIER_ONLY, rocm_group_data, run_pyinfra, therock_group_data
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, WHOLE_TIER_ONLY]
 
 USER_GRUB_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet halo_test.keep=1 ttm.pages_limit=4242"'
 # ... and a drop-in of the user's own, sourced before ours, with a conflicting iommu choice.

@@ -33,9 +33,9 @@ from halofleet.testing import fakesysfs
 from halofleet.testing import vm as vm_mod
 from halofleet.testing.tinymodel import write_tiny_llama
 
-from .conftest import REPO_IN_VM, ROOT, rocm_group_data, run_pyinfra
+from .conftest import REPO_IN_VM, ROOT, WHOLE_TIER_ONLY, rocm_group_data, run_pyinfra
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, WHOLE_TIER_ONLY]
 
 API_KEY = "sk-halofleet-vm-test-4f1c9a77e2"
 TEST_IMAGE = "localhost/halo-test-engine:1"
