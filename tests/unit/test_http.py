@@ -10,9 +10,8 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pyinfra_cli  # noqa: F401 - gevent patches threads and sockets on import: before the server starts
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from halofleet.contract import localfiles
 from halofleet.contract.validators import mask_url_credentials
 from halofleet.models import http as bounded
+from halofleet.testing.loopback import http_server
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -89,11 +89,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.seen = []
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with http_server(Handler) as served:
+        yield served
 
 
 def test_a_read_is_bounded_in_bytes_and_a_slice_stops_early(server):

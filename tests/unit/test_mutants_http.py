@@ -30,12 +30,13 @@ import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pyinfra_cli  # noqa: F401 - gevent patches threads and sockets on import: before any server starts
 import pytest
 
 from halofleet.models import http as bounded
+from halofleet.testing.loopback import http_server
 
 # -- the socket wrapper ------------------------------------------------------------------------------------------
 
@@ -171,12 +172,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.seen = []
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(Handler) as served:
+        yield served
 
 
 def reads(**limits) -> bounded.Reads:
@@ -326,13 +323,8 @@ def tls_server(certificate):
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.seen = []
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(Handler, tls=context) as (_, base):
+        yield base, cert
 
 
 def test_https_is_read_over_tls_from_a_trusted_server(tls_server, monkeypatch):
