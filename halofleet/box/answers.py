@@ -44,7 +44,10 @@ TOLERANCE_NATS = {"cpu": 0.002, "vulkan": 0.02, "hip": 0.05, "vllm": 0.1}
 PERPLEXITY_WORDS = 600
 PERPLEXITY_CTX = 128
 PERPLEXITY_CHUNKS = 4
-_PERPLEXITY = re.compile(r"Final estimate: PPL = (\d{1,9}(?:\.\d{1,9})?) \+/- (\d{1,9}(?:\.\d{1,9})?)")
+# llama-perplexity's figure, written once for grep -E on the host (a line without the whole figure is asked again:
+# the tool's log thread sometimes loses its last lines) and for the parser here.
+PERPLEXITY_ERE = r"Final estimate: PPL = ([0-9]{1,9}(\.[0-9]{1,9})?) \+/- ([0-9]{1,9}(\.[0-9]{1,9})?)"
+_PERPLEXITY = re.compile(PERPLEXITY_ERE)
 
 
 def perplexity_text() -> str:
@@ -55,7 +58,7 @@ def perplexity_text() -> str:
 def parse_perplexity(text: str) -> tuple[float, float] | None:
     """``Final estimate: PPL = 317.2623 +/- 2.59425`` -> (317.2623, 2.59425); None when absent."""
     match = _PERPLEXITY.search(text[:4096])
-    return (float(match.group(1)), float(match.group(2))) if match else None
+    return (float(match.group(1)), float(match.group(3))) if match else None
 
 
 class AnswerError(ValueError):

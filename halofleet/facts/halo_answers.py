@@ -15,6 +15,7 @@ from ..box.answers import (
     MAX_ANSWER_BYTES,
     PERPLEXITY_CHUNKS,
     PERPLEXITY_CTX,
+    PERPLEXITY_ERE,
     llama_request,
     openai_request,
     perplexity_text,
@@ -103,7 +104,7 @@ def perplexity_command(model: str, user: str, gpu_layers: int) -> str:
         f"for i in 1 2 3; do out=$(timeout {PERPLEXITY_TIMEOUT_S} $run llama-perplexity -m \"$m\" -f \"$t\" "
         f"-c {PERPLEXITY_CTX} --chunks {PERPLEXITY_CHUNKS} -b {PERPLEXITY_CTX} -ngl {int(gpu_layers)} 2>&1 | "
         "tail -c 65536)",
-        "printf '%s\\n' \"$out\" | grep -m 1 'Final estimate' && exit 0; done",
+        f"printf '%s\\n' \"$out\" | grep -m 1 -E {shlex.quote(PERPLEXITY_ERE)} && exit 0; done",
         # no figure: the tool's last words say why
         f"printf '{SKIP_MARK}%s\\n' \"$(printf '%s' \"$out\" | tail -n 2 | tr '\\n' ' ' | head -c 300)\"",
     ])
