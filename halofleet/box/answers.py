@@ -40,13 +40,18 @@ _LONG_WORDS = ("the fleet of small boxes serves one model and each box must answ
 TOLERANCE_NATS = {"cpu": 0.002, "vulkan": 0.02, "hip": 0.05, "vllm": 0.1}
 
 
-# llama-perplexity (the optional deeper check): our own text, contexts of 128 tokens, at most 4 of them.
-PERPLEXITY_WORDS = 600
+# llama-perplexity (the optional deeper check): our own text, contexts of 128 tokens; the figure is the tool's
+# running perplexity after PERPLEXITY_CHUNKS of them (equal to its "Final estimate" of a run of that many chunks).
+PERPLEXITY_WORDS = 1000  # every word is at least one token: at least 7 contexts of 128
 PERPLEXITY_CTX = 128
 PERPLEXITY_CHUNKS = 4
-# llama-perplexity's figure, written once for grep -E on the host (a line without the whole figure is asked again:
-# the tool's log thread sometimes loses its last lines) and for the parser here.
-PERPLEXITY_ERE = r"Final estimate: PPL = ([0-9]{1,9}(\.[0-9]{1,9})?) \+/- ([0-9]{1,9}(\.[0-9]{1,9})?)"
+# llama.cpp's log thread is never joined at exit, so a run's last lines are often lost (measured on forky's 0.7.0
+# under load: 15 of 20 runs lost the final estimate); the tool computes spare chunks after ours so that our
+# figure is never among its last lines (30 of 30 under the same load).
+PERPLEXITY_SPARE_CHUNKS = 2
+# ``[4]317.2623,``: written once for grep -E on the host and for the parser here; the comma closes the figure, so
+# a line cut short is asked again rather than read.
+PERPLEXITY_ERE = rf"\[{PERPLEXITY_CHUNKS}\]([0-9]{{1,9}}\.[0-9]{{1,9}}),"
 _PERPLEXITY = re.compile(PERPLEXITY_ERE)
 
 
@@ -55,10 +60,10 @@ def perplexity_text() -> str:
     return " ".join(_LONG_WORDS[index % len(_LONG_WORDS)] for index in range(PERPLEXITY_WORDS))
 
 
-def parse_perplexity(text: str) -> tuple[float, float] | None:
-    """``Final estimate: PPL = 317.2623 +/- 2.59425`` -> (317.2623, 2.59425); None when absent."""
+def parse_perplexity(text: str) -> float | None:
+    """``[1]323.6133,[2]318.3980,[3]316.7094,[4]317.2623,`` -> 317.2623 (after PERPLEXITY_CHUNKS); None when absent."""
     match = _PERPLEXITY.search(text[:4096])
-    return (float(match.group(1)), float(match.group(3))) if match else None
+    return float(match.group(1)) if match else None
 
 
 class AnswerError(ValueError):

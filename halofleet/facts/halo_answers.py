@@ -16,6 +16,7 @@ from ..box.answers import (
     PERPLEXITY_CHUNKS,
     PERPLEXITY_CTX,
     PERPLEXITY_ERE,
+    PERPLEXITY_SPARE_CHUNKS,
     llama_request,
     openai_request,
     perplexity_text,
@@ -99,19 +100,18 @@ def perplexity_command(model: str, user: str, gpu_layers: int) -> str:
         "t=$(mktemp) && trap 'rm -f \"$t\"' EXIT && chmod 0644 \"$t\"",
         f"printf '%s' {shlex.quote(perplexity_text())} > \"$t\"",
         f"run=; [ \"$(id -u)\" = 0 ] && run=\"runuser -u {shlex.quote(user)} --\"",
-        # llama-perplexity 0.7.0 sometimes exits 0 without its last lines (its log is written by a thread: 2 runs
-        # of 6 on the tiny model here); asked up to 3 times.
+        # spare chunks keep our figure out of the lines the tool may lose at exit; asked up to 3 times all the same
         f"for i in 1 2 3; do out=$(timeout {PERPLEXITY_TIMEOUT_S} $run llama-perplexity -m \"$m\" -f \"$t\" "
-        f"-c {PERPLEXITY_CTX} --chunks {PERPLEXITY_CHUNKS} -b {PERPLEXITY_CTX} -ngl {int(gpu_layers)} 2>&1 | "
-        "tail -c 65536)",
-        f"printf '%s\\n' \"$out\" | grep -m 1 -E {shlex.quote(PERPLEXITY_ERE)} && exit 0; done",
+        f"-c {PERPLEXITY_CTX} --chunks {PERPLEXITY_CHUNKS + PERPLEXITY_SPARE_CHUNKS} -b {PERPLEXITY_CTX} "
+        f"-ngl {int(gpu_layers)} 2>&1 | tail -c 65536)",
+        f"printf '%s\\n' \"$out\" | grep -o -m 1 -E {shlex.quote(PERPLEXITY_ERE)} && exit 0; done",
         # no figure: the tool's last words say why
         f"printf '{SKIP_MARK}%s\\n' \"$(printf '%s' \"$out\" | tail -n 2 | tr '\\n' ' ' | head -c 300)\"",
     ])
 
 
 class Perplexity(FactBase[str]):
-    """llama-perplexity's final line over our text (``Final estimate: PPL = ...``), or ``@skip <why>``."""
+    """llama-perplexity's running figure after our chunks over our text (``[4]317.2623,``), or ``@skip <why>``."""
 
     def command(self, model: str, user: str, gpu_layers: int) -> str:  # pragma: no mutate block
         return perplexity_command(model, user, gpu_layers)

@@ -265,6 +265,15 @@ def _build_image_logged(suite: str, packages: tuple[str, ...], pubkey: str, imag
     _log(f"built {image.name} in {time.monotonic() - started:.0f} s")
 
 
+# A TCG guest under load can take more than ssh's 10 s to send its banner (seen in CI: "Connection timed out during
+# banner exchange" on a guest that had answered a moment before). These failures come before authentication, so the
+# command never ran and asking again is safe; nothing after authentication is retried.
+SSH_CONNECT_TIMEOUT_S = 30
+SSH_ATTEMPTS = 3
+PRE_AUTH_FAILURES = ("during banner exchange", "kex_exchange_identification", "Connection refused",
+                     "Connection timed out")
+
+
 @dataclass
 class VM:
     """One QEMU guest with its SSH port forwarded to 127.0.0.1 only."""
@@ -318,8 +327,14 @@ class VM:
             "-o", "BatchMode=yes", "root@127.0.0.1", command,
         ]
 
-    def ssh(self, command: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.ssh_command(command), capture_output=True, text=True, timeout=timeout)
+    def ssh(self, command: str, check: bool = True, timeout: float = 600, attempts: int = SSH_ATTEMPTS,
+            connect_timeout: int = SSH_CONNECT_TIMEOUT_S) -> subprocess.CompletedProcess:
+        """Run ``command`` in the guest; a connection that failed before the command could start is tried again."""
+        for _ in range(attempts):
+            result = subprocess.run(self.ssh_command(command, timeout=connect_timeout), capture_output=True,
+                                    text=True, timeout=timeout)
+            if result.returncode != 255 or not any(failure in result.stderr for failure in PRE_AUTH_FAILURES):
+                break
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{self.name}: `{command}` exited {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -416,6 +431,7 @@ class VM:
                 "ssh_key": str(ssh_key()),
                 "ssh_strict_host_key_checking": "no",
                 "ssh_known_hosts_file": "/dev/null",
+                "ssh_connect_retries": SSH_ATTEMPTS - 1,  # pyinfra's own connects to a busy TCG guest, as above
             },
         )
 

@@ -48,7 +48,7 @@ def ask(state, host, probe: dict[str, Any], fleet: dict[str, dict], perplexity: 
                 "model": plan.serve.model_host_path, "user": plan.config.service_user,
                 "gpu_layers": 0 if spec.backend == "cpu" else 999})
             figure = parse_perplexity(output or "")
-            found["ppl"] = f"{figure[0]:.4f} +/- {figure[1]:.4f}" if figure else \
+            found["ppl"] = f"{figure:.4f}" if figure is not None else \
                 (output or "").removeprefix(SKIP_MARK)[:200] or "no figure"
     return found
 

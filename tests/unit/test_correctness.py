@@ -262,12 +262,15 @@ def test_perplexity_figure_and_command():
     from halofleet.box.answers import parse_perplexity, perplexity_text
     from halofleet.facts.halo_answers import perplexity_command
 
-    # llama-perplexity 0.7.0's last line (captured on the tiny model in the nspawn rootfs)
-    assert parse_perplexity("0.00.992.933 I Final estimate: PPL = 317.2623 +/- 2.59425") == (317.2623, 2.59425)
-    assert parse_perplexity("no figure") is None
+    # llama-perplexity 0.7.0's chunk line (captured on the tiny model in the nspawn rootfs, --chunks 6)
+    assert parse_perplexity("[1]323.6133,[2]318.3980,[3]316.7094,[4]317.2623,[5]317.9540,") == 317.2623
+    assert parse_perplexity("[1]323.6133,[2]318.3980,[3]316.7094,[4]317.26") is None  # cut short: asked again
+    assert parse_perplexity("[14]317.2623,") is None and parse_perplexity("no figure") is None
+    assert parse_perplexity("[4]0.0000,") == 0.0  # a figure, even a nonsense one, is shown as such
     command = perplexity_command("/m/it's.gguf", "halo", 999)
     assert "m='/m/it'\"'\"'s.gguf'" in command and "-ngl 999" in command and "runuser -u halo --" in command
-    assert "MemAvailable" in command and len(perplexity_text().split()) == 600
+    assert "--chunks 6 " in command and "grep -o -m 1 -E " in command
+    assert "MemAvailable" in command and len(perplexity_text().split()) == 1000
 
 
 def test_the_long_prompt_fits_the_context_one_request_gets():
