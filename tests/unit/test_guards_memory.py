@@ -7,8 +7,7 @@ head last), and the Hub token kept from a plain URL source's host when its heade
 from __future__ import annotations
 
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +18,7 @@ from halofleet.models.fit import check_host_memory, served_needs
 from halofleet.models.kvcache import need_of_file
 from halofleet.models.specs import validate
 from halofleet.testing import tinymodel
+from halofleet.testing.loopback import http_server
 from halofleet.testing.tinymodel import write_tiny_llama
 
 GIB = 1 << 30
@@ -101,10 +101,8 @@ class Source(BaseHTTPRequestHandler):
 @pytest.fixture
 def source(tiny):
     handler = type("S", (Source,), {"body": tiny.read_bytes(), "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with http_server(handler) as (_, base):
+        yield handler, base
 
 
 def test_the_hub_token_is_not_sent_to_a_plain_url_sources_host(tiny, source):

@@ -5,8 +5,7 @@ redirect), a pushed model sized here, and the refusal over budget. Servers here 
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,7 @@ from halofleet.contract.config import HostRefused
 from halofleet.models.fit import check_host_memory, http_reader, served_needs
 from halofleet.models.specs import validate
 from halofleet.testing import tinymodel
+from halofleet.testing.loopback import http_server
 from halofleet.testing.tinymodel import write_tiny_llama
 
 GIB = 1 << 30
@@ -50,15 +50,9 @@ class Recorder(BaseHTTPRequestHandler):
 def servers():
     """Two loopback servers on different addresses (two "hosts" for the redirect)."""
     handler = type("H", (Recorder,), {"body": bytes(range(256)) * 4, "seen": []})
-    started = []
-    for address in ("127.0.0.1", "127.0.0.2"):
-        server = ThreadingHTTPServer((address, 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append(server)
-    handler.target = f"http://127.0.0.2:{started[1].server_address[1]}/file"
-    yield handler, [f"http://127.0.0.1:{server.server_address[1]}" for server in started]
-    for server in started:
-        server.shutdown()
+    with http_server(handler) as (_, first), http_server(handler, address="127.0.0.2") as (_, second):
+        handler.target = f"{second}/file"
+        yield handler, [first, second]
 
 
 def test_a_header_slice_is_read_with_a_range_and_the_token_stays_with_its_host(servers):

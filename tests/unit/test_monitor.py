@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 
 import bcrypt
 import pytest
@@ -27,6 +26,7 @@ from halofleet.fleet.monitor import (
 )
 from halofleet.models.http import Limits, Reads
 from halofleet.models.specs import validate
+from halofleet.testing.loopback import http_server
 from halofleet.views import plots
 from halofleet.views.report import render_report
 from halofleet.views.verify import COLUMNS
@@ -162,11 +162,8 @@ class Prometheus(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def prometheus():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with http_server(Prometheus) as (server, _):
+        yield server
 
 
 def hosts_for(server):
