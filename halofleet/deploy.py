@@ -16,7 +16,7 @@ from .box.plan import HostPlan, build_plan
 from .box.serving import probe_args
 from .contract.config import PARSE_FAILURES, ConfigError, HaloConfig, HostRefused, option_value
 from .contract.localfiles import anchor_local_paths
-from .facts.halo import HostProbe
+from .facts.probe import HostProbe
 from .facts.model_header import host_reader
 from .fleet.monitor import check_monitoring
 from .fleet.rpc import check_group

@@ -1,5 +1,5 @@
 """
-The files of ``halo_models`` on a host, read by the preflight probe (:class:`~halofleet.facts.halo.HostProbe`)
+The files of ``halo_models`` on a host, read by the preflight probe (:class:`~halofleet.facts.probe.HostProbe`)
 in its one round trip: present or not, owner, size, and the digest a verified record beside each file keeps.
 """
 

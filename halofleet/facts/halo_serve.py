@@ -1,7 +1,7 @@
 """
 Facts about what a host serves: the service account's ids, the engine unit's state and listeners, the model file,
 the container image, the engine's health and the last benchmark. Each a shell command and a pure ``parse_*``
-function; :class:`halofleet.facts.halo.HostProbe` runs them in its one round trip.
+function; :class:`halofleet.facts.probe.HostProbe` runs them in its one round trip.
 """
 
 from __future__ import annotations

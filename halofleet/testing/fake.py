@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..facts.halo import PROBE_MARK
+from ..facts.probe import PROBE_MARK
 
 DEBIAN_TRIXIE_OS_RELEASE = [
     'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"',

@@ -187,7 +187,7 @@ def collect(inventory_path: str, limit: tuple[str, ...] = (), deep: bool = False
 
     from ..box.serving import probe_args
     from ..contract.localfiles import anchor_local_paths
-    from ..facts.halo import HostProbe
+    from ..facts.probe import HostProbe
     from .inventory import connect_hosts, limited_hosts, load_inventory, loaded_inventory_dir
 
     state = State()

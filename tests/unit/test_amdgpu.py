@@ -16,7 +16,8 @@ import pytest
 from halofleet.box.plan import build_plan
 from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.facts.amdgpu import FAULTS_COMMAND, parse_amdgpu, parse_faults, parse_running_image
-from halofleet.facts.halo import parse_probe, parse_serve_health
+from halofleet.facts.probe import parse_probe
+from halofleet.facts.halo_serve import parse_serve_health
 from halofleet.testing.fake import probe_output
 
 # captured §2a (MES 0x83, linux-firmware 20251125), the lines around MES as posted

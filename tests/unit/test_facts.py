@@ -7,7 +7,8 @@ from pyinfra_testing.facts import make_fact_tests
 
 from halofleet.box.plan import build_plan
 from halofleet.contract.config import HostRefused
-from halofleet.facts.halo import cwsr_status, parse_kfd_nodes, parse_probe
+from halofleet.facts.halo import cwsr_status, parse_kfd_nodes
+from halofleet.facts.probe import parse_probe
 from halofleet.testing.fake import kfd_node_lines
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

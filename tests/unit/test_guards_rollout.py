@@ -17,7 +17,8 @@ from halofleet.box.plan import build_plan
 from halofleet.contract import paths
 from halofleet.contract.config import HostRefused
 from halofleet.contract.templating import sha256_text
-from halofleet.facts.halo import parse_probe, parse_serve_health
+from halofleet.facts.probe import parse_probe
+from halofleet.facts.halo_serve import parse_serve_health
 from halofleet.operations import halo_kernel, halo_rpc
 from halofleet.testing.fake import probe_output
 from halofleet.views.verify import verify_row

@@ -18,7 +18,7 @@ from halofleet.box import cmdline
 from halofleet.contract import policy, validators
 from halofleet.contract.config import OPTIONS, ConfigError, option_value
 from halofleet.contract.templating import render
-from halofleet.facts.halo import parse_probe
+from halofleet.facts.probe import parse_probe
 from halofleet.operations import halo_rocm, halo_serve
 
 HOSTILE = ["evil $(touch PWNED);x.gguf", "a'b\"c", "%n%h", "$HOME ${X} $$", "--host 0.0.0.0", "x\\y", ";", "",
@@ -256,7 +256,7 @@ def test_the_probe_parser_never_raises(lines):
 
 
 def test_verify_cells_survive_a_health_answer_without_latency():
-    from halofleet.facts.halo import parse_serve_health
+    from halofleet.facts.halo_serve import parse_serve_health
     from halofleet.views.verify import serving_cells
 
     health = parse_serve_health(["@engine llama-server distro", "@active active", "@health 200", "@models 200",

@@ -11,7 +11,7 @@ import pytest
 from halofleet.box import serving
 from halofleet.contract import paths
 from halofleet.contract.config import ConfigError, HostRefused
-from halofleet.facts.halo import parse_probe
+from halofleet.facts.probe import parse_probe
 from halofleet.facts.halo_models import ModelFiles, parse_model_files
 from halofleet.models import hub as hfhub
 from halofleet.models import specs as models

@@ -2,8 +2,8 @@
 
 import pytest
 
-from halofleet.facts import halo, halo_serve
-from halofleet.facts.halo import PROBE_MARK
+from halofleet.facts import halo, halo_files, halo_rocm, halo_serve
+from halofleet.facts.probe import PROBE_MARK, parse_probe
 from halofleet.testing.fake import kfd_node_lines
 
 
@@ -73,28 +73,28 @@ def test_boot_config_grubby_reads_the_args():
 def test_dpkg_status_keeps_installed_packages_only():
     lines = ["rocm-core installed 7.2.1.70201-81~24.04", "amdgpu-dkms config-files 1:6.12", "broken line",
              "a installed 1 extra"]
-    assert halo.parse_dpkg_status(lines) == {"rocm-core": "7.2.1.70201-81~24.04"}
+    assert halo_rocm.parse_dpkg_status(lines) == {"rocm-core": "7.2.1.70201-81~24.04"}
 
 
 def test_rocm_from_dpkg_wins_over_opt_rocm_info_version():
-    rocm = halo.parse_rocm(["rocm-core installed 6.4.4.60404-1~24.04", "@info 7.2.1-81"])
+    rocm = halo_rocm.parse_rocm(["rocm-core installed 6.4.4.60404-1~24.04", "@info 7.2.1-81"])
     assert rocm == {"version": "6.4.4", "amdgpu_dkms": False, "package_version": "6.4.4.60404-1~24.04",
                     "stream": "legacy", "legacy": "6.4.4", "therock": {}, "core": None}
 
 
 def test_rocm_from_opt_rocm_info_version_when_no_package_says():
-    assert halo.parse_rocm(["@info 7.2.1-81"]) == {"version": "7.2.1", "amdgpu_dkms": False, "package_version": None,
+    assert halo_rocm.parse_rocm(["@info 7.2.1-81"]) == {"version": "7.2.1", "amdgpu_dkms": False, "package_version": None,
                                                    "stream": "legacy", "legacy": "7.2.1", "therock": {}, "core": None}
-    assert halo.parse_rocm([]) == {"version": None, "amdgpu_dkms": False, "package_version": None, "stream": None,
+    assert halo_rocm.parse_rocm([]) == {"version": None, "amdgpu_dkms": False, "package_version": None, "stream": None,
                                    "legacy": None, "therock": {}, "core": None}
 
 
 def test_rocm_from_rpm_and_dkms_detection():
-    assert halo.parse_rocm(["@rpm rocm-core 6.4.2", "@info 7.0.0"])["version"] == "6.4.2"
-    assert halo.parse_rocm(["amdgpu-dkms installed 1:6.12.12-2194681.24.04"])["amdgpu_dkms"] is True
+    assert halo_rocm.parse_rocm(["@rpm rocm-core 6.4.2", "@info 7.0.0"])["version"] == "6.4.2"
+    assert halo_rocm.parse_rocm(["amdgpu-dkms installed 1:6.12.12-2194681.24.04"])["amdgpu_dkms"] is True
     module = "@dkms /lib/modules/6.8.0-60-generic/updates/dkms/amdttm.ko.zst"
-    assert halo.parse_rocm([module])["amdgpu_dkms"] is True
-    assert halo.parse_rocm(["amdgpu-dkms config-files 1:6.12"])["amdgpu_dkms"] is False
+    assert halo_rocm.parse_rocm([module])["amdgpu_dkms"] is True
+    assert halo_rocm.parse_rocm(["amdgpu-dkms config-files 1:6.12"])["amdgpu_dkms"] is False
 
 
 def test_firmware_release_date():
@@ -136,25 +136,25 @@ def test_os_release_single_quoted_values():
 
 def test_sha256sums():
     digest = "a" * 64
-    assert halo.parse_sha256sums([f"{digest}  /etc/x", f"{'b' * 63}  /etc/y", f"{digest}  ", "junk"]) == {
+    assert halo_files.parse_sha256sums([f"{digest}  /etc/x", f"{'b' * 63}  /etc/y", f"{digest}  ", "junk"]) == {
         "/etc/x": digest}
 
 
 def test_accounts():
     lines = ["root:0:0", "halo:990:985", "bad:x:1", "short:1", "@group", "video:44", "render:993", "bad:x",
              "root:0:0"]
-    assert halo.parse_accounts(lines) == {"users": {"root": (0, 0), "halo": (990, 985)},
+    assert halo_serve.parse_accounts(lines) == {"users": {"root": (0, 0), "halo": (990, 985)},
                                           "groups": {"video": 44, "render": 993}}
-    assert halo.parse_accounts(["video:44"]) == {"users": {}, "groups": {}}
+    assert halo_serve.parse_accounts(["video:44"]) == {"users": {}, "groups": {}}
 
 
 # -- serving facts ---------------------------------------------------------------------------------------------
 
 def test_hex_addresses_of_proc_net_tcp():
-    assert halo._hex_address("0100007F") == "127.0.0.1"
-    assert halo._hex_address("00000000") == "0.0.0.0"
-    assert halo._hex_address("0101A8C0") == "192.168.1.1"
-    assert halo._hex_address("00000000000000000000000001000000") == "::1"
+    assert halo_serve._hex_address("0100007F") == "127.0.0.1"
+    assert halo_serve._hex_address("00000000") == "0.0.0.0"
+    assert halo_serve._hex_address("0101A8C0") == "192.168.1.1"
+    assert halo_serve._hex_address("00000000000000000000000001000000") == "::1"
 
 
 def test_serve_state():
@@ -162,15 +162,15 @@ def test_serve_state():
              "@listen 00000000000000000000000001000000:0050",
              "@listen zz:1F90", "@listen nocolon", "@stamp file:/m.gguf:5:6", "@cache halo 755",
              "@url http://[::1]:9000", "@other x", "@other 0100007F:0050", "@argv 2f6c2d7300612062000000"]
-    assert halo.parse_serve_state(lines) == {
+    assert halo_serve.parse_serve_state(lines) == {
         "active": "active", "enabled": "generated", "listeners": [["127.0.0.1", 8080], ["::1", 80]],
         "stamp": "file:/m.gguf:5:6", "cache": "halo 755", "port": 9000, "argv": ["/l-s", "a b", "", ""]}
 
 
 def test_serve_state_defaults_and_empty_values():
-    assert halo.parse_serve_state([]) == {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
+    assert halo_serve.parse_serve_state([]) == {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
                                           "cache": None, "port": None, "argv": None}
-    state = halo.parse_serve_state(["@active", "@enabled", "@url http://127.0.0.1:99999"])
+    state = halo_serve.parse_serve_state(["@active", "@enabled", "@url http://127.0.0.1:99999"])
     assert (state["active"], state["enabled"], state["port"]) == ("unknown", "not-found", None)
 
 
@@ -183,25 +183,25 @@ def test_argv_hex():
 
 def test_model_file():
     lines = ["@parent halo 755", "@file 497440 1795442225 halo", "@magic 47475546", "@sha256 " + "c" * 64 + "  /m"]
-    assert halo.parse_model(lines) == {"kind": "file", "size": 497440, "mtime": 1795442225, "owner": "halo",
+    assert halo_serve.parse_model(lines) == {"kind": "file", "size": 497440, "mtime": 1795442225, "owner": "halo",
                                        "magic": "GGUF", "sha256": "c" * 64, "parent": "halo 755"}
 
 
 def test_model_short_or_empty_values():
-    assert halo.parse_model(["@file", "@magic", "@sha256", "@parent "]) == {
+    assert halo_serve.parse_model(["@file", "@magic", "@sha256", "@parent "]) == {
         "kind": "file", "size": 0, "mtime": 0, "owner": "", "magic": "", "sha256": None}
 
 
 def test_model_dir_missing_and_none():
-    assert halo.parse_model(["@dir", "@config"]) == {"kind": "dir", "has_config": True}
-    assert halo.parse_model(["@parent root 755", "@missing"]) == {"kind": "missing", "parent": "root 755"}
-    assert halo.parse_model([]) == {"kind": "none"}
+    assert halo_serve.parse_model(["@dir", "@config"]) == {"kind": "dir", "has_config": True}
+    assert halo_serve.parse_model(["@parent root 755", "@missing"]) == {"kind": "missing", "parent": "root 755"}
+    assert halo_serve.parse_model([]) == {"kind": "none"}
 
 
 def test_container_image():
-    assert halo.parse_container_image(["@present"]) == {"runtime": True, "present": True}
-    assert halo.parse_container_image(["@absent "]) == {"runtime": True, "present": False}
-    assert halo.parse_container_image(["@noruntime"]) == {"runtime": False, "present": False}
+    assert halo_serve.parse_container_image(["@present"]) == {"runtime": True, "present": True}
+    assert halo_serve.parse_container_image(["@absent "]) == {"runtime": True, "present": False}
+    assert halo_serve.parse_container_image(["@noruntime"]) == {"runtime": False, "present": False}
 
 
 HEALTHY = ["@engine llama-server distro", "@active active", "@health 200", "@models 200", "@completion 200 0.41",
@@ -209,7 +209,7 @@ HEALTHY = ["@engine llama-server distro", "@active active", "@health 200", "@mod
 
 
 def test_serve_health_healthy():
-    assert halo.parse_serve_health(HEALTHY) == {
+    assert halo_serve.parse_serve_health(HEALTHY) == {
         "configured": True, "engine": "llama-server", "flavour": "distro", "active": "active", "health": 200,
         "models": 200, "completion": 200, "latency_s": 0.41, "tokens": 2, "healthy": True}
 
@@ -224,11 +224,11 @@ def test_serve_health_healthy():
 ])
 def test_serve_health_unhealthy(replace):
     lines = [replace[1] if line == replace[0] else line for line in HEALTHY]
-    assert halo.parse_serve_health(lines)["healthy"] is False
+    assert halo_serve.parse_serve_health(lines)["healthy"] is False
 
 
 def test_serve_health_odd_values():
-    health = halo.parse_serve_health(["@none", "@nocurl", "@active", "@health abc", "@completion 000 x", "@tokens -1"])
+    health = halo_serve.parse_serve_health(["@none", "@nocurl", "@active", "@health abc", "@completion 000 x", "@tokens -1"])
     assert health == {"configured": False, "engine": None, "flavour": None, "active": "unknown", "health": None,
                       "models": None, "completion": 0, "latency_s": None, "tokens": None,
                       "error": "curl is missing on the host", "healthy": False}
@@ -238,7 +238,7 @@ def test_probe_sections_go_to_their_own_parser():
     lines = [f"{PROBE_MARK}memtotal_kib", "MemTotal: 1048576 kB", f"{PROBE_MARK}kfd_nodes",
              *node(1, 110501, "cwsr_size 1"), f"{PROBE_MARK}unknown_part", "MemTotal: 5 kB",
              f"{PROBE_MARK}model", "@dir", f"{PROBE_MARK}health", *HEALTHY]
-    probe = halo.parse_probe(lines)
+    probe = parse_probe(lines)
     assert probe["memtotal_kib"] == 1048576
     assert probe["cwsr"] == {"gfx1151_nodes": 1, "supported": False, "missing": ["ctl_stack_size"]}
     assert probe["model"] == {"kind": "dir"}
@@ -249,13 +249,13 @@ def test_probe_sections_go_to_their_own_parser():
 
 def test_one_generated_token_is_healthy():
     lines = [line if line != "@tokens 2" else "@tokens 1" for line in HEALTHY]
-    assert halo.parse_serve_health(lines)["healthy"] is True
+    assert halo_serve.parse_serve_health(lines)["healthy"] is True
 
 
 def test_line_based_facts_join_their_lines():
     assert halo.LiveCmdline().process(["ro quiet", "x=1"]) == ["ro", "quiet", "x=1"]
     stored = ['{"model": "/m.gguf",', '"model_file_bytes": 1000,',
               '"llama_bench": [{"n_prompt": 512, "n_gen": 0, "avg_ts": 884.0, "backends": "Vulkan"}]}']
-    figures = halo.BenchResult().process(stored)
+    figures = halo_serve.BenchResult().process(stored)
     assert (figures.model, figures.model_bytes, figures.pp_tps, figures.tg_tps, figures.backend) == (
         "/m.gguf", 1000, 884.0, None, "Vulkan")

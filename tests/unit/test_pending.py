@@ -12,7 +12,7 @@ import pytest
 from halofleet.box import serving
 from halofleet.contract import paths
 from halofleet.contract.config import ConfigError
-from halofleet.facts.halo import parse_addresses
+from halofleet.facts.halo_rpc import parse_addresses
 from halofleet.fleet import rpc
 from halofleet.models.specs import validate
 from halofleet.operations.halo_rpc import workers_failed_check

@@ -24,7 +24,7 @@ from halofleet.contract.paths import (
     ROCM_PIN,
     ROCM_SOURCES,
 )
-from halofleet.facts.halo import parse_probe
+from halofleet.facts.probe import parse_probe
 from halofleet.models.specs import validate
 from halofleet.operations.halo_rocm import render_pin, render_sources
 from halofleet.testing.fake import probe_output, run_fake

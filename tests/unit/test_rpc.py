@@ -13,7 +13,7 @@ from halofleet.box.plan import build_plan
 from halofleet.contract import paths, policy
 from halofleet.contract.config import ConfigError, HostRefused
 from halofleet.contract.templating import sha256_text
-from halofleet.facts.halo import parse_probe
+from halofleet.facts.probe import parse_probe
 from halofleet.facts.halo_rpc import parse_rpc_log
 from halofleet.fleet import rpc
 from halofleet.models.specs import validate

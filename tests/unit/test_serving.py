@@ -154,7 +154,7 @@ def test_container_engines_have_their_image_probed_and_pulled_only_when_missing(
 
 
 def test_probe_reports_the_image_only_when_asked():
-    from halofleet.facts.halo import PROBE_MARK, HostProbe, parse_probe
+    from halofleet.facts.probe import PROBE_MARK, HostProbe, parse_probe
 
     assert f"{PROBE_MARK}image" in HostProbe().command(image="localhost/x:1")
     assert f"{PROBE_MARK}image" not in HostProbe().command()

@@ -1,6 +1,7 @@
 """verify_row: one host's live state judged against its own plan."""
 
-from halofleet.facts.halo import parse_probe, parse_serve_health
+from halofleet.facts.probe import parse_probe
+from halofleet.facts.halo_serve import parse_serve_health
 from halofleet.testing.fake import probe_output
 
 DATA = {"halo_allow_non_strix_halo": True, "halo_model": "/srv/models/tiny.gguf", "halo_llama_backend": "cpu"}
@@ -50,7 +51,7 @@ def test_unreachable_host():
 
 
 def test_live_probe_carries_health_and_bench_in_the_same_round_trip():
-    from halofleet.facts.halo import PROBE_MARK, HostProbe
+    from halofleet.facts.probe import PROBE_MARK, HostProbe
 
     command = HostProbe().command(live=True)
     assert f"{PROBE_MARK}health" in command and f"{PROBE_MARK}bench" in command
@@ -64,7 +65,7 @@ def test_live_probe_carries_health_and_bench_in_the_same_round_trip():
 def test_live_probe_runs_in_a_real_shell_on_a_host_without_halofleet():
     import subprocess
 
-    from halofleet.facts.halo import HostProbe
+    from halofleet.facts.probe import HostProbe
 
     output = subprocess.run(["sh", "-c", HostProbe().command(live=True)], capture_output=True, text=True, timeout=60)
     assert output.returncode == 0
