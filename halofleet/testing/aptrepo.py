@@ -28,6 +28,8 @@ THEROCK_RELEASES: dict[str, tuple[tuple[str, str], ...]] = {
     "core/packages/debian13": (("10.0.0", "1"),),
 }
 THEROCK_ALTERNATIVE = "halofleet-test-rocm-core"  # [U] the real group name; only /opt/rocm/core matters here
+# Where the test hosts (VMs and containers) keep the repository: their ROCm sources point here (``file:``).
+REPO_PATH = "/srv/halofleet-test-repo"
 
 
 def package_version(release: str) -> str:
@@ -156,3 +158,24 @@ def build_stack_repo(target: Path, kernel_release: str, kernel_version: str, vml
                                    {"/usr/share/doc/halofleet-test-firmware/README": f"test firmware {version}\n"}))
         _write_index(target, suite, debs)
     return target
+
+
+def rocm_group_data(version: str, repo_path: str = REPO_PATH) -> dict:
+    """Host data pinning the legacy ``version`` from the repository at ``repo_path`` on the host (nothing served)."""
+    return {
+        "halo_serve": "none",  # the ROCm tests serve nothing (serving is tested on its own)
+        "halo_rocm_version": version,
+        "halo_rocm_repo_url": f"file:{repo_path}",
+        "halo_rocm_repo_suite": SUITE,
+        "halo_rocm_repo_trusted": True,
+    }
+
+
+def therock_group_data(version: str, repo_dir: str, repo_path: str = REPO_PATH) -> dict:
+    """A TheRock release from the repository's copy of AMD's layout (``therock/<repo_dir>``, suite stable)."""
+    return {
+        "halo_serve": "none",
+        "halo_rocm_version": version,
+        "halo_rocm_repo_url": f"file:{repo_path}/therock/{repo_dir}",
+        "halo_rocm_repo_trusted": True,
+    }

@@ -11,10 +11,11 @@ import pytest
 
 from halofleet.testing import aptrepo, prereqs
 from halofleet.testing import vm as vm_mod
+from halofleet.testing.aptrepo import REPO_PATH as REPO_IN_VM  # noqa: F401 (the VM tests import these from here)
+from halofleet.testing.aptrepo import rocm_group_data, therock_group_data  # noqa: F401
 from halofleet.testing.runs import run_pyinfra  # noqa: F401 (the VM tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
-REPO_IN_VM = "/srv/halofleet-test-repo"
 
 # The whole VM tier takes about 2.5 hours under QEMU's TCG (KVM fails on these machines: "emulation failure"), far
 # over CI's budget: the modules marked with WHOLE_TIER_ONLY run only with HALOFLEET_VM_ALL=1 (docs/testing.md).
@@ -51,23 +52,3 @@ def rocm_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vm_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("vms")
-
-
-def rocm_group_data(version: str) -> dict:
-    return {
-        "halo_serve": "none",  # trixie has no llama-server package; serving is tested on forky (test_serve.py)
-        "halo_rocm_version": version,
-        "halo_rocm_repo_url": f"file:{REPO_IN_VM}",
-        "halo_rocm_repo_suite": aptrepo.SUITE,
-        "halo_rocm_repo_trusted": True,
-    }
-
-
-def therock_group_data(version: str, repo_dir: str) -> dict:
-    """A TheRock release from the local repository's copy of AMD's layout (``therock/<repo_dir>``, suite stable)."""
-    return {
-        "halo_serve": "none",
-        "halo_rocm_version": version,
-        "halo_rocm_repo_url": f"file:{REPO_IN_VM}/therock/{repo_dir}",
-        "halo_rocm_repo_trusted": True,
-    }

@@ -22,10 +22,10 @@ import time
 import pytest
 
 from halofleet.box import cmdline
-from halofleet.facts.halo_rocm import ROCM_COMMAND, parse_rocm
+from halofleet.testing import rocmpins
 from halofleet.testing import vm as vm_mod
 
-from .conftest import REPO_IN_VM, ROOT, WHOLE_TIER_ONLY, rocm_group_data, run_pyinfra, therock_group_data
+from .conftest import REPO_IN_VM, ROOT, WHOLE_TIER_ONLY, rocm_group_data, run_pyinfra
 
 pytestmark = [pytest.mark.vm, WHOLE_TIER_ONLY]
 
@@ -279,98 +279,30 @@ def test_installed_wheel_outside_the_checkout_plans_what_the_checkout_plans(flee
         print(f"{scheme}: {len(expected)} listing lines identical to the checkout's")
 
 
+def rocm_host(fleet, name: str) -> rocmpins.RocmHost:
+    """One VM of the fleet as the ROCm scenarios drive it (halofleet/testing/rocmpins.py, shared with nspawn)."""
+
+    def deploy(data: dict, deploy_file: str, review: bool = False):
+        path = fleet.workdir / f"{name}-rocm-{data['halo_rocm_version']}.json"
+        return run_pyinfra(vm_mod.write_inventory([fleet.vms[name]], path, group_data=data), deploy_file,
+                           review=review)
+
+    return rocmpins.RocmHost(sh=lambda command, check=True: fleet.sh(name, command, check), deploy=deploy)
+
+
+# vm2 hosts the ROCm tests (their nspawn twin, tests/nspawn/test_rocm_pins.py, runs in CI): it starts on the
+# converged 7.2.1, and the tests after them only need it reachable (they purge its ROCm and re-pin it); it is left
+# with a forced legacy 7.0.1.
 def test_rocm_pin_holds_against_apt(fleet):
-    # Move vm2 down to 6.4.4 through the stage (the pin allows the downgrade) ...
-    run = run_pyinfra(fleet.description(["vm2"], rocm_version="6.4.4"), "deploys/rocm.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' rocm-core") == "6.4.4.60404-1"
-    # ... without the pin apt would take 7.2.1 (so the assertions below can fail) ...
-    unpinned = fleet.sh("vm2", "apt-cache -o Dir::Etc::PreferencesParts=/nonexistent policy rocm-core "
-                               "| awk '/Candidate/ {print $2}'")
-    assert unpinned == "7.2.1.70201-1"
-    # ... with it, an upgrade stays on 6.4.4 and 7.0.1 is never a candidate.
-    fleet.sh("vm2", "DEBIAN_FRONTEND=noninteractive apt-get -y upgrade && "
-                    "DEBIAN_FRONTEND=noninteractive apt-get -y dist-upgrade")
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' rocm-core") == "6.4.4.60404-1"
-    policy_text = fleet.sh("vm2", "apt-cache policy rocm-core")
-    assert "Candidate: 6.4.4.60404-1" in policy_text
-    assert "7.0.1.70001-1 -1" in " ".join(policy_text.split())  # 7.0.1 barred at priority -1
-    # and the stage is converged at 6.4.4
-    again = run_pyinfra(fleet.description(["vm2"], rocm_version="6.4.4"), "deploys/rocm.py")
-    assert again.returncode == 0 and again.changed_ops == []
-    # apt obeys an explicit `rocm-core=7.0.1...` over any pin; halofleet then refuses the host on its next run.
-    fleet.sh("vm2", "DEBIAN_FRONTEND=noninteractive apt-get -y install rocm-core=7.0.1.70001-1")
-    refused = run_pyinfra(fleet.description(["vm2"], rocm_version="6.4.4"), "deploys/full.py")
-    assert refused.returncode != 0
-    assert "ROCm 7.0.1 is installed and refused" in refused.stderr
-
-
-# vm2 hosts the TheRock tests: the tests after them only need it reachable (they purge its ROCm and re-pin it),
-# and it is left as the pin test above left it (a forced legacy 7.0.1).
-LEGACY_721 = f"dpkg -i {REPO_IN_VM}/pool/main/rocm-core_7.2.1.*.deb {REPO_IN_VM}/pool/main/rocm_7.2.1.*.deb"
-
-
-def _therock(fleet, version, repo_dir):
-    return vm_mod.write_inventory([fleet.vms["vm2"]], fleet.workdir / f"vm2-therock-{version}.json",
-                                  group_data=therock_group_data(version, repo_dir))
-
-
-def _installed_rocm(fleet, name):
-    """The RocmInstall fact, read on the host with the probe's own command and parser."""
-    return parse_rocm(fleet.sh(name, ROCM_COMMAND).splitlines())
+    rocmpins.pin_holds_against_apt(rocm_host(fleet, "vm2"))
 
 
 def test_rocm_therock_714_replaces_legacy_and_holds_its_patch_level(fleet):
-    fleet.sh("vm2", f"dpkg --purge rocm rocm-core >/dev/null 2>&1 || true; {LEGACY_721}")
-    assert _installed_rocm(fleet, "vm2")["legacy"] == "7.2.1"
-    description = _therock(fleet, "7.14.0", "packages-multi-arch/debian13")
-    # The dry run names the transition before anything changes.
-    review = run_pyinfra(description, "deploys/rocm.py", review=True)
-    assert review.returncode == 0, review.stderr[-3000:]
-    assert "Remove legacy ROCm 7.2.1 before TheRock 7.14.0" in review.stderr
-    assert "apt-get purge -y -o DPkg::Lock::Timeout=300 rocm-core" in review.stderr
-
-    run = run_pyinfra(description, "deploys/rocm.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "Remove legacy ROCm 7.2.1 before TheRock 7.14.0" in run.changed_names
-    assert fleet.sh("vm2", "dpkg -l rocm-core rocm 2>/dev/null | grep -c '^ii'", check=False) == "0"
-    # 7.14.1-1 is in the repository: the pin holds the patch level asked for.
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' amdrocm7.14-gfx1151") == "7.14.0-3"
-    assert fleet.sh("vm2", "readlink -f /opt/rocm/core") == "/opt/rocm/core-7.14"
-    assert fleet.sh("vm2", "cat /etc/apt/sources.list.d/halofleet-rocm.list").splitlines()[-1] == (
-        f"deb [arch=amd64 trusted=yes] file:{REPO_IN_VM}/therock/packages-multi-arch/debian13 stable main")
-    assert fleet.sh("vm2", "test -e /etc/apt/sources.list.d/halofleet-rocm.sources && echo legacy-source",
-                    check=False) == ""
-    fleet.sh("vm2", "DEBIAN_FRONTEND=noninteractive apt-get -y upgrade")
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' amdrocm7.14-gfx1151") == "7.14.0-3"
-    fact = _installed_rocm(fleet, "vm2")
-    assert (fact["version"], fact["stream"], fact["legacy"], fact["core"]) == (
-        "7.14.0", "therock", None, "/opt/rocm/core-7.14")
-    again = run_pyinfra(description, "deploys/rocm.py")
-    assert again.returncode == 0 and again.changed_ops == [], again.changed_ops
+    rocmpins.therock_714_replaces_legacy(rocm_host(fleet, "vm2"))
 
 
 def test_rocm_therock_10_from_a_deb822_source_replaces_legacy(fleet):
-    fleet.sh("vm2", f"dpkg --purge amdrocm7.14-gfx1151 && {LEGACY_721}")
-    description = _therock(fleet, "10.0", "core/packages/debian13")
-    run = run_pyinfra(description, "deploys/rocm.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "Remove legacy ROCm 7.2.1 before TheRock 10.0" in run.changed_names
-    assert fleet.sh("vm2", "dpkg -l rocm-core rocm 2>/dev/null | grep -c '^ii'", check=False) == "0"
-    assert fleet.sh("vm2", "dpkg-query -W -f='${Version}' amdrocm10.0-gfx1151") == "10.0.0-1"
-    assert fleet.sh("vm2", "readlink -f /opt/rocm/core") == "/opt/rocm/core-10.0"
-    sources = fleet.sh("vm2", "cat /etc/apt/sources.list.d/halofleet-rocm.sources")
-    assert f"URIs: file:{REPO_IN_VM}/therock/core/packages/debian13" in sources and "Suites: stable" in sources
-    assert fleet.sh("vm2", "test -e /etc/apt/sources.list.d/halofleet-rocm.list && echo one-line-source",
-                    check=False) == ""
-    assert "Pin: version 10.0.*" in fleet.sh("vm2", "cat /etc/apt/preferences.d/halofleet-rocm")
-    fact = _installed_rocm(fleet, "vm2")
-    assert (fact["version"], fact["stream"], fact["core"]) == ("10.0.0", "therock", "/opt/rocm/core-10.0")
-    again = run_pyinfra(description, "deploys/rocm.py")
-    assert again.returncode == 0 and again.changed_ops == [], again.changed_ops
-    # Back to what the pin test left for the tests after this one.
-    fleet.sh("vm2", f"dpkg --purge amdrocm10.0-gfx1151 && dpkg -i {REPO_IN_VM}/pool/main/rocm-core_7.0.1.*.deb")
-    assert fleet.sh("vm2", "test -e /opt/rocm/core || echo gone") == "gone"
+    rocmpins.therock_10_from_deb822(rocm_host(fleet, "vm2"))
 
 
 def test_verify_reports_every_host(fleet):
