@@ -109,6 +109,20 @@ def pin_holds_against_apt(host: RocmHost) -> None:
     assert "ROCm 7.0.1 is installed and refused" in refused.stderr
 
 
+def replaces_legacy_721(host: RocmHost, data: dict, series: str, package_version: str) -> None:
+    """The stage, asked for ``data``'s TheRock release on a host with legacy 7.2.1, removes the legacy stack (named
+    so in the run), installs ``amdrocm<series>-gfx1151`` at ``package_version`` and points ``/opt/rocm/core`` at
+    ``core-<series>``."""
+    version = data["halo_rocm_version"]
+    run = host.deploy(data, "deploys/rocm.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    says_kernel_pair(host, run, version)
+    assert f"Remove legacy ROCm 7.2.1 before TheRock {version}" in run.changed_names
+    assert host.sh("dpkg -l rocm-core rocm 2>/dev/null | grep -c '^ii'", check=False) == "0"
+    assert host.sh(VERSION_OF + f"amdrocm{series}-gfx1151") == package_version
+    assert host.sh("readlink -f /opt/rocm/core") == f"/opt/rocm/core-{series}"
+
+
 def therock_714_replaces_legacy(host: RocmHost) -> None:
     """
     Legacy 7.2.1 to TheRock 7.14.0 (one-line source): the dry run names the removal first, the run purges the
@@ -124,14 +138,8 @@ def therock_714_replaces_legacy(host: RocmHost) -> None:
     assert "Remove legacy ROCm 7.2.1 before TheRock 7.14.0" in review.stderr
     assert "apt-get purge -y -o DPkg::Lock::Timeout=300 rocm-core" in review.stderr
 
-    run = host.deploy(data, "deploys/rocm.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    says_kernel_pair(host, run, "7.14.0")
-    assert "Remove legacy ROCm 7.2.1 before TheRock 7.14.0" in run.changed_names
-    assert host.sh("dpkg -l rocm-core rocm 2>/dev/null | grep -c '^ii'", check=False) == "0"
     # 7.14.1-1 is in the repository: the pin holds the patch level asked for.
-    assert host.sh(VERSION_OF + "amdrocm7.14-gfx1151") == "7.14.0-3"
-    assert host.sh("readlink -f /opt/rocm/core") == "/opt/rocm/core-7.14"
+    replaces_legacy_721(host, data, "7.14", "7.14.0-3")
     assert host.sh("cat /etc/apt/sources.list.d/halofleet-rocm.list").splitlines()[-1] == (
         f"deb [arch=amd64 trusted=yes] file:{REPO_PATH}/therock/packages-multi-arch/debian13 stable main")
     assert host.sh("test -e /etc/apt/sources.list.d/halofleet-rocm.sources && echo legacy-source", check=False) == ""
@@ -152,13 +160,7 @@ def therock_10_from_deb822(host: RocmHost) -> None:
     """
     host.sh(f"dpkg --purge amdrocm7.14-gfx1151 && {LEGACY_721}")
     data = therock_group_data("10.0", "core/packages/debian13")
-    run = host.deploy(data, "deploys/rocm.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    says_kernel_pair(host, run, "10.0")
-    assert "Remove legacy ROCm 7.2.1 before TheRock 10.0" in run.changed_names
-    assert host.sh("dpkg -l rocm-core rocm 2>/dev/null | grep -c '^ii'", check=False) == "0"
-    assert host.sh(VERSION_OF + "amdrocm10.0-gfx1151") == "10.0.0-1"
-    assert host.sh("readlink -f /opt/rocm/core") == "/opt/rocm/core-10.0"
+    replaces_legacy_721(host, data, "10.0", "10.0.0-1")
     sources = host.sh("cat /etc/apt/sources.list.d/halofleet-rocm.sources")
     assert f"URIs: file:{REPO_PATH}/therock/core/packages/debian13" in sources and "Suites: stable" in sources
     assert host.sh("test -e /etc/apt/sources.list.d/halofleet-rocm.list && echo one-line-source", check=False) == ""
