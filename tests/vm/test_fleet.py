@@ -22,7 +22,7 @@ import time
 import pytest
 
 from halofleet.box import cmdline
-from halofleet.testing import rocmpins
+from halofleet.testing import rocmpins, wheelsite
 from halofleet.testing import vm as vm_mod
 
 from .conftest import REPO_IN_VM, ROOT, WHOLE_TIER_ONLY, rocm_group_data, run_pyinfra
@@ -217,66 +217,16 @@ def test_dry_diff_of_a_change_is_reviewable(fleet):
     assert fleet.sh("vm1", "sha256sum /etc/default/grub.d/zz-halofleet.cfg /etc/modprobe.d/zz-halofleet.conf") == before
 
 
-def dry_run_listing(stderr: str) -> list[str]:
-    """The commands halofleet's dry-run listing says a run would execute (one block per host and operation)."""
-    lines = stderr.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Commands a run would execute" in line)
-    listing = []
-    for line in lines[start + 1:]:
-        if line.startswith("--> ") or line.startswith("halofleet summary"):
-            break
-        listing.append(line.rstrip())
-    return listing
-
-
 def test_installed_wheel_outside_the_checkout_plans_what_the_checkout_plans(fleet, tmp_path):
     """
     The wheel, installed into a fresh venv and with --user (a private PYTHONUSERBASE), run from an empty directory:
     ``halofleet init`` writes a site whose deploy file, run with ``--dry --diff`` against a VM, lists exactly the
-    commands the checkout's deploys/full.py lists for the same host and data.
+    commands the checkout's deploys/full.py lists for the same host and data (halofleet/testing/wheelsite.py; its
+    nspawn twin, tests/nspawn/test_installed_wheel.py, runs in CI). vm1 is converged: another OS reserve makes a
+    plan to compare, the GRUB drop-in in it.
     """
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)], check=True,
-                   capture_output=True)
-    wheel = str(next(dist.glob("halofleet-*.whl")))
-    constraints = str(ROOT / "constraints.txt")
-    venv, userbase = tmp_path / "venv", tmp_path / "userbase"
-    subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/pip"), "install", "-q", "-c", constraints, wheel], check=True)
-    user_env = {key: value for key, value in os.environ.items() if key != "PYTHONNOUSERSITE"}
-    user_env["PYTHONUSERBASE"] = str(userbase)
-    subprocess.run([base_python, "-m", "pip", "install", "-q", "--user", "--break-system-packages", "-c",
-                    constraints, wheel], check=True, env=user_env)
-    schemes = {  # name: (the halofleet script, its python, its environment)
-        "venv": (venv / "bin/halofleet", str(venv / "bin/python"), dict(os.environ)),
-        "user": (userbase / "bin/halofleet", base_python, user_env),
-    }
-
-    description = fleet.description(["vm1"])
-    change = ("--data", "halo_os_reserve_gib=9")  # vm1 is converged: ask for a change so there is a plan to compare
-    checkout = run_pyinfra(description, "deploys/full.py", *change, review=True)
-    assert checkout.returncode == 0, checkout.stderr[-3000:]
-    expected = dry_run_listing(checkout.stderr)
-    assert any("zz-halofleet.cfg" in line for line in expected), expected
-    for scheme, (halofleet, python, env) in schemes.items():
-        site = tmp_path / f"site-{scheme}"
-        site.mkdir()
-
-        def ask(code: str) -> str:
-            return subprocess.run([python, "-c", code], cwd=site, env=env, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-
-        assert ask("import halofleet; print(halofleet.__file__)").startswith(str(tmp_path)), scheme
-        init = subprocess.run([str(halofleet), "init", "."], cwd=site, env=env, capture_output=True, text=True)
-        assert init.returncode == 0, init.stderr
-        inventory = ask("from halofleet.testing import vm; print(vm.INVENTORY_FILE)")
-        dry = subprocess.run([str(halofleet), "pyinfra", "--dry", "--diff", *change, inventory, "deploy.py"], cwd=site,
-                             env={**env, "HALOFLEET_VM_INVENTORY": str(description)}, capture_output=True, text=True,
-                             timeout=600)
-        assert dry.returncode == 0, dry.stderr[-3000:]
-        assert dry_run_listing(dry.stderr) == expected, f"{scheme}: the installed deploy plans differently"
-        print(f"{scheme}: {len(expected)} listing lines identical to the checkout's")
+    wheelsite.plans_like_the_checkout(tmp_path, fleet.description(["vm1"]), ("--data", "halo_os_reserve_gib=9"),
+                                      "zz-halofleet.cfg")
 
 
 def rocm_host(fleet, name: str) -> rocmpins.RocmHost:
