@@ -14,8 +14,10 @@ preflight judges the pair from that kernel's KFD topology (``/sys/class/kfd``, w
 machine with no gfx1151 node (CI's, and a TCG VM alike) every release gets the "kernel CWSR support unknown"
 warning, and each run is checked to say exactly what ``rocm_kernel_verdict`` says for the KFD state read in the
 container. On a Strix Halo machine whose kernel has the CWSR fix, 6.4.4 is a refused pair: the pin test then proves
-the stage refuses it and changes nothing, and skips the rest (saying why). The pair with a fake gfx1151 topology
-is tests/vm/test_serve.py's (an overlay on the VM's own /sys/class).
+the stage refuses it and changes nothing, and skips the rest (saying why); that branch has not run on CI's machines.
+The pair with a fake gfx1151 topology is tests/vm/test_serve.py's (an overlay on the VM's own /sys/class). Likewise
+the probe looks for amdgpu-dkms's module under the container's own /lib/modules/<the machine's release>: nothing
+there, as on the VMs.
 """
 
 from __future__ import annotations
