@@ -1,4 +1,13 @@
-"""The pure fact parsers on hand-written host outputs (mutation-tested); expected values are literals."""
+"""
+The pure fact parsers on hand-written host outputs (mutation-tested); expected values are literals.
+
+Equivalent survivors (mutmut 3.7 names, halofleet.facts.*; no input can tell them apart):
+- halo.x_parse_kfd_nodes__mutmut_16, _19, _20 (``rsplit("/")``, ``rsplit("/", 2)``, ``[+1]`` of a 2-split): the
+  last field is the same however often the path is split, and a 2-split's [+1] is its [-1].
+- halo.x_parse_os__mutmut_10, _24 (``split(None, 1)``): the line starts with the marker and one space, and the
+  value is stripped either way.
+- probe.x_parse_probe__mutmut_4 (``current = ""``): no section is named "", like None.
+"""
 
 import pytest
 
@@ -25,6 +34,13 @@ def test_kfd_nodes_parse_names_properties_and_the_gfx_target():
 def test_kfd_node_without_trailing_slash_and_a_non_numeric_target():
     nodes = halo.parse_kfd_nodes(["@node /sys/class/kfd/kfd/topology/nodes/12", "gfx_target_version gfx1151"])
     assert nodes == [{"node": "12", "gfx_target_version": 0, "properties": {"gfx_target_version": "gfx1151"}}]
+
+
+def test_a_kfd_node_path_without_a_name_is_a_question_mark():
+    """``@node /`` (a hostile or broken listing) still makes a node, named '?', never an empty name; only the
+    trailing slashes go, never the name's own last letters."""
+    assert [found["node"] for found in halo.parse_kfd_nodes(["@node /", "@node //", "@node /n/XX/"])] == [
+        "?", "?", "XX"]
 
 
 def test_gfx1150_is_not_strix_halo():
@@ -114,6 +130,11 @@ def test_gtt_state():
                                   "cards": {}}
 
 
+def test_gtt_lines_naming_no_card_file_are_skipped_without_raising():
+    """A DRM path that stops at the card (or before it) is read as that card or skipped: a parser never raises."""
+    assert halo.parse_gtt(["/sys/class/drm/ 5", "/sys/class/drm/card0 7"])["cards"] == {"card0": 7}
+
+
 def test_runtimes():
     assert halo.parse_runtimes(["podman podman version 5.4.2 ", "lxc 1", " docker Docker version 26.1.5"]) == {
         "podman": "podman version 5.4.2", "docker": "Docker version 26.1.5"}
@@ -126,6 +147,12 @@ def test_os_release_kernel_and_devices():
     assert info == {"id": "linuxmint", "id_like": "ubuntu debian", "pretty_name": "Linux Mint 22",
                     "home_url": "https://example.org/?a=b", "variant": "Xfce Edition X",
                     "kernel": "6.17.0-19-generic", "devices": ["/dev/kfd", "/dev/dri/renderD128"]}
+
+
+def test_kernel_and_device_lines_keep_the_rest_of_the_line():
+    """Everything after the marker is the value, spaces included (what ``uname -r`` printed is shown as it was)."""
+    info = halo.parse_os(["@kernel 6.17.0 odd build", "@dev /dev/dri/render D128"])
+    assert (info["kernel"], info["devices"]) == ("6.17.0 odd build", ["/dev/dri/render D128"])
 
 
 def test_os_release_single_quoted_values():
