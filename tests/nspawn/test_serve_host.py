@@ -1,0 +1,99 @@
+"""
+tests/vm/test_serve.py's serving scenarios that need no kernel, GRUB, reboot, sysfs overlay or podman, on two forky
+containers booted once for the module (written once in halofleet/testing/servecases.py, called by both tiers):
+the review of a fresh host (``halofleet diff`` and ``--dry --diff``: every file and command, neither the API key
+nor the Hub token shown; here with a Hub model behind a token from a mirror on the test network, so the token
+file is among the changes), stopping the engine leaves none behind and the next run only starts it, a hostile
+pushed model name refused in preflight while the other host carries on, and a corrupt model failing its host
+without a crash loop. The tests share the containers and run in file order.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from halofleet.testing import nspawn, servecases
+from halofleet.testing.runs import ROOT
+from halofleet.testing.tinymodel import write_tiny_llama
+
+from .conftest import TIER_DATA
+
+pytestmark = pytest.mark.nspawn
+
+API_KEY = "sk-halofleet-nspawn-serve-7d2e91"
+TOKEN = "hf_nspawn_serve_review_token_789"
+MIRROR_PORT = 8000
+
+
+class Rig:
+    def __init__(self, net: nspawn.Network, workdir: Path):
+        self.net, self.workdir = net, workdir
+        self.model = write_tiny_llama(workdir / "tiny-llama.gguf")
+        hub = workdir / "mirror" / "hub" / "acme" / "tiny"
+        hub.mkdir(parents=True)
+        write_tiny_llama(hub / "beta.gguf", seed=2)
+        net.popen([sys.executable, "-m", "halofleet.testing.hubmirror", str(workdir / "mirror"), net.gateway,
+                   str(MIRROR_PORT), str(workdir / "mirror.log"), TOKEN], cwd=ROOT)
+        self.boxes = {box.name: box for box in net.boot(["srv1", "srv2"])}
+        self.runs = 0
+
+    def description(self, host_data: dict[str, dict]) -> Path:
+        self.runs += 1
+        return self.net.write_inventory(self.workdir / f"hosts-{self.runs}.json",
+                                        host_data={name: {**TIER_DATA, **data} for name, data in host_data.items()},
+                                        hosts=[self.boxes[name] for name in host_data])
+
+    def deploy(self, host_data: dict[str, dict], deploy_file: str, review: bool = False):
+        return self.net.run_pyinfra(self.description(host_data), deploy_file, review=review)
+
+    def diff(self, host_data: dict[str, dict], out: Path) -> str:
+        proc = self.net.run(["env", f"HALOFLEET_VM_INVENTORY={self.description(host_data)}", sys.executable, "-m",
+                             "halofleet.cli", "diff", "inventories/vm.py", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out.read_text()
+
+    def host(self, name: str) -> servecases.ServeHost:
+        box = self.boxes[name]
+        return servecases.ServeHost(name=name, sh=lambda command, check=True: box.ssh(command, check=check).stdout.strip(),
+                                    deploy=self.deploy, diff=self.diff, manages_boot=False)
+
+    def serving(self, **extra) -> dict:
+        return {"halo_model": str(self.model), "halo_model_push": True, "halo_ctx": 512, "halo_api_key": API_KEY,
+                **extra}
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("serve")
+    nspawn.rootfs()
+    with nspawn.Network(workdir / "net") as net:
+        yield Rig(net, workdir)
+
+
+def test_review_of_a_fresh_host_shows_every_change_and_no_secret(rig, tmp_path):
+    data = {"halo_models": [{"name": "beta", "hf": "acme/tiny", "include": "*.gguf", "ctx": 512}],
+            "halo_hf_endpoint": f"http://{rig.net.gateway}:{MIRROR_PORT}", "halo_hf_token": TOKEN,
+            "halo_api_key": API_KEY}
+    servecases.review_of_a_fresh_host(rig.host("srv1"), data, tmp_path / "review.md")
+
+
+def test_stopping_leaves_no_engine_behind(rig):
+    first = rig.deploy({"srv1": rig.serving()}, "deploys/full.py")
+    assert first.returncode == 0, first.stderr[-3000:]
+    servecases.stopping_leaves_no_engine_behind(rig.host("srv1"), rig.serving())
+
+
+def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(rig, tmp_path):
+    prepared = {"halo_serve": "none"}
+    converged = rig.deploy({"srv2": prepared}, "deploys/full.py")
+    assert converged.returncode == 0, converged.stderr[-3000:]
+    servecases.hostile_model_name_refused(rig.host("srv1"), rig.serving(), rig.model, tmp_path, rig.host("srv2"),
+                                          prepared)
+
+
+def test_corrupt_model_is_a_clear_error_not_a_crash_loop(rig, tmp_path):
+    servecases.corrupt_model_fails_without_a_crash_loop(rig.host("srv1"), rig.serving(), rig.model, tmp_path)
