@@ -58,8 +58,11 @@ class Rig:
 
     def host(self, name: str) -> servecases.ServeHost:
         box = self.boxes[name]
-        return servecases.ServeHost(name=name, sh=lambda command, check=True: box.ssh(command, check=check).stdout.strip(),
-                                    deploy=self.deploy, diff=self.diff, manages_boot=False)
+
+        def sh(command: str, check: bool = True) -> str:
+            return box.ssh(command, check=check).stdout.strip()
+
+        return servecases.ServeHost(name=name, sh=sh, deploy=self.deploy, diff=self.diff, manages_boot=False)
 
     def serving(self, **extra) -> dict:
         return {"halo_model": str(self.model), "halo_model_push": True, "halo_ctx": 512, "halo_api_key": API_KEY,

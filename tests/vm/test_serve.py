@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from halofleet.testing import fakesysfs
+from halofleet.testing import fakesysfs, servecases
 from halofleet.testing import vm as vm_mod
 from halofleet.testing.tinymodel import write_tiny_llama
 
@@ -91,6 +89,16 @@ class Servers:
     def sh(self, name: str, command: str, check: bool = True) -> str:
         return self.vms[name].ssh(command, check=check).stdout.strip()
 
+    def host(self, name: str) -> servecases.ServeHost:
+        """One VM as halofleet/testing/servecases.py's scenarios drive it."""
+        def deploy(host_data: dict, deploy_file: str, review: bool = False):
+            return run_pyinfra(self.fleet(f"{name}-case", **host_data), deploy_file, review=review)
+
+        return servecases.ServeHost(
+            name=name, sh=lambda command, check=True: self.sh(name, command, check=check), deploy=deploy,
+            diff=lambda host_data, out: halofleet_diff(self.fleet(f"{name}-review", **host_data), out),
+            manages_boot=True)
+
     def srv1_data(self, **extra):
         return {"halo_llama_backend": "cpu", "halo_model": str(self.model), "halo_model_push": True,
                 "halo_api_key": API_KEY, **extra}
@@ -127,23 +135,7 @@ def halofleet_diff(description, out) -> str:
 
 
 def test_review_of_a_fresh_host_shows_every_change_and_no_secret(servers, tmp_path):
-    description = servers.description("srv1", **servers.srv1_data())
-    text = halofleet_diff(description, tmp_path / "review.md")
-    assert "## srv1: " in text and "would change" in text
-    for expected in ("Will create /etc/default/grub.d/zz-halofleet.cfg", "Will create /etc/modprobe.d/zz-halofleet.conf",
-                     "Will create /etc/systemd/system/halo-serve.service", "+ExecStart=/usr/bin/llama-server",
-                     "Will create /etc/halofleet/serve.env", "(content withheld: it holds a secret)",
-                     "systemctl restart halo-serve.service"):
-        assert expected in text, expected
-    assert API_KEY not in text
-    dry = run_pyinfra(description, "deploys/full.py", review=True)
-    assert dry.returncode == 0
-    assert "Will create /etc/systemd/system/halo-serve.service" in dry.stderr
-    commands = dry.stderr.split("--> Commands a run would execute", 1)[1]  # halofleet's listing after pyinfra's diffs
-    assert "[srv1] halofleet | serve | llama-server serving on http://127.0.0.1:8080" in commands
-    assert "systemctl restart halo-serve.service" in commands and "update-grub" in commands
-    assert API_KEY not in dry.stderr
-    assert servers.sh("srv1", "ls /etc/halofleet /etc/default/grub.d/zz-halofleet.cfg 2>&1 | grep -c 'No such'") == "2"
+    servecases.review_of_a_fresh_host(servers.host("srv1"), servers.srv1_data(), tmp_path / "review.md")
 
 
 def test_llama_server_from_distro_serves_a_real_completion(servers):
@@ -229,30 +221,12 @@ def test_changed_flag_restarts_the_engine(servers):
 
 
 def test_stopping_leaves_no_engine_behind(servers):
-    servers.sh("srv1", "systemctl stop halo-serve.service")
-    assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
-    # ... and the next run starts it again, without touching any file.
-    run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_llama_parallel=2)), "deploys/full.py")
-    assert run.returncode == 0
-    assert run.changed_names == ["llama-server serving on http://127.0.0.1:8080"]
-    assert engine_pid(servers, "srv1", "llama-server")
+    servecases.stopping_leaves_no_engine_behind(servers.host("srv1"), servers.srv1_data(halo_llama_parallel=2))
 
 
 def test_corrupt_model_is_a_clear_error_not_a_crash_loop(servers, tmp_path):
-    corrupt = tmp_path / "tiny-llama.gguf"
-    corrupt.write_bytes(servers.model.read_bytes()[:4096])  # a GGUF header, then nothing
-    run = run_pyinfra(servers.description("srv1", **servers.srv1_data(halo_model=str(corrupt))), "deploys/full.py")
-    assert run.returncode != 0
-    assert "halo-serve.service did not become healthy" in run.stderr
-    assert run.summary_line("srv1").startswith("srv1  failed")
-    # systemd gives up after its start limit instead of restarting forever.
-    deadline = time.monotonic() + 180
-    while servers.sh("srv1", "systemctl is-active halo-serve.service", check=False) != "failed":
-        assert time.monotonic() < deadline, "halo-serve kept restarting"
-        time.sleep(5)
-    restarts = int(servers.sh("srv1", "systemctl show -P NRestarts halo-serve.service"))
-    assert restarts <= 3
-    assert servers.sh("srv1", "pgrep -x llama-server", check=False) == ""
+    servecases.corrupt_model_fails_without_a_crash_loop(servers.host("srv1"), servers.srv1_data(), servers.model,
+                                                        tmp_path)
 
 
 def test_toolbox_quadlet_runs_the_container_as_the_service_user_with_gpu_access(servers):
@@ -332,20 +306,8 @@ def test_fleet_whose_hosts_take_different_stages_deploys_in_one_run(servers, roc
 
 
 def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(servers, tmp_path):
-    hostile = tmp_path / "evil $(touch PWNED);x.gguf"
-    shutil.copy(servers.model, hostile)
-    unit = "sha256sum /etc/systemd/system/halo-serve.service"
-    before = servers.sh("srv1", unit)
-    description = servers.fleet("hostile", srv1=servers.srv1_data(halo_model=str(hostile)), srv3={"halo_serve": "none"})
-    run = run_pyinfra(description, "deploys/full.py")
-    assert run.returncode == 1
-    assert "[srv1] halofleet refuses this host: host 'srv1': halo_model=" in run.stderr
-    assert run.failed_hosts == ["srv1"] and run.changed_ops == []  # srv3 carries on, converged
-    assert servers.sh("srv1", unit) == before
-    assert servers.sh("srv1", "systemctl is-active halo-serve.service") == "active"
-    for name in servers.vms:
-        assert servers.sh(name, "find / -xdev -name 'PWNED*' 2>/dev/null; true") == "", name
-    assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.glob("PWNED*"))
+    servecases.hostile_model_name_refused(servers.host("srv1"), servers.srv1_data(), servers.model, tmp_path,
+                                          servers.host("srv3"), {"halo_serve": "none"})
 
 
 TOOLBOX_HIP = {**STAND_IN, "halo_llama_source": "toolbox", "halo_llama_backend": "hip", "halo_image": TEST_IMAGE,
