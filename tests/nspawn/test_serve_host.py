@@ -84,18 +84,24 @@ def test_review_of_a_fresh_host_shows_every_change_and_no_secret(rig, tmp_path):
     servecases.review_of_a_fresh_host(rig.host("srv1"), data, tmp_path / "review.md")
 
 
-def test_stopping_leaves_no_engine_behind(rig):
-    first = rig.deploy({"srv1": rig.serving()}, "deploys/full.py")
-    assert first.returncode == 0, first.stderr[-3000:]
+PREPARED = {"halo_serve": "none"}
+
+
+@pytest.fixture(scope="module")
+def converged(rig):
+    """srv1 serving the pushed model, srv2 only prepared: one full run for both (where the VM tier's earlier tests
+    leave its srv1 and srv3)."""
+    run = rig.deploy({"srv1": rig.serving(), "srv2": PREPARED}, "deploys/full.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_stopping_leaves_no_engine_behind(rig, converged):
     servecases.stopping_leaves_no_engine_behind(rig.host("srv1"), rig.serving())
 
 
-def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(rig, tmp_path):
-    prepared = {"halo_serve": "none"}
-    converged = rig.deploy({"srv2": prepared}, "deploys/full.py")
-    assert converged.returncode == 0, converged.stderr[-3000:]
+def test_hostile_model_file_name_is_refused_and_nothing_runs_anywhere(rig, converged, tmp_path):
     servecases.hostile_model_name_refused(rig.host("srv1"), rig.serving(), rig.model, tmp_path, rig.host("srv2"),
-                                          prepared)
+                                          PREPARED)
 
 
 def test_corrupt_model_is_a_clear_error_not_a_crash_loop(rig, tmp_path):
