@@ -38,6 +38,9 @@ class Rig:
         net.popen([sys.executable, "-m", "halofleet.testing.hubmirror", str(workdir / "mirror"), net.gateway,
                    str(MIRROR_PORT), str(workdir / "mirror.log"), TOKEN], cwd=ROOT)
         self.boxes = {box.name: box for box in net.boot(["srv1", "srv2"])}
+        # The mirror answers before the first run's preflight asks it (any status: it is listening).
+        net.run(["curl", "-s", "-o", "/dev/null", "--retry-connrefused", "--retry", "30", "--retry-delay", "1",
+                 f"http://{net.gateway}:{MIRROR_PORT}/"], check=True, timeout=60)
         self.runs = 0
 
     def description(self, host_data: dict[str, dict]) -> Path:
