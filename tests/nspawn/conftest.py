@@ -5,6 +5,8 @@ namespaces the test creates (halofleet/testing/nspawn.py). For everything that n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,12 @@ def network(tmp_path, rootfs):
     """A fresh private network; containers booted on it are stopped and their overlays dropped afterwards."""
     with nspawn.Network(tmp_path / "net") as net:
         yield net
+
+
+@contextmanager
+def module_network(tmp_path_factory, name: str) -> Iterator[tuple[nspawn.Network, Path]]:
+    """A private network (and a work directory) that a whole module's tests share: containers are booted once."""
+    workdir = tmp_path_factory.mktemp(name)
+    nspawn.rootfs()
+    with nspawn.Network(workdir / "net") as net:
+        yield net, workdir

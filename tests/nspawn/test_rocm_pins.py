@@ -33,7 +33,7 @@ import pytest
 from halofleet.testing import aptrepo, nspawn, rocmpins
 from halofleet.testing.runs import ROOT
 
-from .conftest import TIER_DATA
+from .conftest import TIER_DATA, module_network
 
 pytestmark = pytest.mark.nspawn
 
@@ -64,9 +64,7 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("rocm")
-    nspawn.rootfs()
-    with nspawn.Network(workdir / "net") as net:
+    with module_network(tmp_path_factory, "rocm") as (net, workdir):
         yield Rig(net, workdir)
 
 

@@ -19,7 +19,7 @@ from halofleet.testing import nspawn, servecases
 from halofleet.testing.runs import ROOT
 from halofleet.testing.tinymodel import write_tiny_llama
 
-from .conftest import TIER_DATA
+from .conftest import TIER_DATA, module_network
 
 pytestmark = pytest.mark.nspawn
 
@@ -74,9 +74,7 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("serve")
-    nspawn.rootfs()
-    with nspawn.Network(workdir / "net") as net:
+    with module_network(tmp_path_factory, "serve") as (net, workdir):
         yield Rig(net, workdir)
 
 
