@@ -99,8 +99,9 @@ def test_rocm_from_dpkg_wins_over_opt_rocm_info_version():
 
 
 def test_rocm_from_opt_rocm_info_version_when_no_package_says():
-    assert halo_rocm.parse_rocm(["@info 7.2.1-81"]) == {"version": "7.2.1", "amdgpu_dkms": False, "package_version": None,
-                                                   "stream": "legacy", "legacy": "7.2.1", "therock": {}, "core": None}
+    assert halo_rocm.parse_rocm(["@info 7.2.1-81"]) == {
+        "version": "7.2.1", "amdgpu_dkms": False, "package_version": None, "stream": "legacy", "legacy": "7.2.1",
+        "therock": {}, "core": None}
     assert halo_rocm.parse_rocm([]) == {"version": None, "amdgpu_dkms": False, "package_version": None, "stream": None,
                                    "legacy": None, "therock": {}, "core": None}
 
@@ -195,8 +196,8 @@ def test_serve_state():
 
 
 def test_serve_state_defaults_and_empty_values():
-    assert halo_serve.parse_serve_state([]) == {"active": "unknown", "enabled": "unknown", "listeners": [], "stamp": None,
-                                          "cache": None, "port": None, "argv": None}
+    assert halo_serve.parse_serve_state([]) == {"active": "unknown", "enabled": "unknown", "listeners": [],
+                                                "stamp": None, "cache": None, "port": None, "argv": None}
     state = halo_serve.parse_serve_state(["@active", "@enabled", "@url http://127.0.0.1:99999"])
     assert (state["active"], state["enabled"], state["port"]) == ("unknown", "not-found", None)
 
@@ -255,7 +256,8 @@ def test_serve_health_unhealthy(replace):
 
 
 def test_serve_health_odd_values():
-    health = halo_serve.parse_serve_health(["@none", "@nocurl", "@active", "@health abc", "@completion 000 x", "@tokens -1"])
+    health = halo_serve.parse_serve_health(["@none", "@nocurl", "@active", "@health abc", "@completion 000 x",
+                                            "@tokens -1"])
     assert health == {"configured": False, "engine": None, "flavour": None, "active": "unknown", "health": None,
                       "models": None, "completion": 0, "latency_s": None, "tokens": None,
                       "error": "curl is missing on the host", "healthy": False}
