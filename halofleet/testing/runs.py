@@ -44,6 +44,18 @@ class PyinfraRun:
         return self.result["results"]["failed_hosts"] if self.result and self.result.get("results") else []
 
 
+def dry_run_listing(stderr: str) -> list[str]:
+    """The commands halofleet's dry-run listing says a run would execute (one block per host and operation)."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Commands a run would execute" in line)
+    listing = []
+    for line in lines[start + 1:]:
+        if line.startswith("--> ") or line.startswith("halofleet summary"):
+            break
+        listing.append(line.rstrip())
+    return listing
+
+
 def run_pyinfra(description: Path, deploy: str, *args: str, timeout: int = 1500, review: bool = False,
                 prefix: tuple[str, ...] = ()) -> PyinfraRun:
     """

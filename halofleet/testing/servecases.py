@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract.paths import HF_HEADER
-from .runs import ROOT, PyinfraRun
+from .runs import ROOT, PyinfraRun, dry_run_listing
 
 SERVING = "llama-server serving on http://127.0.0.1:8080"
 SECRETS = ("halo_api_key", "halo_hf_token")
@@ -81,7 +81,7 @@ def review_of_a_fresh_host(host: ServeHost, data: dict, out: Path) -> None:
     assert dry.returncode == 0, dry.stderr[-3000:]
     for path in files:
         assert f"Will create {path}" in dry.stderr, (path, dry.stderr[-3000:])
-    commands = dry.stderr.split("--> Commands a run would execute", 1)[1]  # halofleet's listing after pyinfra's diffs
+    commands = "\n".join(dry_run_listing(dry.stderr))  # halofleet's listing after pyinfra's diffs
     assert f"[{host.name}] halofleet | serve | {SERVING}" in commands, commands[-3000:]
     assert "systemctl restart halo-serve.service" in commands
     assert ("update-grub" in commands) is host.manages_boot

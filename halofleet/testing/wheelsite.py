@@ -13,19 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .runs import ROOT, run_pyinfra
-
-
-def dry_run_listing(stderr: str) -> list[str]:
-    """The commands halofleet's dry-run listing says a run would execute (one block per host and operation)."""
-    lines = stderr.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Commands a run would execute" in line)
-    listing = []
-    for line in lines[start + 1:]:
-        if line.startswith("--> ") or line.startswith("halofleet summary"):
-            break
-        listing.append(line.rstrip())
-    return listing
+from .runs import ROOT, dry_run_listing, run_pyinfra
 
 
 def install_schemes(workdir: Path) -> dict[str, tuple[Path, str, dict[str, str]]]:
